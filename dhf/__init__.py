@@ -1,0 +1,33 @@
+"""dhf: distributed Hessian-free optimisation with PyTensor and MPI.
+
+Public API (imported lazily, so ``import dhf`` stays cheap)::
+
+    dhf.ModelSpec, dhf.model.rnn, dhf.model.mlp     what to train
+    dhf.gauss_newton_product                          the symbolic Gv
+    dhf.pcg, dhf.update_damping                       the pure numerical core
+    dhf.HFOptimizer, dhf.HFConfig, dhf.HFState        the HF loop
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ModelSpec": "dhf.model",
+    "gauss_newton_product": "dhf.curvature",
+    "pcg": "dhf.cg",
+    "update_damping": "dhf.damping",
+    "HFOptimizer": "dhf.coordinator",
+    "HFConfig": "dhf.coordinator",
+    "HFState": "dhf.coordinator",
+    "Worker": "dhf.worker",
+}
+
+__all__ = list(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dhf' has no attribute {name!r}")

@@ -1,0 +1,71 @@
+"""HDF5 checkpoints: versioned, complete, written atomically by rank 0.
+
+Layout (format version 1)::
+
+    /theta, /cg_init, /best_theta           float64 datasets
+    attrs: format_version, damping, update, best_valid_error, best_update,
+           config (the resolved TOML), param_names (JSON list)
+
+The file is written to ``<path>.tmp``, flushed and fsynced, then renamed over ``path``,
+so a crash at any moment leaves either the old or the new checkpoint, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from dhf.errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def save(path: str | Path, *, theta, cg_init, damping: float, update: int,
+         best_theta, best_valid_error: float, best_update: int, config_toml: str,
+         param_names: list[str]) -> None:
+    """Atomically write a checkpoint (call on rank 0 only)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("theta", data=np.asarray(theta, np.float64))
+        f.create_dataset("cg_init", data=np.asarray(cg_init, np.float64))
+        f.create_dataset("best_theta", data=np.asarray(best_theta, np.float64))
+        f.attrs.update(format_version=FORMAT_VERSION, damping=float(damping),
+                       update=int(update), best_valid_error=float(best_valid_error),
+                       best_update=int(best_update), config=config_toml,
+                       param_names=json.dumps(param_names))
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path: str | Path, *, param_names: list[str], n_params: int) -> dict:
+    """Read a checkpoint, refusing one from another model or a newer format."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            version = int(f.attrs.get("format_version", -1))
+            if version > FORMAT_VERSION or version < 1:
+                raise CheckpointError(f"{path}: checkpoint format version {version}; this "
+                                      f"dhf reads version {FORMAT_VERSION}")
+            state = {k: f[k][()] for k in ("theta", "cg_init", "best_theta")}
+            state.update({k: f.attrs[k] for k in ("damping", "update", "best_valid_error",
+                                                  "best_update", "config")})
+            saved_names = json.loads(f.attrs["param_names"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint to resume from") from None
+    except (OSError, KeyError) as err:
+        raise CheckpointError(f"{path}: not a readable dhf checkpoint ({err})") from None
+    if saved_names != list(param_names) or state["theta"].size != n_params:
+        raise CheckpointError(f"{path}: checkpoint is for parameters {saved_names} "
+                              f"({state['theta'].size} values), but the model has "
+                              f"{list(param_names)} ({n_params} values)")
+    return state

@@ -1,0 +1,157 @@
+"""The only module that touches MPI.
+
+Four verbs and two attributes are the whole distributed surface of dhf:
+``allreduce_sum``, ``bcast``, ``barrier``, ``abort``, ``rank`` and ``size``.
+:class:`SerialComm` is the size-1 case, so the optimiser has no "am I distributed?"
+branches, and tests run it in one process.  :class:`MPIComm` wraps a duplicate of
+``COMM_WORLD`` so dhf's traffic never matches a user's messages.
+
+:func:`run_or_abort` is the guard every entry point runs under (the pattern of
+``python -m mpi4py``): an uncaught exception on any rank is logged with its rank and the
+whole job is aborted, so no rank waits forever inside a collective.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Callable, NoReturn, Protocol, TypeVar
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Communicator(Protocol):
+    """What the coordinator needs from MPI."""
+
+    rank: int
+    size: int
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray: ...
+    def bcast(self, obj: T, root: int = 0) -> T: ...
+    def barrier(self) -> None: ...
+    def abort(self, code: int = 1) -> NoReturn: ...
+
+
+class SerialComm:
+    """One process: every collective is the identity."""
+
+    rank = 0
+    size = 1
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
+        _check_buffer(buf)
+        return buf
+
+    def bcast(self, obj: T, root: int = 0) -> T:
+        return obj
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, code: int = 1) -> NoReturn:
+        logging.shutdown()
+        os._exit(code)
+
+
+class MPIComm:
+    """``COMM_WORLD.Dup()``; sums travel as one flat float64 buffer, reduced in place."""
+
+    def __init__(self, comm: Any = None):
+        from mpi4py import MPI
+
+        self._MPI = MPI
+        self._comm = (comm if comm is not None else MPI.COMM_WORLD).Dup()
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
+        """Sum ``buf`` over all ranks, in place; returns ``buf``."""
+        _check_buffer(buf)
+        self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
+        return buf
+
+    def bcast(self, obj: T, root: int = 0) -> T:
+        """Broadcast a small Python object (pickled; never used in the inner loop)."""
+        return self._comm.bcast(obj, root=root)
+
+    def barrier(self) -> None:
+        self._comm.Barrier()
+
+    def abort(self, code: int = 1) -> NoReturn:
+        logging.shutdown()
+        sys.stderr.flush()
+        self._MPI.COMM_WORLD.Abort(code)
+        os._exit(code)  # Abort does not return; this is for type checkers.
+
+
+def _check_buffer(buf: np.ndarray) -> None:
+    if not (isinstance(buf, np.ndarray) and buf.dtype == np.float64 and buf.ndim == 1
+            and buf.flags.c_contiguous):
+        raise TypeError("allreduce_sum needs a 1-D contiguous float64 numpy array, got "
+                        f"{type(buf).__name__} {getattr(buf, 'dtype', '')} "
+                        f"shape {getattr(buf, 'shape', '')}")
+
+
+def launched_under_mpi() -> bool:
+    """True when an MPI launcher started this process (mpiexec, mpirun, srun)."""
+    keys = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_STEP_ID",
+            "HYDI_CONTROL_FD", "MPI_LOCALNRANKS")
+    return any(k in os.environ for k in keys)
+
+
+def get_comm() -> Communicator:
+    """An :class:`MPIComm` when launched by an MPI launcher, else a :class:`SerialComm`.
+
+    Importing mpi4py without a launcher still works (singleton MPI), but it is slower to
+    start and needs an MPI library, so plain ``dhf-train`` stays serial.
+    """
+    if launched_under_mpi():
+        comm = MPIComm()
+        if comm.size > 1:
+            return comm
+    return SerialComm()
+
+
+def allreduce_scalars(comm: Communicator, *values: float) -> np.ndarray:
+    """Sum a few scalars over ranks in one buffer."""
+    return comm.allreduce_sum(np.array(values, dtype=np.float64))
+
+
+def check_replicas(comm: Communicator, theta: np.ndarray) -> bool:
+    """True when ``theta`` is bitwise identical on every rank (one tiny Allreduce).
+
+    Each rank contributes its deviation from rank 0's checksum; the sum of absolute
+    deviations is zero exactly when all agree.
+    """
+    checksum = float(np.sum(theta * np.arange(1, theta.size + 1)))
+    reference = comm.bcast(checksum, root=0)
+    return allreduce_scalars(comm, abs(checksum - reference)
+                             + float(not np.isfinite(checksum)))[0] == 0.0
+
+
+def run_or_abort(comm: Communicator, fn: Callable[[], int]) -> int:
+    """Run ``fn``; on an uncaught exception log it with the rank and abort every rank.
+
+    Errors a user caused (:class:`dhf.errors.UserError`) are logged as one line; other
+    exceptions with their traceback.  At size 1 the exit code is returned instead of
+    aborting, so in-process callers (tests, notebooks) see it.
+    """
+    from dhf.errors import UserError
+
+    try:
+        return fn()
+    except UserError as err:
+        logger.error("rank %d: error: %s", comm.rank, err)
+        code = 2
+    except KeyboardInterrupt:
+        logger.error("rank %d: interrupted", comm.rank)
+        code = 130
+    except Exception as err:  # noqa: BLE001 - this is the last line of defence
+        logger.exception("rank %d: %s: %s", comm.rank, type(err).__name__, err)
+        code = 1
+    if comm.size > 1:
+        comm.abort(code)
+    return code

@@ -1,0 +1,211 @@
+"""The run configuration: TOML sections ``[task]``/``[data]``, ``[model]``, ``[optimizer]``,
+``[run]``, every key with a default, validated before any rank starts work.
+
+A config is a plain nested dict (``config["optimizer"]["cg_max_iters"]``) resolved from
+defaults, then a TOML file, then ``--set SECTION.KEY=VALUE`` overrides, in that order.
+Unknown keys are errors that suggest the closest valid key; values are type- and
+range-checked with messages that name the key.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from dhf.errors import ConfigError
+
+#: Every key, its default and a one-line description (shown by ``dhf-train --help``).
+SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
+    "task": {
+        "name": ("memorization", "built-in problem to generate (see dhf.tasks.TASKS)"),
+        "T": (20, "sequence length"),
+        "n_train": (20000, "training sequences"),
+        "n_valid": (1000, "validation sequences"),
+        "seed": (1234, "seed of the generated data set"),
+    },
+    "data": {
+        "path": ("", "HDF5 data set to train on instead of generating [task] (issue 4)"),
+    },
+    "model": {
+        "hidden": (100, "hidden units"),
+        "init_scale": (0.2, "weights start as init_scale * U(-1, 1)"),
+    },
+    "optimizer": {
+        "name": ("hf", "optimiser: hf"),
+        "max_updates": (100, "updates in the whole run, resumed ones included"),
+        "gradient_batch": (5000, "sequences per gradient (global, over all ranks)"),
+        "curvature_batch": (1000, "sequences per Gv product, a subset of the gradient batch"),
+        "backtrack_batch": (1000, "held-out sequences for CG backtracking and line search"),
+        "cg_min_iters": (1, "minimum CG iterations per update"),
+        "cg_max_iters": (250, "maximum CG iterations per update"),
+        "cg_tol": (5e-4, "Martens' relative-progress tolerance epsilon"),
+        "cg_decay": (0.95, "CG warm start: this times the previous solution"),
+        "init_damping": (0.5, "initial Tikhonov damping lambda"),
+        "min_damping": (1e-6, "lower bound on lambda"),
+        "max_damping": (1e8, "upper bound on lambda"),
+        "structural_damping": (1.0, "mu: structural damping weight relative to lambda"),
+        "preconditioner": (False, "Martens' diagonal preconditioner"),
+    },
+    "run": {
+        "seed": (0, "seed of the model initialisation and the batch sampler"),
+        "out": ("", "output directory (default: runs/<task>-<time>)"),
+        "backend": ("numba", "PyTensor backend: numba, c, jax or default"),
+        "dtype": ("float64", "model arithmetic: float64 or float32 (CG is float64)"),
+        "checkpoint_every": (1, "updates between checkpoints (0: only at the end)"),
+        "valid_every": (1, "updates between validation passes"),
+        "stop_valid_error": (0.0, "stop once validation error <= this (-1: never)"),
+        "check_replicas_every": (10, "updates between checks that θ is equal on all ranks"),
+    },
+}
+
+_RANGES = {
+    ("task", "T"): (1, None), ("task", "n_train"): (1, None), ("task", "n_valid"): (1, None),
+    ("model", "hidden"): (1, None), ("model", "init_scale"): (0.0, None),
+    ("optimizer", "max_updates"): (0, None), ("optimizer", "gradient_batch"): (1, None),
+    ("optimizer", "curvature_batch"): (1, None), ("optimizer", "backtrack_batch"): (1, None),
+    ("optimizer", "cg_min_iters"): (0, None), ("optimizer", "cg_max_iters"): (1, None),
+    ("optimizer", "cg_tol"): (0.0, None), ("optimizer", "cg_decay"): (0.0, 1.0),
+    ("optimizer", "init_damping"): (0.0, None), ("optimizer", "min_damping"): (0.0, None),
+    ("optimizer", "max_damping"): (0.0, None), ("optimizer", "structural_damping"): (0.0, None),
+    ("run", "checkpoint_every"): (0, None), ("run", "valid_every"): (1, None),
+    ("run", "check_replicas_every"): (0, None),
+}
+_CHOICES = {
+    ("optimizer", "name"): ("hf",),
+    ("run", "backend"): ("numba", "c", "jax", "default"),
+    ("run", "dtype"): ("float64", "float32"),
+}
+
+
+def defaults() -> dict:
+    """A fresh config holding every default."""
+    return {sec: {k: v for k, (v, _) in keys.items()} for sec, keys in SCHEMA.items()}
+
+
+def load(path: str | Path | None = None, overrides: list[str] = (),
+         base: dict | None = None) -> dict:
+    """Defaults (or ``base``), then the TOML file at ``path``, then ``--set`` overrides."""
+    config = copy.deepcopy(base) if base is not None else defaults()
+    if path is not None:
+        merge(config, read_toml(path), source=str(path))
+    for item in overrides:
+        apply_override(config, item)
+    validate(config)
+    return config
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: TOML syntax error: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
+
+
+def merge(config: dict, values: dict, *, source: str) -> None:
+    """Set ``values`` (nested dict from TOML) into ``config``, checking every key."""
+    for section, keys in values.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{source}: unknown section [{section}]{_suggest(section, SCHEMA)}")
+        if not isinstance(keys, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table of keys")
+        for key, value in keys.items():
+            config[section][key] = _coerce(section, key, value, source)
+
+
+def apply_override(config: dict, item: str) -> None:
+    """Apply one ``SECTION.KEY=VALUE``; VALUE is read as TOML (falls back to a string)."""
+    name, sep, text = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot:
+        raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, "
+                          "e.g. --set optimizer.cg_max_iters=300")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    if section not in SCHEMA:
+        raise ConfigError(f"--set {name}: unknown section {section!r}{_suggest(section, SCHEMA)}")
+    config[section][key] = _coerce(section, key, value, "--set")
+
+
+def _coerce(section: str, key: str, value: Any, source: str) -> Any:
+    if key not in SCHEMA[section]:
+        valid = {f"{section}.{k}": None for k in SCHEMA[section]}
+        raise ConfigError(f"{source}: unknown key {section}.{key}"
+                          f"{_suggest(f'{section}.{key}', valid)}")
+    default = SCHEMA[section][key][0]
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(value) is not expected:
+        raise ConfigError(f"{source}: {section}.{key} must be {expected.__name__}, "
+                          f"got {value!r}")
+    return value
+
+
+def validate(config: dict) -> None:
+    """Range and consistency checks that need the whole config."""
+    for (section, key), (lo, hi) in _RANGES.items():
+        value = config[section][key]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{key} = {value!r} must be finite")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ConfigError(f"{section}.{key} = {value!r} is out of range; must be {span}")
+    for (section, key), choices in _CHOICES.items():
+        if config[section][key] not in choices:
+            raise ConfigError(f"{section}.{key} = {config[section][key]!r}; expected one "
+                              f"of {', '.join(choices)}")
+    opt = config["optimizer"]
+    if opt["curvature_batch"] > opt["gradient_batch"]:
+        raise ConfigError(f"optimizer.curvature_batch = {opt['curvature_batch']} must be <= "
+                          f"optimizer.gradient_batch = {opt['gradient_batch']} (it is a subset)")
+    if opt["cg_min_iters"] > opt["cg_max_iters"]:
+        raise ConfigError(f"optimizer.cg_min_iters = {opt['cg_min_iters']} must be <= "
+                          f"optimizer.cg_max_iters = {opt['cg_max_iters']}")
+    if not opt["min_damping"] <= opt["init_damping"] <= opt["max_damping"]:
+        raise ConfigError("optimizer.init_damping must lie in [optimizer.min_damping, "
+                          "optimizer.max_damping]")
+    n_train = config["task"]["n_train"]
+    if not config["data"]["path"] and opt["gradient_batch"] + opt["backtrack_batch"] > n_train:
+        raise ConfigError(f"optimizer.gradient_batch + optimizer.backtrack_batch = "
+                          f"{opt['gradient_batch'] + opt['backtrack_batch']} exceeds "
+                          f"task.n_train = {n_train}; the batches are drawn without overlap")
+    if config["data"]["path"]:
+        raise ConfigError("data.path: training from an HDF5 file is not available yet "
+                          "(issue 4); generate the data with [task] instead")
+
+
+def to_toml(config: dict) -> str:
+    """The resolved config as TOML text (what ``config.toml`` in a run directory holds)."""
+    lines = []
+    for section, keys in config.items():
+        lines.append(f"[{section}]")
+        for key, value in keys.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def _suggest(name: str, valid) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else f"; valid: {', '.join(valid)}"

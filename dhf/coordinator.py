@@ -1,0 +1,180 @@
+r"""The Hessian-free loop, run identically on every rank (SPMD).
+
+One update (Martens 2010, Alg. 1; Martens & Sutskever 2012, §20):
+
+1. draw the update's batches (the same global rows at any rank count);
+2. gradient and loss on the gradient batch, the forward pass of the curvature batch —
+   one Allreduce of ``[Σ∇f, Σf, n, Σf_c, n_c]``;
+3. optionally Martens' diagonal preconditioner (one Allreduce);
+4. CG on :math:`(G + \lambda I + \lambda\mu D)\,\delta = -g`, warm-started from
+   0.95 × the previous solution — one Allreduce of ``Σ Gv`` per iteration;
+5. backtracking over the kept CG iterates on a held-out batch;
+6. ρ from the undamped quadratic model on the curvature batch; Levenberg–Marquardt λ;
+7. Armijo line search on the held-out batch; accept or reject.
+
+Every branch is decided from Allreduced numbers, so all ranks take it together.  CG,
+damping and line search are the pure functions of :mod:`dhf.cg`, :mod:`dhf.damping` and
+:mod:`dhf.linesearch`; this module only wires them to the worker and the communicator.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from dhf import cg, damping, linesearch
+from dhf.comm import Communicator
+from dhf.curvature import martens_preconditioner
+from dhf.data import BatchSampler, local, shard_bounds
+from dhf.worker import Worker
+
+
+@dataclass(frozen=True)
+class HFConfig:
+    """The optimiser's constants (defaults are Martens' unless noted)."""
+
+    cg_min_iters: int = 1
+    cg_max_iters: int = 250
+    cg_tol: float = 5e-4
+    cg_decay: float = 0.95
+    init_damping: float = 1.0
+    min_damping: float = 1e-6
+    max_damping: float = 1e8
+    structural_damping: float = 0.0  # mu; theano-hf 0.03, its memorisation example 1.0
+    preconditioner: bool = False
+
+    @classmethod
+    def from_config(cls, optimizer: dict) -> "HFConfig":
+        return cls(**{k: optimizer[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class HFState:
+    """Everything the optimiser carries from one update to the next."""
+
+    theta: np.ndarray
+    damping: float
+    cg_init: np.ndarray  # the previous CG solution (before the 0.95 decay)
+    update: int = 0  # updates completed
+
+
+class StepInfo(NamedTuple):
+    """What one update did (returned, never printed, by the library)."""
+
+    update: int
+    loss: float  # gradient-batch loss at the start of the update
+    rho: float
+    damping: float  # λ after the update
+    cg_iters: int
+    cg_status: str
+    backtrack_iter: int
+    step_size: float  # the line search's α; 0 when the step was rejected
+    accepted: bool
+    loss_after: float  # held-out batch loss after the update
+    seconds: float
+
+
+class HFOptimizer:
+    """Data-parallel HF: ``worker`` computes sums over this rank's rows, ``comm`` adds them."""
+
+    def __init__(self, worker: Worker, comm: Communicator, config: HFConfig,
+                 sampler: BatchSampler):
+        self.worker, self.comm, self.config, self.sampler = worker, comm, config, sampler
+
+    def init(self, theta0: np.ndarray) -> HFState:
+        """The starting state, with rank 0's θ broadcast to all ranks."""
+        theta = np.asarray(self.comm.bcast(np.asarray(theta0, np.float64)), np.float64)
+        return HFState(theta, self.config.init_damping, np.zeros_like(theta))
+
+    def _local(self, rows: np.ndarray) -> np.ndarray:
+        return local(rows, self.comm.rank, self.comm.size)
+
+    def mean_loss(self, theta: np.ndarray, rows_local: np.ndarray) -> float:
+        """Global mean loss at ``theta`` over the union of every rank's ``rows_local``."""
+        total, _, count = self.comm.allreduce_sum(self.worker.loss_sum(theta, rows_local))
+        return total / count if count else math.nan
+
+    def step(self, state: HFState,
+             on_cg_iter: Callable[[int, float], None] | None = None
+             ) -> tuple[HFState, StepInfo]:
+        """One HF update from ``state``."""
+        t0 = time.perf_counter()
+        cfg, worker, comm = self.config, self.worker, self.comm
+        update = state.update + 1
+        theta, lam = state.theta, state.damping
+        batches = self.sampler.draw(update)
+        grad_rows, curv_rows = self._local(batches.gradient), self._local(batches.curvature)
+        bt_rows = self._local(batches.backtrack)
+        P = theta.size
+
+        buf = comm.allreduce_sum(np.concatenate([worker.grad_sum(theta, grad_rows),
+                                                 worker.prepare_curvature(theta, curv_rows)]))
+        n_grad, n_curv = buf[P + 1], buf[P + 3]
+        g, loss, loss_curv = buf[:P] / n_grad, buf[P] / n_grad, buf[P + 2] / n_curv
+        if not (np.all(np.isfinite(g)) and math.isfinite(loss)):
+            return self._reject(state, update, loss, "nonfinite_gradient", t0)
+
+        precond = None
+        if cfg.preconditioner:
+            sq = comm.allreduce_sum(worker.squared_grad_sum(theta, curv_rows)) / n_curv
+            precond = martens_preconditioner(sq, lam)
+
+        structural_weight = lam * cfg.structural_damping
+
+        def damped_Gv(v):
+            return comm.allreduce_sum(worker.gv_sum(v, structural_weight)) / n_curv + lam * v
+
+        x, cg_info = cg.pcg(damped_Gv, -g, cfg.cg_decay * state.cg_init, precond=precond,
+                            min_iters=cfg.cg_min_iters, max_iters=cfg.cg_max_iters,
+                            tol=cfg.cg_tol, callback=on_cg_iter)
+
+        def held_out_loss(delta):
+            return self.mean_loss(theta + delta, bt_rows)
+
+        delta, bt = linesearch.backtrack(cg_info.kept, held_out_loss)
+
+        # ρ from the undamped model on the curvature batch: one Allreduce of [ΣGδ, Σf_c].
+        buf = comm.allreduce_sum(np.concatenate([
+            worker.gv_sum(delta, 0.0), worker.loss_sum(theta + delta, curv_rows)[[0, 2]]]))
+        slope = float(g @ delta)
+        rho = damping.reduction_ratio(loss_curv, buf[P] / buf[P + 1], slope,
+                                      float(delta @ buf[:P]) / n_curv)
+        new_lam = damping.update_damping(lam, rho, min_damping=cfg.min_damping,
+                                         max_damping=cfg.max_damping)
+
+        ls = linesearch.armijo(lambda a: held_out_loss(a * delta), held_out_loss(0 * delta),
+                               slope, first_loss=bt.loss)
+        if ls.accepted:
+            new_state = HFState(theta + ls.step_size * delta, new_lam, x, update)
+        else:  # keep θ, restart CG from zero, and damp harder
+            new_lam = damping.update_damping(lam, -math.inf, min_damping=cfg.min_damping,
+                                             max_damping=cfg.max_damping)
+            new_state = HFState(theta, new_lam, np.zeros_like(x), update)
+        info = StepInfo(update, loss, rho, new_lam, cg_info.iters, cg_info.status,
+                        bt.iteration, ls.step_size, ls.accepted, ls.loss,
+                        time.perf_counter() - t0)
+        return new_state, info
+
+    def _reject(self, state, update, loss, status, t0):
+        lam = damping.update_damping(state.damping, -math.inf,
+                                     min_damping=self.config.min_damping,
+                                     max_damping=self.config.max_damping)
+        new_state = replace(state, damping=lam, cg_init=np.zeros_like(state.theta),
+                            update=update)
+        return new_state, StepInfo(update, loss, -math.inf, lam, 0, status, 0, 0.0, False,
+                                   math.nan, time.perf_counter() - t0)
+
+    def evaluate(self, theta: np.ndarray, first_row: int, n_rows: int,
+                 chunk: int = 2000) -> tuple[float, float]:
+        """Mean loss and error rate over rows ``[first_row, first_row + n_rows)``, split
+        over ranks and read in chunks."""
+        lo, hi = shard_bounds(n_rows, self.comm.rank, self.comm.size)
+        total = np.zeros(3)
+        for start in range(first_row + lo, first_row + hi, chunk):
+            stop = min(start + chunk, first_row + hi)
+            total += self.worker.loss_sum(theta, np.arange(start, stop))
+        loss, errors, count = self.comm.allreduce_sum(total)
+        return loss / count, errors / count

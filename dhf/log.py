@@ -1,0 +1,32 @@
+"""Logging set-up and the one-line-per-update format."""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+
+def setup_logging(rank: int, verbosity: int = 0) -> None:
+    """Rank 0 logs INFO to stdout; other ranks only warnings and errors, to stderr."""
+    level = logging.INFO - 10 * verbosity if rank == 0 else logging.WARNING
+    stream = sys.stdout if rank == 0 else sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(
+        "%(message)s" if rank == 0 else f"[rank {rank}] %(levelname)s %(message)s"))
+    root = logging.getLogger("dhf")
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.DEBUG))
+    root.propagate = False
+
+
+def format_update(row: dict) -> str:
+    """``update 3  loss 0.6931  valid_error 0.480  rho 0.81  damping 0.333 ...``."""
+    parts = [f"update {row['update']:>4d}", f"loss {row['loss']:.4g}"]
+    if row.get("valid_error") is not None:
+        parts.append(f"valid_loss {row['valid_loss']:.4g}")
+        parts.append(f"valid_error {row['valid_error']:.3f}")
+    rho = row["rho"]
+    parts.append(f"rho {rho:.3f}" if math.isfinite(rho) else f"rho {rho}")
+    parts += [f"damping {row['damping']:.3g}", f"cg_iters {row['cg_iters']:>3d}",
+              f"step {row['step_size']:.3g}", f"{row['seconds']:.1f}s"]
+    return "  ".join(parts)

@@ -1,0 +1,188 @@
+"""What dhf trains: a PyTensor graph split at the output ``s`` (theano-hf's contract).
+
+A :class:`ModelSpec` names the symbolic data (``inputs``, ``targets``, an optional
+``mask``), the parameters (shared variables, the things HF optimises), the output ``s`` on
+which the matching loss is applied, and the loss.  Everything is batch-major: the first
+axis of every data variable indexes examples, so a rank's shard is a slice of rows.
+
+Builders for the built-in models live here too; they return a ModelSpec like any user's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.replace import clone_replace
+from pytensor.graph.traversal import ancestors
+
+from dhf import losses
+from dhf.errors import UserError
+
+#: Diagonal Hessian, in the pre-activation ``a``, of the matching loss of each hidden
+#: nonlinearity: what structural damping penalises (Martens & Sutskever 2011, §3.2).
+HIDDEN_CURVATURE: dict[str, Callable] = {
+    "tanh": lambda a: 1.0 - pt.sqr(pt.tanh(a)),
+    "logistic": lambda a: pt.sigmoid(a) * (1.0 - pt.sigmoid(a)),
+    "linear": lambda a: pt.ones_like(a),
+}
+
+
+@dataclass
+class ModelSpec:
+    """A differentiable model split at ``output`` for Gauss-Newton curvature.
+
+    Attributes
+    ----------
+    inputs : symbolic inputs, batch-major.
+    targets : symbolic targets, batch-major.
+    params : shared variables to optimise.
+    output : ``s``, the variable the matching loss is applied to.
+    loss : ``"squared_error"``, ``"sigmoid_xent"``, ``"softmax_xent"``, or a callable
+        ``(output, targets) -> per-example losses (N,)`` convex in ``output``.
+    mask : optional symbolic ``(N,)`` or ``(N, T)`` weights for the loss terms.
+    hidden : ``(pre_activation, nonlinearity, weights)`` triples for structural damping;
+        ``weights`` broadcasts against the pre-activation (a mask) or is None.
+    """
+
+    inputs: Sequence[pt.TensorVariable]
+    targets: pt.TensorVariable
+    params: Sequence[SharedVariable]
+    output: pt.TensorVariable
+    loss: str | Callable = "squared_error"
+    mask: pt.TensorVariable | None = None
+    hidden: Sequence[tuple] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        self.inputs = list(self.inputs)
+        self.params = list(self.params)
+        for i, p in enumerate(self.params):
+            if not isinstance(p, SharedVariable):
+                raise UserError(f"params[{i}] ({p}) is not a shared variable; create "
+                                "parameters with pytensor.shared(...)")
+        if isinstance(self.loss, str) and self.loss not in losses.LOSSES:
+            raise UserError(f"loss {self.loss!r} is unknown; expected one of "
+                            f"{', '.join(losses.LOSSES)} or a callable")
+        names = [p.name or f"param{i}" for i, p in enumerate(self.params)]
+        if len(set(names)) != len(names):
+            raise UserError(f"parameter names must be unique, got {names}")
+        self._check_split()
+
+    @property
+    def data_vars(self) -> list:
+        """The symbolic variables fed from a dataset, in order: inputs, targets, mask."""
+        return self.inputs + [self.targets] + ([self.mask] if self.mask is not None else [])
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name or f"param{i}" for i, p in enumerate(self.params)]
+
+    def example_losses(self, output=None):
+        """Loss of each example, shape ``(N,)``; ``output`` replaces ``s`` if given."""
+        s = self.output if output is None else output
+        if callable(self.loss):
+            terms = self.loss(s, self.targets)
+            if terms.ndim != 1:
+                raise UserError("a callable loss must return one loss per example, "
+                                f"shape (N,); got {terms.ndim} dimensions")
+            return terms
+        return self._reduce(losses.elementwise(self.loss, s, self.targets))
+
+    def example_errors(self):
+        """Per-example 0/1 error (any wrong output), or None when the loss has none."""
+        if callable(self.loss):
+            return None
+        wrong = losses.errors(self.loss, self.output, self.targets)
+        if wrong is None:
+            return None
+        if self.mask is not None:
+            wrong = wrong * (self.mask > 0)
+        return pt.gt(wrong.reshape((wrong.shape[0], -1)).sum(axis=1), 0)
+
+    def _reduce(self, terms):
+        if self.mask is not None:
+            terms = terms * self.mask
+        return terms.reshape((terms.shape[0], -1)).sum(axis=1) if terms.ndim > 1 else terms
+
+    def _check_split(self):
+        """The loss may depend on the parameters only through ``output``."""
+        stand_in = self.output.type()
+        loss = pt.sum(clone_replace(self.example_losses(), {self.output: stand_in}))
+        leaked = [p for p in self.params if p in set(ancestors([loss]))]
+        if leaked:
+            raise UserError("the loss depends on parameters other than through the "
+                            f"output s: {[p.name for p in leaked]}; move those terms "
+                            "into the graph of s or drop them")
+
+
+def _shared(value: np.ndarray, name: str, dtype: str) -> SharedVariable:
+    return pytensor.shared(np.asarray(value, dtype=dtype), name=name)
+
+
+def rnn(n_in: int, n_hidden: int, n_out: int, *, loss: str = "sigmoid_xent",
+        output_steps: str = "last", init_scale: float = 0.2, seed: int = 0,
+        dtype: str = "float64") -> ModelSpec:
+    r"""A one-layer tanh RNN with a linear readout ``s``.
+
+    .. math:: a_t = x_t W_{in} + h_{t-1} W_{rec} + b_h, \quad h_t = \tanh(a_t),
+              \quad s = h_T W_{out} + b_{out}
+
+    Inputs ``x`` are ``(N, T, n_in)``.  ``output_steps="last"`` reads out at the last step
+    (targets ``(N, n_out)``, theano-hf's memorisation net); ``"all"`` at every step
+    (targets ``(N, T, n_out)``).  The initial state ``h0`` is learned.  Weights start at
+    ``init_scale * U(-1, 1)`` as in theano-hf's ``simple_RNN`` (spectral radius ≈ 1.15
+    for 100 units).  The pre-activations ``a_t`` are exposed for structural damping.
+    """
+    rng = np.random.default_rng(seed)
+    u = lambda *shape: init_scale * rng.uniform(-1.0, 1.0, shape)  # noqa: E731
+    W_in = _shared(u(n_in, n_hidden), "W_in", dtype)
+    W_rec = _shared(u(n_hidden, n_hidden), "W_rec", dtype)
+    b_h = _shared(np.zeros(n_hidden), "b_h", dtype)
+    h0 = _shared(np.zeros(n_hidden), "h0", dtype)
+    W_out = _shared(u(n_hidden, n_out), "W_out", dtype)
+    b_out = _shared(np.zeros(n_out), "b_out", dtype)
+
+    x = pt.tensor3("x", dtype=dtype)
+    # One GEMM for every step's input projection, outside the recurrence.
+    x_proj = (pt.dot(x, W_in) + b_h).dimshuffle(1, 0, 2)  # (T, N, H)
+
+    def step(xp_t, h_prev):
+        a_t = xp_t + pt.dot(h_prev, W_rec)
+        return a_t, pt.tanh(a_t)
+
+    h_init = pt.alloc(h0, x.shape[0], n_hidden)
+    (a, h), _ = pytensor.scan(step, sequences=x_proj, outputs_info=[None, h_init],
+                              return_updates=True)
+    if output_steps == "last":
+        s = pt.dot(h[-1], W_out) + b_out
+        y = pt.matrix("y", dtype=dtype)
+    elif output_steps == "all":
+        s = (pt.dot(h, W_out) + b_out).dimshuffle(1, 0, 2)
+        y = pt.tensor3("y", dtype=dtype)
+    else:
+        raise ValueError(f"output_steps must be 'last' or 'all', got {output_steps!r}")
+    return ModelSpec(inputs=[x], targets=y, params=[W_in, W_rec, b_h, h0, W_out, b_out],
+                     output=s, loss=loss, hidden=[(a, "tanh", None)])
+
+
+def mlp(sizes: Sequence[int], *, hidden_nonlinearity: Callable = pt.tanh,
+        loss: str = "squared_error", init_scale: float = 1.0, seed: int = 0,
+        dtype: str = "float64") -> ModelSpec:
+    """A fully connected net ``sizes[0] -> ... -> sizes[-1]``; ``s`` is the last affine map.
+
+    Weights start as ``init_scale * N(0, 1/fan_in)``.
+    """
+    rng = np.random.default_rng(seed)
+    x = pt.matrix("x", dtype=dtype)
+    y = pt.matrix("y", dtype=dtype)
+    params, h = [], x
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        W = _shared(init_scale * rng.normal(0, 1 / np.sqrt(a), (a, b)), f"W{k}", dtype)
+        c = _shared(np.zeros(b), f"b{k}", dtype)
+        params += [W, c]
+        s = pt.dot(h, W) + c
+        h = hidden_nonlinearity(s)
+    return ModelSpec(inputs=[x], targets=y, params=params, output=s, loss=loss)

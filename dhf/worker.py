@@ -1,0 +1,166 @@
+"""The compute of one rank: compiled loss, gradient and Gv over its rows of the data.
+
+A :class:`Worker` knows PyTensor and the arrays it was handed; it knows nothing of MPI.
+Every method returns *sums and counts* over the rows it is asked for, packed in one
+float64 vector, so the coordinator can Allreduce them in one call and divide by the
+global count (never a mean of means).
+
+Functions are compiled once, in ``__init__``.  The Gv product is compiled as a function
+of the forward pass's states (:mod:`dhf.curvature.cache`): :meth:`prepare_curvature`
+runs the forward pass once per update, and each :meth:`gv_sum` of the CG iterations that
+follow reuses it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.gradient import grad
+
+from dhf.curvature import model_gauss_newton_product, squared_gradient_sum
+from dhf.curvature.cache import split_at
+from dhf.layout import ParamLayout
+from dhf.model import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    """Loss, gradient, Gv and squared-gradient sums over rows of ``data``.
+
+    Parameters
+    ----------
+    spec : the model.
+    data : arrays aligned with ``spec.data_vars`` (inputs, targets, mask), rows first.
+    mode : a PyTensor compilation mode (``"NUMBA"``, ``"C"``, ``"JAX"``...) or None for
+        PyTensor's default.
+    cache_forward : compile Gv against cached forward states (the fast path).
+    """
+
+    def __init__(self, spec: ModelSpec, data: Sequence[np.ndarray], *, mode=None,
+                 cache_forward: bool = True):
+        self.spec = spec
+        self.data = [np.asarray(d, dtype=v.dtype) for d, v in zip(data, spec.data_vars)]
+        self.layout = ParamLayout(spec.param_names,
+                                  [p.get_value(borrow=True).shape for p in spec.params])
+        self.dtype = spec.params[0].dtype
+        self.mode = mode
+        self.cache_forward = cache_forward
+        self._cache: list[np.ndarray] | None = None
+        self._loaded: np.ndarray | None = None  # the θ array last loaded (by identity)
+        self._sq_grad_fn = None
+        t0 = time.perf_counter()
+        self._compile()
+        self.compile_seconds = time.perf_counter() - t0
+        logger.debug("compiled worker functions in %.1fs", self.compile_seconds)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.data[0])
+
+    # -- compilation ---------------------------------------------------------------
+    def _function(self, inputs, outputs):
+        return pytensor.function(inputs, outputs, mode=self.mode, on_unused_input="ignore",
+                                 accept_inplace=True)
+
+    def _compile(self):
+        spec, data_vars = self.spec, self.spec.data_vars
+        losses = spec.example_losses()
+        loss_sum = pt.sum(losses).astype("float64")
+        errors = spec.example_errors()
+        error_sum = (pt.sum(errors) if errors is not None else pt.constant(0.0)).astype("float64")
+        self._eval_fn = self._function(data_vars, pt.stack([loss_sum, error_sum]))
+
+        g = grad(pt.sum(losses), spec.params)
+        self._grad_fn = self._function(data_vars, _flat(g + [loss_sum]))
+
+        v = pt.vector("v", dtype=self.dtype)
+        weight = pt.scalar("structural_weight", dtype=self.dtype)
+        tangents = [v[lo:hi].reshape(shape) for shape, lo, hi in
+                    zip(self.layout.shapes, self.layout.offsets[:-1], self.layout.offsets[1:])]
+        structural = weight if spec.hidden else None
+        Gv = _flat(model_gauss_newton_product(spec, tangents, structural))
+        if self.cache_forward:
+            frontier, placeholders, (Gv_cached,) = split_at([Gv], [v, weight])
+            self._forward_fn = self._function(data_vars, frontier + [loss_sum])
+            self._gv_fn = self._function(data_vars + placeholders + [v, weight], Gv_cached)
+        else:
+            self._forward_fn = self._function(data_vars, [loss_sum])
+            self._gv_fn = self._function(data_vars + [v, weight], Gv)
+
+    # -- parameters ----------------------------------------------------------------
+    def set_theta(self, theta: np.ndarray) -> None:
+        """Load flat float64 parameters into the model's shared variables."""
+        if theta is self._loaded:
+            return
+        for p, value in zip(self.spec.params, self.layout.unflatten(theta, self.dtype)):
+            p.set_value(value, borrow=False)
+        self._loaded = theta
+
+    def _rows(self, rows) -> list[np.ndarray]:
+        return [d[rows] for d in self.data]
+
+    # -- sums ----------------------------------------------------------------------
+    def loss_sum(self, theta: np.ndarray, rows) -> np.ndarray:
+        """``[Σ loss, Σ errors, count]`` over ``rows`` at ``theta``."""
+        self.set_theta(theta)
+        if len(rows) == 0:
+            return np.zeros(3)
+        loss, err = self._eval_fn(*self._rows(rows))
+        return np.array([loss, err, len(rows)], dtype=np.float64)
+
+    def grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
+        """``[Σ ∇loss (P values), Σ loss, count]`` over ``rows`` at ``theta``."""
+        self.set_theta(theta)
+        if len(rows) == 0:
+            return np.zeros(self.layout.size + 2)
+        return np.append(self._grad_fn(*self._rows(rows)), float(len(rows)))
+
+    def prepare_curvature(self, theta: np.ndarray, rows) -> np.ndarray:
+        """Fix θ and the curvature batch for :meth:`gv_sum`; returns ``[Σ loss, count]``.
+
+        Runs the forward pass once and keeps the states Gv needs.
+        """
+        self._curv_theta = np.array(theta, dtype=np.float64)
+        self.set_theta(self._curv_theta)
+        self._curv_rows = self._rows(rows)
+        if len(rows) == 0:
+            self._cache = []
+            return np.zeros(2)
+        *self._cache, loss = self._forward_fn(*self._curv_rows)
+        return np.array([loss, len(rows)], dtype=np.float64)
+
+    def gv_sum(self, v: np.ndarray, structural_weight: float = 0.0) -> np.ndarray:
+        r"""``Σ_i (J_iᵀ H_i J_i + w J_{a,i}ᵀ D_i J_{a,i}) v`` over the curvature batch.
+
+        ``structural_weight`` is λμ; 0 gives the undamped Gauss-Newton product.
+        """
+        if self._cache is None:
+            raise RuntimeError("prepare_curvature() must be called before gv_sum()")
+        if len(self._curv_rows[0]) == 0:
+            return np.zeros(self.layout.size)
+        self.set_theta(self._curv_theta)
+        args = self._curv_rows + (self._cache if self.cache_forward else [])
+        out = self._gv_fn(*args, np.asarray(v, dtype=self.dtype),
+                          np.asarray(structural_weight, dtype=self.dtype))
+        return np.asarray(out, dtype=np.float64)
+
+    def squared_grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
+        """``Σ_i (∂f_i/∂θ)²`` over ``rows``: per-example squared gradients, for the
+        diagonal preconditioner.  Compiled on first use."""
+        if self._sq_grad_fn is None:
+            sq = squared_gradient_sum(self.spec.example_losses(), self.spec.params)
+            self._sq_grad_fn = self._function(self.spec.data_vars, _flat(sq))
+        self.set_theta(theta)
+        if len(rows) == 0:
+            return np.zeros(self.layout.size)
+        return np.asarray(self._sq_grad_fn(*self._rows(rows)), dtype=np.float64)
+
+
+def _flat(variables) -> pt.TensorVariable:
+    """One float64 vector from a list of variables of any shapes."""
+    return pt.concatenate([pt.flatten(x).astype("float64") for x in variables])

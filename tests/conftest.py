@@ -1,0 +1,71 @@
+"""Shared fixtures and the ``mpi`` marker.
+
+The whole suite runs serially (``pytest``).  Under ``mpiexec -n N python -m pytest -m mpi``
+only tests marked ``mpi`` run; they must issue the same collectives on every rank and
+assert collectively, so that a failure on one rank fails all of them instead of hanging.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def world_size() -> int:
+    for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 1
+
+
+def pytest_report_header(config):
+    return f"MPI world size: {world_size()}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if world_size() > 1:
+        skip = pytest.mark.skip(reason="serial test; this pytest runs under mpiexec")
+        for item in items:
+            if "mpi" not in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(666)
+
+
+@pytest.fixture(scope="session")
+def comm():
+    from dhf.comm import MPIComm, SerialComm
+
+    return MPIComm() if world_size() > 1 else SerialComm()
+
+
+def venv_bin(name: str) -> str:
+    """An executable next to the running Python (the venv's mpiexec, dhf-train)."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} not found next to {sys.executable} or on PATH")
+    return found
+
+
+#: A job small enough to compile and run in seconds: memorisation over 6 steps.
+TINY = ["task.T=6", "task.n_train=600", "task.n_valid=200", "model.hidden=8",
+        "optimizer.gradient_batch=300", "optimizer.curvature_batch=100",
+        "optimizer.backtrack_batch=100", "optimizer.cg_max_iters=30",
+        "optimizer.max_updates=3", "run.stop_valid_error=-1.0"]
+
+
+def tiny_args(*extra: str) -> list[str]:
+    args = []
+    for item in TINY + list(extra):
+        args += ["--set", item]
+    return args

@@ -1,0 +1,43 @@
+"""Collectives with closed-form answers; they pass at any world size."""
+import numpy as np
+import pytest
+
+from dhf.comm import SerialComm, allreduce_scalars, check_replicas
+
+pytestmark = pytest.mark.mpi
+
+
+def test_allreduce_sum_of_ranks(comm):
+    """Σ_r (r, 1) over the world is (size(size−1)/2, size), identical on every rank."""
+    buf = np.array([float(comm.rank), 1.0])
+    out = comm.allreduce_sum(buf)
+    assert out is buf  # in place
+    assert out.tolist() == [comm.size * (comm.size - 1) / 2, comm.size]
+
+
+def test_allreduce_scalars_and_bcast(comm):
+    assert allreduce_scalars(comm, 2.0, 0.5).tolist() == [2.0 * comm.size, 0.5 * comm.size]
+    assert comm.bcast({"from": comm.rank}) == {"from": 0}
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3, np.float32), np.zeros((2, 2)), [1.0, 2.0],
+                                 np.zeros(6)[::2]], ids=["float32", "2d", "list", "strided"])
+def test_allreduce_rejects_non_contiguous_float64(comm, bad):
+    with pytest.raises(TypeError, match="1-D contiguous float64"):
+        comm.allreduce_sum(bad)
+
+
+def test_check_replicas_detects_a_differing_rank(comm):
+    theta = np.linspace(0.0, 1.0, 11)
+    assert check_replicas(comm, theta)
+    if comm.size > 1:
+        changed = theta.copy()
+        if comm.rank == comm.size - 1:
+            changed[3] += 1e-12
+        assert not check_replicas(comm, changed)
+
+
+def test_serial_comm_is_the_size_one_case():
+    comm = SerialComm()
+    buf = np.arange(3.0)
+    assert comm.allreduce_sum(buf) is buf and comm.size == 1 and comm.rank == 0

@@ -1,0 +1,139 @@
+"""The HF loop against closed-form answers, and K simulated shards against one."""
+import math
+
+import numpy as np
+import pytest
+
+from dhf import model
+from dhf.comm import SerialComm
+from dhf.coordinator import HFConfig, HFOptimizer
+from dhf.data import BatchSampler, shard_bounds
+from dhf.worker import Worker
+
+N, D = 120, 4
+
+
+@pytest.fixture(scope="module")
+def linear_problem():
+    """Noise-free least squares: f(θ) = ½‖Xw + b − y‖² per row, a quadratic with G = H."""
+    rng = np.random.default_rng(666)
+    X = rng.normal(size=(N, D))
+    w_true, b_true = rng.normal(size=(D, 1)), rng.normal(size=1)
+    y = X @ w_true + b_true
+    spec = model.mlp([D, 1], loss="squared_error", seed=1)
+    return spec, [X, y], np.concatenate([w_true.ravel(), b_true])
+
+
+def optimizer_for(worker, n_rows, **cfg):
+    defaults = dict(init_damping=1e-12, min_damping=0.0, cg_max_iters=50, cg_tol=1e-14)
+    # Gradient = curvature = the first n_rows - 20 rows in some order; 20 held out.
+    sampler = BatchSampler(n_rows, n_rows - 20, n_rows - 20, 20, seed=3)
+    return HFOptimizer(worker, SerialComm(), HFConfig(**{**defaults, **cfg}), sampler)
+
+
+def test_undamped_step_on_a_quadratic_is_the_newton_step(linear_problem):
+    """With λ ≈ 0 one update lands on the minimiser, and ρ = 1 (the model is exact)."""
+    spec, data, theta_true = linear_problem
+    worker = Worker(spec, data)
+    opt = optimizer_for(worker, N)
+    state = opt.init(np.zeros(D + 1))
+    state, info = opt.step(state)
+    np.testing.assert_allclose(state.theta, theta_true, rtol=1e-8, atol=1e-8)
+    assert info.accepted and info.step_size == 1.0
+    assert info.rho == pytest.approx(1.0, abs=1e-6)
+
+
+def test_damping_falls_when_the_model_is_good(linear_problem):
+    spec, data, _ = linear_problem
+    opt = optimizer_for(Worker(spec, data), N, init_damping=1.0, min_damping=1e-6)
+    state, info = opt.step(opt.init(np.zeros(D + 1)))
+    assert info.rho > 0.75 and state.damping == pytest.approx(2.0 / 3.0)
+
+
+class ShardedWorker:
+    """K in-process workers, each over its own contiguous part of the rows: a simulated
+    K-rank Allreduce (the sum of the children's sums)."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.layout = workers[0].layout
+
+    def _split(self, rows):
+        k = len(self.workers)
+        return [rows[slice(*shard_bounds(len(rows), r, k))] for r in range(k)]
+
+    def _sum(self, method, theta, rows):
+        return sum(getattr(w, method)(theta, part)
+                   for w, part in zip(self.workers, self._split(rows)))
+
+    def loss_sum(self, theta, rows):
+        return self._sum("loss_sum", theta, rows)
+
+    def grad_sum(self, theta, rows):
+        return self._sum("grad_sum", theta, rows)
+
+    def prepare_curvature(self, theta, rows):
+        return self._sum("prepare_curvature", theta, rows)
+
+    def gv_sum(self, v, structural_weight=0.0):
+        return sum(w.gv_sum(v, structural_weight) for w in self.workers)
+
+
+@pytest.fixture(scope="module")
+def rnn_problem():
+    rng = np.random.default_rng(666)
+    x = rng.integers(0, 2, size=(200, 5, 1)).astype(float)
+    spec = model.rnn(1, 6, 1, seed=2)
+    return spec, [x, x[:, 0, :].copy()]
+
+
+def run_updates(worker, n_updates=3):
+    cfg = HFConfig(init_damping=0.5, structural_damping=0.3, cg_max_iters=20)
+    opt = HFOptimizer(worker, SerialComm(), cfg, BatchSampler(200, 120, 40, 50, seed=5))
+    state = opt.init(worker.layout.flatten([p.get_value() for p in worker.workers[0].spec.params]
+                                           if hasattr(worker, "workers") else
+                                           [p.get_value() for p in worker.spec.params]))
+    infos = []
+    for _ in range(n_updates):
+        state, info = opt.step(state)
+        infos.append(info)
+    return state, infos
+
+
+def test_three_simulated_shards_give_the_full_batch_trajectory(rnn_problem):
+    spec, data = rnn_problem
+    theta0 = [p.get_value() for p in spec.params]
+    full_state, full = run_updates(Worker(spec, data))
+    for p, v in zip(spec.params, theta0):
+        p.set_value(v)
+    shard_state, sharded = run_updates(ShardedWorker([Worker(spec, data) for _ in range(3)]))
+    for a, b in zip(full, sharded):
+        assert a.cg_iters == b.cg_iters and a.backtrack_iter == b.backtrack_iter
+        assert a.loss == pytest.approx(b.loss, rel=1e-10)
+        assert a.rho == pytest.approx(b.rho, rel=1e-6)
+    np.testing.assert_allclose(shard_state.theta, full_state.theta, rtol=1e-8, atol=1e-10)
+
+
+class FaultyWorker:
+    """Wraps a worker and poisons one of its outputs with NaN."""
+
+    def __init__(self, worker, poison):
+        self.worker, self.poison, self.layout = worker, poison, worker.layout
+
+    def __getattr__(self, name):
+        method = getattr(self.worker, name)
+        if name != self.poison:
+            return method
+        return lambda *a, **k: method(*a, **k) * math.nan
+
+
+@pytest.mark.parametrize("poison", ["grad_sum", "gv_sum", "loss_sum"])
+def test_nonfinite_values_reject_the_step_and_raise_damping(linear_problem, poison):
+    spec, data, _ = linear_problem
+    opt = optimizer_for(FaultyWorker(Worker(spec, data), poison), N, init_damping=1.0)
+    state0 = opt.init(np.zeros(D + 1))
+    state, info = opt.step(state0)
+    assert not info.accepted and info.step_size == 0.0
+    assert state.damping == pytest.approx(1.5)
+    np.testing.assert_array_equal(state.theta, state0.theta)
+    assert not np.any(state.cg_init)
