@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any, Callable, NoReturn, Protocol, TypeVar
 
 import numpy as np
@@ -82,7 +83,11 @@ class MPIComm:
 
     def abort(self, code: int = 1) -> NoReturn:
         logging.shutdown()
+        sys.stdout.flush()
         sys.stderr.flush()
+        # Give the launcher a moment to forward what this rank just wrote: Abort makes
+        # it kill every process, and output still in its pipes would be lost.
+        time.sleep(0.5)
         self._MPI.COMM_WORLD.Abort(code)
         os._exit(code)  # Abort does not return; this is for type checkers.
 

@@ -1,0 +1,119 @@
+"""Benchmark: Gv cost / gradient cost, and the 1 -> 2 rank speed-up of an HF update.
+
+Configuration of the `hessianfree` 0.4.0 reference (issue 2): tanh RNN with 100 hidden
+units, T = 50, gradient and curvature batch 1024, exactly 60 CG iterations per update.
+
+    python scripts/bench/engine.py [--T 50] [--batch 1024] [--updates 3]
+
+Prints, from one run: per-call times of gradient, forward (once per update), Gv with the
+cached forward pass and Gv recomputing it, their ratios, then the seconds per HF update
+at 1 and 2 ranks (mpiexec children, first update excluded as warm-up) and the speed-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+
+def build(T, batch, cache=True, dtype="float64"):
+    from dhf import model
+    from dhf.worker import Worker
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2, size=(3 * batch, T, 1)).astype(np.float64)
+    spec = model.rnn(1, 100, 1, seed=0, dtype=dtype)
+    return spec, Worker(spec, [x, x[:, 0, :].copy()], cache_forward=cache)
+
+
+def best_of(fn, repeats=5):
+    fn()  # warm-up (first calls JIT-compile)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def per_call(T, batch, dtype):
+    spec, worker = build(T, batch, dtype=dtype)
+    _, plain = build(T, batch, cache=False, dtype=dtype)
+    theta = worker.layout.flatten([p.get_value() for p in spec.params])
+    rows = np.arange(batch)
+    v = np.random.default_rng(1).normal(size=theta.size)
+    worker.prepare_curvature(theta, rows)
+    plain.prepare_curvature(theta, rows)
+    t = {"grad": best_of(lambda: worker.grad_sum(theta, rows)),
+         "forward": best_of(lambda: worker.prepare_curvature(theta, rows)),
+         "Gv_cached": best_of(lambda: worker.gv_sum(v, 0.1)),
+         "Gv_uncached": best_of(lambda: plain.gv_sum(v, 0.1))}
+    return t
+
+
+def child(T, batch, updates, dtype):
+    """Run under mpiexec: time HF updates with exactly 60 CG iterations."""
+    from dhf.comm import get_comm
+    from dhf.coordinator import HFConfig, HFOptimizer
+    from dhf.data import BatchSampler
+
+    comm = get_comm()
+    spec, worker = build(T, batch, dtype=dtype)
+    cfg = HFConfig(cg_min_iters=60, cg_max_iters=60, init_damping=1.0,
+                   structural_damping=0.03)
+    opt = HFOptimizer(worker, comm, cfg, BatchSampler(3 * batch, batch, batch, batch, 0))
+    state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
+    seconds = []
+    for _ in range(updates + 1):
+        comm.barrier()
+        t0 = time.perf_counter()
+        state, info = opt.step(state)
+        seconds.append(time.perf_counter() - t0)
+    if comm.rank == 0:
+        print(json.dumps({"update_seconds": seconds[1:], "cg_iters": info.cg_iters}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--T", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--updates", type=int, default=3)
+    ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args.T, args.batch, args.updates, args.dtype)
+    print(f"tanh RNN H=100 T={args.T} batch={args.batch} {args.dtype}, "
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs")
+    t = per_call(args.T, args.batch, args.dtype)
+    for k, v in t.items():
+        print(f"  {k:12s} {1e3 * v:8.1f} ms")
+    print(f"  Gv(cached)/grad   = {t['Gv_cached'] / t['grad']:.2f}")
+    print(f"  Gv(uncached)/grad = {t['Gv_uncached'] / t['grad']:.2f}")
+    print(f"  Gv uncached/cached = {t['Gv_uncached'] / t['Gv_cached']:.2f}")
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    per_rank = {}
+    for n in (1, 2):
+        out = subprocess.run([mpiexec, "-n", str(n), sys.executable, __file__, "--child",
+                              "--T", str(args.T), "--batch", str(args.batch),
+                              "--updates", str(args.updates), "--dtype", args.dtype],
+                             capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        per_rank[n] = float(np.median(result["update_seconds"]))
+        print(f"  HF update ({result['cg_iters']} CG iters) at {n} rank(s): "
+              f"{per_rank[n]:.2f} s  (updates: "
+              f"{', '.join(f'{s:.2f}' for s in result['update_seconds'])})")
+    speedup = per_rank[1] / per_rank[2]
+    print(f"  speed-up 1 -> 2 ranks = {speedup:.2f}  (efficiency {speedup / 2:.0%})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up a virtual environment with dhf and its test extras (the mpich wheel brings
+# mpiexec), then run the whole suite serially and the MPI subset under mpiexec -n 2 and
+# -n 4.  Every stage runs under a timeout so that a hang fails instead of stalling.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+# One BLAS thread per process: the MPI ranks are the parallelism.
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== serial suite"
+timeout -k 10 1500 python -m pytest tests -q -ra
+for n in 2 4; do
+  echo "== MPI subset under mpiexec -n $n"
+  timeout -k 10 600 mpiexec -n "$n" python -m pytest tests -q -m mpi -p no:cacheprovider
+done
