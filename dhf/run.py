@@ -41,7 +41,7 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     n_valid = len(splits["valid"][0])
     data = [np.concatenate([a, b]) for a, b in zip(splits["train"], splits["valid"])]
     spec = tasks.get(config["task"]["name"]).build_model(config)
-    worker = Worker(spec, data, mode=MODES[config["run"]["backend"]])
+    worker = Worker(spec, data, mode=_mode(config["run"]["backend"]))
     opt_cfg = config["optimizer"]
     sampler = BatchSampler(n_train, opt_cfg["gradient_batch"], opt_cfg["curvature_batch"],
                            opt_cfg["backtrack_batch"], config["run"]["seed"])
@@ -102,6 +102,17 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
             "valid_loss": valid_loss, "valid_error": valid_error,
             "seconds": time.perf_counter() - t_start, "theta": state.theta,
             "params": worker.layout.as_dict(state.theta)}
+
+
+def _mode(backend: str):
+    """The PyTensor mode for ``run.backend``, checking that its package is installed."""
+    if backend == "jax":
+        try:
+            import jax  # noqa: F401
+        except ImportError:
+            raise UserError("run.backend = 'jax' needs the jax package: pip install jax "
+                            "(GPU: jax[cuda12])") from None
+    return MODES[backend]
 
 
 def _save(comm, out, state, best, config_toml, names):

@@ -21,7 +21,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import grad
 
-from dhf.curvature import model_gauss_newton_product, squared_gradient_sum
+from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
 from dhf.layout import ParamLayout
 from dhf.model import ModelSpec
@@ -51,8 +51,6 @@ class Worker:
         self.mode = mode
         self.cache_forward = cache_forward
         self._cache: list[np.ndarray] | None = None
-        self._loaded: np.ndarray | None = None  # the θ array last loaded (by identity)
-        self._sq_grad_fn = None
         t0 = time.perf_counter()
         self._compile()
         self.compile_seconds = time.perf_counter() - t0
@@ -94,12 +92,13 @@ class Worker:
 
     # -- parameters ----------------------------------------------------------------
     def set_theta(self, theta: np.ndarray) -> None:
-        """Load flat float64 parameters into the model's shared variables."""
-        if theta is self._loaded:
-            return
+        """Load flat float64 parameters into the model's shared variables.
+
+        Done on every call (microseconds): the shared variables may have been changed by
+        the caller, or by another worker built on the same model.
+        """
         for p, value in zip(self.spec.params, self.layout.unflatten(theta, self.dtype)):
             p.set_value(value, borrow=False)
-        self._loaded = theta
 
     def _rows(self, rows) -> list[np.ndarray]:
         return [d[rows] for d in self.data]
@@ -151,14 +150,18 @@ class Worker:
 
     def squared_grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
         """``Σ_i (∂f_i/∂θ)²`` over ``rows``: per-example squared gradients, for the
-        diagonal preconditioner.  Compiled on first use."""
-        if self._sq_grad_fn is None:
-            sq = squared_gradient_sum(self.spec.example_losses(), self.spec.params)
-            self._sq_grad_fn = self._function(self.spec.data_vars, _flat(sq))
+        diagonal preconditioner.
+
+        One gradient call per row.  (PyTensor's vectorised ``jacobian`` through ``scan``
+        rewrites the model's inner graph in place, pymc-devs/pytensor#2028, so it is not
+        used.)
+        """
         self.set_theta(theta)
-        if len(rows) == 0:
-            return np.zeros(self.layout.size)
-        return np.asarray(self._sq_grad_fn(*self._rows(rows)), dtype=np.float64)
+        total = np.zeros(self.layout.size)
+        for row in rows:
+            g = self._grad_fn(*self._rows([row]))[:self.layout.size]
+            total += np.square(g)
+        return total
 
 
 def _flat(variables) -> pt.TensorVariable:

@@ -12,9 +12,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytensor
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Unit tests compile with FAST_COMPILE: a cold Numba compile of a scan graph costs about a
+# minute and CI starts with an empty cache.  The Numba backend (dhf-train's default) is
+# exercised by the CLI and MPI tests and by a dense-reference case that names it.
+pytensor.config.mode = os.environ.get("DHF_TEST_MODE", "FAST_COMPILE")
 
 
 def world_size() -> int:

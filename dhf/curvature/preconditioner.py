@@ -8,17 +8,7 @@ built from *per-example* squared gradients (the empirical Fisher diagonal).  CG 
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
-import pytensor.tensor as pt
-from pytensor.gradient import jacobian
-
-
-def squared_gradient_sum(example_losses, params: Sequence) -> list:
-    """Symbolic :math:`\\sum_i (\\partial f_i/\\partial\\theta)^2`, one per parameter."""
-    jac = jacobian(example_losses, list(params), vectorize=True)
-    return [pt.sum(pt.sqr(j), axis=0) for j in jac]
 
 
 def martens_preconditioner(sq_grad_mean: np.ndarray, damping: float,

@@ -1,0 +1,286 @@
+"""Gauss-Newton products against a dense ``J^T H J`` built independently in numpy.
+
+``J`` comes from central finite differences of the model output ``s`` (a separately
+compiled function, parameters set through ``set_value``); ``H`` is the analytic Hessian
+of the loss in ``s``, one block per output vector.
+"""
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from dhf import losses
+from dhf.curvature import gauss_newton_product
+from dhf.model import mlp, rnn
+from dhf.worker import Worker
+
+SEED = 666
+FD_EPS = 1e-5
+RTOL = 1e-6
+
+
+# -- independent numpy references ----------------------------------------------------
+def get_theta(params):
+    return np.concatenate([p.get_value().ravel() for p in params])
+
+
+def set_theta(params, theta):
+    offset = 0
+    for p in params:
+        shape = p.get_value().shape
+        size = int(np.prod(shape))
+        p.set_value(theta[offset:offset + size].reshape(shape).copy())
+        offset += size
+
+
+def fd_jacobian(fn, params, theta, eps=FD_EPS):
+    """Central-difference Jacobian of ``fn().ravel()`` in the flat parameters ``theta``.
+
+    The parameters' values are restored afterwards.
+    """
+    saved = [p.get_value() for p in params]
+    try:
+        columns = []
+        for i in range(theta.size):
+            step = np.zeros_like(theta)
+            step[i] = eps
+            set_theta(params, theta + step)
+            plus = np.asarray(fn()).ravel()
+            set_theta(params, theta - step)
+            minus = np.asarray(fn()).ravel()
+            columns.append((plus - minus) / (2 * eps))
+    finally:
+        for p, value in zip(params, saved):
+            p.set_value(value)
+    return np.stack(columns, axis=1)
+
+
+def loss_hessian(name, s):
+    """Analytic Hessian in ``s.ravel()``: block-diagonal, one block per output vector."""
+    rows = np.asarray(s).reshape(-1, s.shape[-1])
+    if name == "squared_error":
+        blocks = [np.eye(rows.shape[1]) for _ in rows]
+    elif name == "sigmoid_xent":
+        blocks = [np.diag(p * (1 - p)) for p in 1 / (1 + np.exp(-rows))]
+    elif name == "softmax_xent":
+        e = np.exp(rows - rows.max(axis=1, keepdims=True))
+        blocks = [np.diag(p) - np.outer(p, p) for p in e / e.sum(axis=1, keepdims=True)]
+    else:
+        raise ValueError(name)
+    H = np.zeros((rows.size, rows.size))
+    k = rows.shape[1]
+    for i, block in enumerate(blocks):
+        H[i * k:(i + 1) * k, i * k:(i + 1) * k] = block
+    return H
+
+
+def one_hot(rng, shape, k):
+    return np.eye(k)[rng.integers(0, k, shape)]
+
+
+# -- the model cases -------------------------------------------------------------------
+def _mlp_softmax(rng):
+    spec = mlp([3, 4, 3], loss="softmax_xent")
+    return spec, [rng.standard_normal((6, 3)), one_hot(rng, 6, 3)]
+
+
+def _mlp_squared(rng):
+    spec = mlp([3, 4, 2], loss="squared_error")
+    return spec, [rng.standard_normal((6, 3)), rng.standard_normal((6, 2))]
+
+
+def _rnn_last_sigmoid(rng):
+    spec = rnn(2, 3, 2, loss="sigmoid_xent", output_steps="last")
+    x = rng.standard_normal((5, 4, 2))
+    return spec, [x, (rng.random((5, 2)) > 0.5).astype(float)]
+
+
+def _rnn_all_squared(rng):
+    spec = rnn(2, 3, 2, loss="squared_error", output_steps="all")
+    return spec, [rng.standard_normal((5, 4, 2)), rng.standard_normal((5, 4, 2))]
+
+
+#: name -> (builder, PyTensor mode of the workers).  The suite compiles with
+#: FAST_COMPILE (tests/conftest.py); one case also checks the default Numba backend.
+CASES = {
+    "mlp-softmax_xent": (_mlp_softmax, None),
+    "mlp-squared_error": (_mlp_squared, None),
+    "rnn-last-sigmoid_xent": (_rnn_last_sigmoid, None),
+    "rnn-all-squared_error": (_rnn_all_squared, None),
+    "rnn-last-sigmoid_xent-numba": (_rnn_last_sigmoid, "NUMBA"),
+}
+
+
+class Case:
+    """A model at a random θ, its two workers and its dense reference ``J^T H J``.
+
+    Both workers share the spec's shared variables; each loads θ on every call.
+    """
+
+    def __init__(self, build, mode=None):
+        rng = np.random.default_rng(SEED)
+        self.spec, self.data = build(rng)
+        self.params = self.spec.params
+        self.theta = rng.normal(0.0, 0.5, get_theta(self.params).size)
+        self.rows = np.arange(len(self.data[0]))
+        self.workers = {cache: Worker(self.spec, self.data, cache_forward=cache, mode=mode)
+                        for cache in (True, False)}
+        for worker in self.workers.values():
+            worker.prepare_curvature(self.theta, self.rows)
+        inputs = self.data[:len(self.spec.inputs)]
+        s_fn = pytensor.function(self.spec.inputs, self.spec.output)
+        set_theta(self.params, self.theta)
+        self.s = s_fn(*inputs)
+        J = fd_jacobian(lambda: s_fn(*inputs), self.params, self.theta)
+        self.G_ref = J.T @ loss_hessian(self.spec.loss, self.s) @ J
+        self._dense = {}
+
+    def dense(self, cache):
+        """The matrix whose columns are ``gv_sum(e_i)``."""
+        if cache not in self._dense:
+            worker = self.workers[cache]
+            eye = np.eye(self.theta.size)
+            self._dense[cache] = np.stack([worker.gv_sum(e) for e in eye], axis=1)
+        return self._dense[cache]
+
+
+@pytest.fixture(scope="module")
+def built():
+    """Cases built so far: each model compiles once per module."""
+    return {}
+
+
+def _get(built, name):
+    if name not in built:
+        built[name] = Case(*CASES[name])
+    return built[name]
+
+
+@pytest.fixture(scope="module", params=list(CASES), ids=list(CASES))
+def case(request, built):
+    return _get(built, request.param)
+
+
+@pytest.fixture(scope="module")
+def rnn_case(built):
+    return _get(built, "rnn-last-sigmoid_xent")
+
+
+def assert_close_to(actual, expected, rtol=RTOL):
+    """Entrywise ``rtol`` with an absolute floor at ``rtol`` times the largest entry."""
+    np.testing.assert_allclose(actual, expected, rtol=rtol,
+                               atol=rtol * np.abs(expected).max())
+
+
+# -- Gv against the dense reference ------------------------------------------------------
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
+def test_gv_columns_match_dense_reference(case, cache):
+    assert case.G_ref.shape == (case.theta.size,) * 2
+    assert np.abs(case.G_ref).max() > 1e-3  # the reference is not trivially zero
+    assert_close_to(case.dense(cache), case.G_ref)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
+def test_gv_of_random_vectors_matches_dense_reference(case, cache):
+    rng = np.random.default_rng(SEED)
+    for v in rng.standard_normal((3, case.theta.size)):
+        assert_close_to(case.workers[cache].gv_sum(v), case.G_ref @ v)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
+def test_structural_damping_adds_hidden_gauss_newton_term(rnn_case, cache):
+    c, weight = rnn_case, 0.7
+    a_var, nonlinearity, _ = c.spec.hidden[0]
+    assert nonlinearity == "tanh"
+    a_fn = pytensor.function(c.spec.inputs, a_var)
+    x = c.data[0]
+    set_theta(c.params, c.theta)
+    a = a_fn(x)
+    assert a.shape == (x.shape[1], x.shape[0], 3)  # (T, N, H)
+    J_a = fd_jacobian(lambda: a_fn(x), c.params, c.theta)
+    D = 1.0 - np.tanh(a.ravel()) ** 2
+    expected = weight * J_a.T @ (D[:, None] * J_a)
+
+    worker = c.workers[cache]
+    rng = np.random.default_rng(SEED)
+    for v in rng.standard_normal((3, c.theta.size)):
+        extra = worker.gv_sum(v, weight) - worker.gv_sum(v, 0.0)
+        assert_close_to(extra, expected @ v)
+    full = np.stack([worker.gv_sum(e, weight) for e in np.eye(c.theta.size)], axis=1)
+    assert_close_to(full, c.G_ref + expected)
+
+
+def test_public_gauss_newton_product_on_hand_built_graph():
+    rng = np.random.default_rng(SEED)
+    x, y = pt.matrix("x", dtype="float64"), pt.matrix("y", dtype="float64")
+    W1 = pytensor.shared(rng.normal(size=(3, 4)), name="W1")
+    b1 = pytensor.shared(rng.normal(size=4), name="b1")
+    W2 = pytensor.shared(rng.normal(size=(4, 3)), name="W2")
+    b2 = pytensor.shared(rng.normal(size=3), name="b2")
+    params = [W1, b1, W2, b2]
+    s = pt.dot(pt.tanh(pt.dot(x, W1) + b1), W2) + b2
+    loss = -pt.sum(y * pt.log(pt.special.softmax(s, axis=-1)))
+
+    tangents = [p.type() for p in params]
+    Gv = gauss_newton_product(loss, s, params, tangents)
+    assert len(Gv) == len(params)
+    gv_fn = pytensor.function([x, y] + tangents, Gv)
+    s_fn = pytensor.function([x], s)
+
+    x_val, y_val = rng.standard_normal((5, 3)), one_hot(rng, 5, 3)
+    theta = get_theta(params)
+    J = fd_jacobian(lambda: s_fn(x_val), params, theta)
+    G_ref = J.T @ loss_hessian("softmax_xent", s_fn(x_val)) @ J
+
+    shapes = [p.get_value().shape for p in params]
+    offsets = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])
+
+    def gv(v):
+        pieces = [v[lo:hi].reshape(sh) for sh, lo, hi in zip(shapes, offsets, offsets[1:])]
+        out = gv_fn(x_val, y_val, *pieces)
+        assert [o.shape for o in out] == shapes
+        return np.concatenate([o.ravel() for o in out])
+
+    G = np.stack([gv(e) for e in np.eye(theta.size)], axis=1)
+    assert_close_to(G, G_ref)
+
+
+# -- structure of G ------------------------------------------------------------------
+def test_gauss_newton_matrix_is_symmetric(case):
+    worker = case.workers[True]
+    rng = np.random.default_rng(SEED)
+    G = case.dense(True)
+    scale = np.abs(G).max()
+    assert np.abs(G - G.T).max() <= 1e-10 * scale
+    for u, v in rng.standard_normal((5, 2, case.theta.size)):
+        uGv, vGu = u @ worker.gv_sum(v), v @ worker.gv_sum(u)
+        assert abs(uGv - vGu) <= 1e-10 * max(abs(uGv), abs(vGu), scale)
+
+
+def test_gauss_newton_matrix_is_positive_semidefinite(case):
+    worker = case.workers[True]
+    rng = np.random.default_rng(SEED)
+    G = case.dense(True)
+    scale = np.abs(G).max()
+    for v in rng.standard_normal((50, case.theta.size)):
+        assert v @ worker.gv_sum(v) >= -1e-10 * scale * (v @ v)
+    eigenvalues = np.linalg.eigvalsh(0.5 * (G + G.T))
+    assert eigenvalues.min() >= -1e-10 * eigenvalues.max()
+    assert eigenvalues.max() > 0
+
+
+# -- the loss Hessian in s -------------------------------------------------------------
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_analytic_hessian_product_matches_autodiff(name):
+    rng = np.random.default_rng(SEED)
+    s, y, u = (pt.tensor3(n, dtype="float64") for n in "syu")
+    loss = pt.sum(losses.elementwise(name, s, y))
+    (autodiff,) = gauss_newton_product(loss, s, [s], [u])  # J = I: Gv is H_L u
+    fn = pytensor.function([s, y, u], [losses.hessian_product(name, s, u), autodiff])
+
+    s_val, u_val = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    y_val = one_hot(rng, (2, 3), 4) if name == "softmax_xent" else rng.random((2, 3, 4))
+    analytic, auto = fn(s_val, y_val, u_val)
+    reference = (loss_hessian(name, s_val) @ u_val.ravel()).reshape(u_val.shape)
+    np.testing.assert_allclose(analytic, reference, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(auto, reference, rtol=1e-12, atol=1e-14)

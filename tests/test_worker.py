@@ -1,0 +1,269 @@
+"""Tests for :class:`dhf.worker.Worker`: its sums against independent references."""
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from dhf.errors import UserError
+from dhf.model import ModelSpec, mlp, rnn
+from dhf.worker import Worker
+
+SEED = 666
+N_ROWS = 10
+
+
+# -- models and data ------------------------------------------------------------------
+def build_mlp(rng):
+    """A sigmoid cross-entropy MLP and 0/1 targets."""
+    spec = mlp([3, 4, 2], loss="sigmoid_xent")
+    x = rng.standard_normal((N_ROWS, 3))
+    y = (rng.random((N_ROWS, 2)) > 0.5).astype(float)
+    return spec, [x, y]
+
+
+def build_rnn(rng):
+    """A softmax cross-entropy RNN read out at every step, with a 0/1 mask on the steps."""
+    base = rnn(2, 3, 3, loss="softmax_xent", output_steps="all")
+    mask = pt.matrix("mask", dtype="float64")
+    spec = ModelSpec(inputs=base.inputs, targets=base.targets, params=base.params,
+                     output=base.output, loss=base.loss, mask=mask, hidden=base.hidden)
+    x = rng.standard_normal((N_ROWS, 4, 2))
+    y = np.eye(3)[rng.integers(0, 3, (N_ROWS, 4))]
+    m = (rng.random((N_ROWS, 4)) > 0.3).astype(float)
+    return spec, [x, y, m]
+
+
+# -- independent numpy forward passes ---------------------------------------------------
+def softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+def mlp_reference(theta, worker, x, y):
+    """Per-example sigmoid cross-entropy losses and 0/1 errors of the 3-4-2 tanh MLP."""
+    W0, b0, W1, b1 = worker.layout.unflatten(theta)
+    s = np.tanh(x @ W0 + b0) @ W1 + b1
+    loss = np.sum(softplus(s) - y * s, axis=1)
+    errors = np.any((s > 0) != (y > 0.5), axis=1)
+    return loss, errors
+
+
+def rnn_reference(theta, worker, x, y, mask):
+    """Per-example masked softmax cross-entropy losses and errors of the tanh RNN."""
+    W_in, W_rec, b_h, h0, W_out, b_out = worker.layout.unflatten(theta)
+    h = np.tile(h0, (x.shape[0], 1))
+    loss, errors = np.zeros(x.shape[0]), np.zeros(x.shape[0], dtype=bool)
+    for t in range(x.shape[1]):
+        h = np.tanh(x[:, t] @ W_in + b_h + h @ W_rec)
+        s = h @ W_out + b_out
+        lse = np.log(np.sum(np.exp(s), axis=1))
+        loss += mask[:, t] * (lse - np.sum(y[:, t] * s, axis=1))
+        errors |= (np.argmax(s, axis=1) != np.argmax(y[:, t], axis=1)) & (mask[:, t] > 0)
+    return loss, errors
+
+
+MODELS = {"mlp": (build_mlp, mlp_reference), "rnn": (build_rnn, rnn_reference)}
+
+
+class Model:
+    """A model at a random θ with a cached-forward and an uncached worker."""
+
+    def __init__(self, name):
+        rng = np.random.default_rng(SEED)
+        build, self.reference = MODELS[name]
+        self.spec, self.data = build(rng)
+        self.worker = Worker(self.spec, self.data, cache_forward=True)
+        # The uncached worker gets its own copy of the model (same data, same layout):
+        # workers sharing one spec's shared variables would load θ over each other.
+        spec, data = build(np.random.default_rng(SEED))
+        self.workers = {True: self.worker, False: Worker(spec, data, cache_forward=False)}
+        self.P = self.worker.layout.size
+        self.theta = rng.normal(0.0, 0.5, self.P)
+        # λμ for the RNN's structural damping (ignored by the MLP, which has no hidden).
+        self.weight = 0.3
+
+    def rows_ref(self, theta, rows):
+        return self.reference(theta, self.worker, *[d[rows] for d in self.data])
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def model(request):
+    return Model(request.param)
+
+
+def direction(rng, model):
+    return rng.standard_normal(model.P)
+
+
+# -- loss and gradient -----------------------------------------------------------------
+def test_loss_sum_matches_numpy_forward_pass(model):
+    rows = np.arange(N_ROWS)
+    loss, errors = model.rows_ref(model.theta, rows)
+    assert 0 < errors.sum() < N_ROWS  # both outcomes occur, so the error count is tested
+    for r in rows:
+        out = model.worker.loss_sum(model.theta.copy(), [r])
+        np.testing.assert_allclose(out, [loss[r], errors[r], 1.0], rtol=1e-12)
+    out = model.worker.loss_sum(model.theta.copy(), np.array([7, 2, 5, 0, 9, 1]))
+    assert out.shape == (3,) and out.dtype == np.float64
+    np.testing.assert_allclose(out, [loss[[7, 2, 5, 0, 9, 1]].sum(),
+                                     errors[[7, 2, 5, 0, 9, 1]].sum(), 6], rtol=1e-12)
+
+
+def test_grad_sum_matches_finite_differences_of_loss_sum(model):
+    rng = np.random.default_rng(SEED)
+    rows, eps = np.arange(N_ROWS), 1e-6
+    out = model.worker.grad_sum(model.theta.copy(), rows)
+    assert out.shape == (model.P + 2,)
+    grad, loss, count = out[:model.P], out[model.P], out[model.P + 1]
+    np.testing.assert_allclose(loss, model.worker.loss_sum(model.theta.copy(), rows)[0],
+                               rtol=1e-13)
+    assert count == N_ROWS
+    for _ in range(4):
+        d = direction(rng, model)
+        plus = model.worker.loss_sum(model.theta + eps * d, rows)[0]
+        minus = model.worker.loss_sum(model.theta - eps * d, rows)[0]
+        np.testing.assert_allclose(grad @ d, (plus - minus) / (2 * eps), rtol=1e-7,
+                                   atol=1e-8 * np.abs(grad).sum())
+
+
+# -- sums over shards ------------------------------------------------------------------
+def test_three_unequal_shards_sum_to_the_full_batch(model):
+    rng = np.random.default_rng(SEED)
+    worker, theta, v = model.worker, model.theta, direction(rng, model)
+    shards = np.split(rng.permutation(N_ROWS), [2, 7])  # sizes 2, 5, 3
+    everything = np.arange(N_ROWS)
+
+    total_loss, total_grad, total_curv, total_gv = 0.0, 0.0, 0.0, 0.0
+    for shard in shards:
+        total_loss = total_loss + worker.loss_sum(theta.copy(), shard)
+        total_grad = total_grad + worker.grad_sum(theta.copy(), shard)
+        total_curv = total_curv + worker.prepare_curvature(theta.copy(), shard)
+        total_gv = total_gv + worker.gv_sum(v, model.weight)
+
+    np.testing.assert_allclose(total_loss, worker.loss_sum(theta.copy(), everything),
+                               rtol=1e-12)
+    np.testing.assert_allclose(total_grad, worker.grad_sum(theta.copy(), everything),
+                               rtol=1e-12, atol=1e-13)
+    full_curv = worker.prepare_curvature(theta.copy(), everything)
+    full_gv = worker.gv_sum(v, model.weight)
+    np.testing.assert_allclose(total_curv, full_curv, rtol=1e-12)
+    np.testing.assert_allclose(total_gv, full_gv, rtol=1e-11,
+                               atol=1e-12 * np.abs(full_gv).max())
+
+
+# -- Gv ----------------------------------------------------------------------------------
+def test_cached_and_uncached_forward_give_the_same_gv(model):
+    rng = np.random.default_rng(SEED)
+    rows = np.array([1, 4, 6, 8, 9])
+    for worker in model.workers.values():
+        worker.prepare_curvature(model.theta, rows)
+    for weight in (0.0, model.weight):
+        v = direction(rng, model)
+        cached = model.workers[True].gv_sum(v, weight)
+        uncached = model.workers[False].gv_sum(v, weight)
+        assert np.abs(cached).max() > 0
+        np.testing.assert_allclose(cached, uncached, rtol=1e-12,
+                                   atol=1e-12 * np.abs(uncached).max())
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
+def test_gv_uses_the_theta_given_to_prepare_curvature(model, cache):
+    rng = np.random.default_rng(SEED)
+    worker, rows, v = model.workers[cache], np.arange(N_ROWS), direction(rng, model)
+    other = model.theta + rng.normal(0.0, 0.5, model.P)
+
+    theta = model.theta.copy()
+    worker.prepare_curvature(theta, rows)
+    expected = worker.gv_sum(v, model.weight)
+
+    # What the coordinator does while backtracking, and an in-place edit of θ.
+    worker.loss_sum(other, rows)
+    worker.grad_sum(other.copy(), rows)
+    theta += 1.0
+    np.testing.assert_array_equal(worker.gv_sum(v, model.weight), expected)
+
+    # ... and the product does depend on θ, so the check above has teeth.
+    worker.prepare_curvature(other, rows)
+    assert not np.allclose(worker.gv_sum(v, model.weight), expected, rtol=1e-3)
+
+
+def test_gv_sum_before_prepare_curvature_raises():
+    rng = np.random.default_rng(SEED)
+    spec = mlp([2, 2], loss="squared_error")
+    worker = Worker(spec, [rng.standard_normal((3, 2)), rng.standard_normal((3, 2))])
+    with pytest.raises(RuntimeError):
+        worker.gv_sum(np.zeros(worker.layout.size))
+
+
+# -- preconditioner statistics -----------------------------------------------------------
+def test_squared_grad_sum_is_the_sum_of_per_example_squared_gradients(model):
+    worker = model.workers[False]
+    rows = np.array([0, 3, 4, 5, 8])
+    expected = sum(worker.grad_sum(model.theta.copy(), [r])[:model.P] ** 2 for r in rows)
+    out = worker.squared_grad_sum(model.theta.copy(), rows)
+    assert out.shape == (model.P,)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
+    # Not the square of the summed gradient: the per-example split matters.
+    summed = worker.grad_sum(model.theta.copy(), rows)[:model.P]
+    assert not np.allclose(out, summed ** 2)
+
+
+@pytest.mark.parametrize("model", ["mlp", "rnn"], indirect=True)
+def test_squared_grad_sum_leaves_the_model_differentiable(model):
+    """Regression: PyTensor's vectorised jacobian through scan mutated the model's graph
+    (pytensor#2028); the worker must not use it."""
+    model.worker.squared_grad_sum(model.theta.copy(), np.arange(3))
+    pytensor.grad(pt.sum(model.spec.example_losses()), model.spec.params)
+
+
+# -- empty shards ------------------------------------------------------------------------
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
+def test_empty_rows_give_zero_sums_with_the_right_shapes(model, cache):
+    worker, P, theta = model.workers[cache], model.P, model.theta.copy()
+    empty = np.array([], dtype=int)
+    for out, size in [(worker.loss_sum(theta, empty), 3),
+                      (worker.grad_sum(theta, empty), P + 2),
+                      (worker.prepare_curvature(theta, empty), 2),
+                      (worker.gv_sum(np.ones(P), model.weight), P),
+                      (worker.squared_grad_sum(theta, empty), P)]:
+        assert out.shape == (size,) and out.dtype == np.float64
+        assert not out.any()
+    # A later non-empty curvature batch works as usual.
+    worker.prepare_curvature(theta, np.arange(3))
+    assert worker.gv_sum(np.ones(P), model.weight).any()
+
+
+# -- ModelSpec validation --------------------------------------------------------------
+def _tiny_graph():
+    x, y = pt.matrix("x", dtype="float64"), pt.matrix("y", dtype="float64")
+    W = pytensor.shared(np.ones((2, 2)), name="W")
+    c = pytensor.shared(np.zeros(2), name="c")
+    return x, y, W, c, pt.dot(x, W) + c
+
+
+def test_loss_depending_on_a_parameter_outside_the_output_is_rejected():
+    x, y, W, c, s = _tiny_graph()
+
+    def leaky_loss(out, targets):
+        return pt.sum(pt.sqr(out - targets), axis=1) + pt.sum(pt.sqr(c))
+
+    with pytest.raises(UserError, match="other than through the output"):
+        ModelSpec(inputs=[x], targets=y, params=[W, c], output=s, loss=leaky_loss)
+    # The same loss without the leak is accepted.
+    ModelSpec(inputs=[x], targets=y, params=[W, c], output=s,
+              loss=lambda out, targets: pt.sum(pt.sqr(out - targets), axis=1))
+
+
+def test_non_shared_parameter_is_rejected():
+    x, y, W, _, _ = _tiny_graph()
+    c = pt.vector("c", dtype="float64")
+    with pytest.raises(UserError, match="not a shared variable"):
+        ModelSpec(inputs=[x], targets=y, params=[W, c], output=pt.dot(x, W) + c)
+
+
+def test_unknown_loss_and_duplicate_names_are_rejected():
+    x, y, W, c, s = _tiny_graph()
+    with pytest.raises(UserError, match="unknown"):
+        ModelSpec(inputs=[x], targets=y, params=[W, c], output=s, loss="hinge")
+    twin = pytensor.shared(np.zeros(2), name="c")
+    with pytest.raises(UserError, match="unique"):
+        ModelSpec(inputs=[x], targets=y, params=[W, c, twin], output=s + twin)
