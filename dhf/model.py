@@ -9,6 +9,7 @@ Builders for the built-in models live here too; they return a ModelSpec like any
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -20,6 +21,7 @@ from pytensor.graph.replace import clone_replace
 from pytensor.graph.traversal import ancestors
 
 from dhf import losses
+from dhf.curvature.recurrent import tanh_rnn_gauss_newton
 from dhf.errors import UserError
 
 #: Diagonal Hessian, in the pre-activation ``a``, of the matching loss of each hidden
@@ -46,6 +48,9 @@ class ModelSpec:
     mask : optional symbolic ``(N,)`` or ``(N, T)`` weights for the loss terms.
     hidden : ``(pre_activation, nonlinearity, weights)`` triples for structural damping;
         ``weights`` broadcasts against the pre-activation (a mask) or is None.
+    gauss_newton : optional explicit builder ``(spec, tangents, structural_weight) ->
+        [Gv per parameter]`` that a built-in model provides as a faster equivalent of the
+        generic pushforward/pullback product.
     """
 
     inputs: Sequence[pt.TensorVariable]
@@ -55,6 +60,7 @@ class ModelSpec:
     loss: str | Callable = "squared_error"
     mask: pt.TensorVariable | None = None
     hidden: Sequence[tuple] = field(default_factory=tuple)
+    gauss_newton: Callable | None = None
 
     def __post_init__(self):
         self.inputs = list(self.inputs)
@@ -164,8 +170,11 @@ def rnn(n_in: int, n_hidden: int, n_out: int, *, loss: str = "sigmoid_xent",
         y = pt.tensor3("y", dtype=dtype)
     else:
         raise ValueError(f"output_steps must be 'last' or 'all', got {output_steps!r}")
+    parts = dict(x=x, h=h, h_init=h_init, W_rec=W_rec, W_out=W_out,
+                 output_steps=output_steps)
     return ModelSpec(inputs=[x], targets=y, params=[W_in, W_rec, b_h, h0, W_out, b_out],
-                     output=s, loss=loss, hidden=[(a, "tanh", None)])
+                     output=s, loss=loss, hidden=[(a, "tanh", None)],
+                     gauss_newton=functools.partial(tanh_rnn_gauss_newton, parts))
 
 
 def mlp(sizes: Sequence[int], *, hidden_nonlinearity: Callable = pt.tanh,

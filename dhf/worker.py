@@ -39,10 +39,14 @@ class Worker:
     mode : a PyTensor compilation mode (``"NUMBA"``, ``"C"``, ``"JAX"``...) or None for
         PyTensor's default.
     cache_forward : compile Gv against cached forward states (the fast path).
+    explicit_gv : use the model's explicit Gv recurrences (``spec.gauss_newton``) when it
+        has them; False forces the generic pushforward/pullback graph.
+    chunk_rows : rows per compiled call; sums over a batch are accumulated chunk by chunk.
     """
 
     def __init__(self, spec: ModelSpec, data: Sequence[np.ndarray], *, mode=None,
-                 cache_forward: bool = True):
+                 cache_forward: bool = True, explicit_gv: bool = True,
+                 chunk_rows: int = 256):
         self.spec = spec
         self.data = [np.asarray(d, dtype=v.dtype) for d, v in zip(data, spec.data_vars)]
         self.layout = ParamLayout(spec.param_names,
@@ -50,6 +54,8 @@ class Worker:
         self.dtype = spec.params[0].dtype
         self.mode = mode
         self.cache_forward = cache_forward
+        self.chunk_rows = int(chunk_rows)
+        self.explicit_gv = explicit_gv and spec.gauss_newton is not None
         self._cache: list[np.ndarray] | None = None
         t0 = time.perf_counter()
         self._compile()
@@ -81,7 +87,8 @@ class Worker:
         tangents = [v[lo:hi].reshape(shape) for shape, lo, hi in
                     zip(self.layout.shapes, self.layout.offsets[:-1], self.layout.offsets[1:])]
         structural = weight if spec.hidden else None
-        Gv = _flat(model_gauss_newton_product(spec, tangents, structural))
+        build = spec.gauss_newton if self.explicit_gv else model_gauss_newton_product
+        Gv = _flat(build(spec, tangents, structural))
         if self.cache_forward:
             frontier, placeholders, (Gv_cached,) = split_at([Gv], [v, weight])
             self._forward_fn = self._function(data_vars, frontier + [loss_sum])
@@ -100,37 +107,45 @@ class Worker:
         for p, value in zip(self.spec.params, self.layout.unflatten(theta, self.dtype)):
             p.set_value(value, borrow=False)
 
-    def _rows(self, rows) -> list[np.ndarray]:
-        return [d[rows] for d in self.data]
+    def _chunks(self, rows):
+        """Row data in chunks of at most ``chunk_rows``: bounded memory for any batch, and
+        state arrays small enough to stay in cache and in the malloc heap."""
+        rows = np.asarray(rows, dtype=np.int64)
+        for start in range(0, len(rows), self.chunk_rows):
+            chunk = rows[start:start + self.chunk_rows]
+            yield [d[chunk] for d in self.data]
 
     # -- sums ----------------------------------------------------------------------
     def loss_sum(self, theta: np.ndarray, rows) -> np.ndarray:
         """``[Σ loss, Σ errors, count]`` over ``rows`` at ``theta``."""
         self.set_theta(theta)
-        if len(rows) == 0:
-            return np.zeros(3)
-        loss, err = self._eval_fn(*self._rows(rows))
-        return np.array([loss, err, len(rows)], dtype=np.float64)
+        total = np.zeros(3)
+        for data in self._chunks(rows):
+            total[:2] += self._eval_fn(*data)
+        total[2] = len(rows)
+        return total
 
     def grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
         """``[Σ ∇loss (P values), Σ loss, count]`` over ``rows`` at ``theta``."""
         self.set_theta(theta)
-        if len(rows) == 0:
-            return np.zeros(self.layout.size + 2)
-        return np.append(self._grad_fn(*self._rows(rows)), float(len(rows)))
+        total = np.zeros(self.layout.size + 2)
+        for data in self._chunks(rows):
+            total[:-1] += self._grad_fn(*data)
+        total[-1] = len(rows)
+        return total
 
     def prepare_curvature(self, theta: np.ndarray, rows) -> np.ndarray:
         """Fix θ and the curvature batch for :meth:`gv_sum`; returns ``[Σ loss, count]``.
 
-        Runs the forward pass once and keeps the states Gv needs.
+        Runs the forward pass once per chunk of rows and keeps the states Gv needs.
         """
         self._curv_theta = np.array(theta, dtype=np.float64)
         self.set_theta(self._curv_theta)
-        self._curv_rows = self._rows(rows)
-        if len(rows) == 0:
-            self._cache = []
-            return np.zeros(2)
-        *self._cache, loss = self._forward_fn(*self._curv_rows)
+        self._cache, loss = [], 0.0
+        for data in self._chunks(rows):
+            *states, chunk_loss = self._forward_fn(*data)
+            self._cache.append(data + (states if self.cache_forward else []))
+            loss += chunk_loss
         return np.array([loss, len(rows)], dtype=np.float64)
 
     def gv_sum(self, v: np.ndarray, structural_weight: float = 0.0) -> np.ndarray:
@@ -140,13 +155,13 @@ class Worker:
         """
         if self._cache is None:
             raise RuntimeError("prepare_curvature() must be called before gv_sum()")
-        if len(self._curv_rows[0]) == 0:
-            return np.zeros(self.layout.size)
         self.set_theta(self._curv_theta)
-        args = self._curv_rows + (self._cache if self.cache_forward else [])
-        out = self._gv_fn(*args, np.asarray(v, dtype=self.dtype),
-                          np.asarray(structural_weight, dtype=self.dtype))
-        return np.asarray(out, dtype=np.float64)
+        v = np.asarray(v, dtype=self.dtype)
+        weight = np.asarray(structural_weight, dtype=self.dtype)
+        total = np.zeros(self.layout.size)
+        for args in self._cache:
+            total += self._gv_fn(*args, v, weight)
+        return total
 
     def squared_grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
         """``Σ_i (∂f_i/∂θ)²`` over ``rows``: per-example squared gradients, for the
@@ -159,7 +174,7 @@ class Worker:
         self.set_theta(theta)
         total = np.zeros(self.layout.size)
         for row in rows:
-            g = self._grad_fn(*self._rows([row]))[:self.layout.size]
+            g = self._grad_fn(*[d[[row]] for d in self.data])[:self.layout.size]
             total += np.square(g)
         return total
 

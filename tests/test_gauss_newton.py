@@ -111,6 +111,16 @@ CASES = {
 }
 
 
+#: The worker's Gv paths: cached forward states (the default), the forward pass recomputed
+#: on every call, and the generic pushforward/pullback graph where a model (the RNN) has
+#: explicit recurrences.
+VARIANTS = {
+    "cached": dict(cache_forward=True),
+    "uncached": dict(cache_forward=False),
+    "generic": dict(cache_forward=True, explicit_gv=False),
+}
+
+
 class Case:
     """A model at a random θ, its two workers and its dense reference ``J^T H J``.
 
@@ -123,8 +133,8 @@ class Case:
         self.params = self.spec.params
         self.theta = rng.normal(0.0, 0.5, get_theta(self.params).size)
         self.rows = np.arange(len(self.data[0]))
-        self.workers = {cache: Worker(self.spec, self.data, cache_forward=cache, mode=mode)
-                        for cache in (True, False)}
+        self.workers = {variant: Worker(self.spec, self.data, mode=mode, **options)
+                        for variant, options in VARIANTS.items()}
         for worker in self.workers.values():
             worker.prepare_curvature(self.theta, self.rows)
         inputs = self.data[:len(self.spec.inputs)]
@@ -135,13 +145,13 @@ class Case:
         self.G_ref = J.T @ loss_hessian(self.spec.loss, self.s) @ J
         self._dense = {}
 
-    def dense(self, cache):
+    def dense(self, variant):
         """The matrix whose columns are ``gv_sum(e_i)``."""
-        if cache not in self._dense:
-            worker = self.workers[cache]
+        if variant not in self._dense:
+            worker = self.workers[variant]
             eye = np.eye(self.theta.size)
-            self._dense[cache] = np.stack([worker.gv_sum(e) for e in eye], axis=1)
-        return self._dense[cache]
+            self._dense[variant] = np.stack([worker.gv_sum(e) for e in eye], axis=1)
+        return self._dense[variant]
 
 
 @pytest.fixture(scope="module")
@@ -173,22 +183,22 @@ def assert_close_to(actual, expected, rtol=RTOL):
 
 
 # -- Gv against the dense reference ------------------------------------------------------
-@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
-def test_gv_columns_match_dense_reference(case, cache):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gv_columns_match_dense_reference(case, variant):
     assert case.G_ref.shape == (case.theta.size,) * 2
     assert np.abs(case.G_ref).max() > 1e-3  # the reference is not trivially zero
-    assert_close_to(case.dense(cache), case.G_ref)
+    assert_close_to(case.dense(variant), case.G_ref)
 
 
-@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
-def test_gv_of_random_vectors_matches_dense_reference(case, cache):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gv_of_random_vectors_matches_dense_reference(case, variant):
     rng = np.random.default_rng(SEED)
     for v in rng.standard_normal((3, case.theta.size)):
-        assert_close_to(case.workers[cache].gv_sum(v), case.G_ref @ v)
+        assert_close_to(case.workers[variant].gv_sum(v), case.G_ref @ v)
 
 
-@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
-def test_structural_damping_adds_hidden_gauss_newton_term(rnn_case, cache):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_structural_damping_adds_hidden_gauss_newton_term(rnn_case, variant):
     c, weight = rnn_case, 0.7
     a_var, nonlinearity, _ = c.spec.hidden[0]
     assert nonlinearity == "tanh"
@@ -201,7 +211,7 @@ def test_structural_damping_adds_hidden_gauss_newton_term(rnn_case, cache):
     D = 1.0 - np.tanh(a.ravel()) ** 2
     expected = weight * J_a.T @ (D[:, None] * J_a)
 
-    worker = c.workers[cache]
+    worker = c.workers[variant]
     rng = np.random.default_rng(SEED)
     for v in rng.standard_normal((3, c.theta.size)):
         extra = worker.gv_sum(v, weight) - worker.gv_sum(v, 0.0)
@@ -247,9 +257,9 @@ def test_public_gauss_newton_product_on_hand_built_graph():
 
 # -- structure of G ------------------------------------------------------------------
 def test_gauss_newton_matrix_is_symmetric(case):
-    worker = case.workers[True]
+    worker = case.workers["cached"]
     rng = np.random.default_rng(SEED)
-    G = case.dense(True)
+    G = case.dense("cached")
     scale = np.abs(G).max()
     assert np.abs(G - G.T).max() <= 1e-10 * scale
     for u, v in rng.standard_normal((5, 2, case.theta.size)):
@@ -258,9 +268,9 @@ def test_gauss_newton_matrix_is_symmetric(case):
 
 
 def test_gauss_newton_matrix_is_positive_semidefinite(case):
-    worker = case.workers[True]
+    worker = case.workers["cached"]
     rng = np.random.default_rng(SEED)
-    G = case.dense(True)
+    G = case.dense("cached")
     scale = np.abs(G).max()
     for v in rng.standard_normal((50, case.theta.size)):
         assert v @ worker.gv_sum(v) >= -1e-10 * scale * (v @ v)

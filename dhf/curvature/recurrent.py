@@ -1,0 +1,91 @@
+r"""Explicit Gauss-Newton product for the built-in tanh RNN (the fast path).
+
+The generic :func:`~dhf.curvature.gauss_newton.model_gauss_newton_product` differentiates
+through ``scan`` twice, and PyTensor's scan gradient accumulates each weight's gradient
+inside the loop, one outer product per step.  Here the R-forward and backward recurrences
+are written out (Martens & Sutskever 2011, supplement; Pearlmutter 1994), so that each
+step does one GEMM with :math:`W_{rec}` and every product with a tangent or a weight
+gradient is one batched GEMM outside the loop:
+
+.. math::
+    R a_t &= \underbrace{x_t V_{in} + h_{t-1} V_{rec} + V_b}_{\text{batched}}
+             + R h_{t-1} W_{rec}, \qquad R h_t = (1 - h_t^2) \odot R a_t \\
+    R s &= R h_T W_{out} + h_T V_{out} + V_{b,out}, \qquad u = H_L\, R s \\
+    \delta a_t &= (1 - h_t^2) \odot (\delta h_t + \lambda\mu\, R a_t), \qquad
+    \delta h_{t-1} = \delta a_t W_{rec}^\top + \text{(output cotangent)} \\
+    G v &= \Big(\textstyle\sum_t x_t^\top \delta a_t,\ \sum_t h_{t-1}^\top \delta a_t,\
+          \sum_t \delta a_t,\ \delta h_0,\ h^\top u,\ \sum u\Big)
+
+where ``V`` are the tangent's blocks and the structural-damping term uses the tanh
+matching-loss curvature :math:`D = 1 - h_t^2`.  The result equals the generic product
+(both are checked against a dense :math:`J^\top H_L J`).
+"""
+from __future__ import annotations
+
+import pytensor
+import pytensor.tensor as pt
+
+from dhf.curvature.gauss_newton import _hessian_product
+
+
+def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -> list:
+    """``Gv`` for :func:`dhf.model.rnn`, summed over the batch.
+
+    ``parts`` holds the builder's symbolic pieces: ``x`` (N, T, I), ``h`` (T, N, H) the
+    hidden states, ``h_init`` (N, H), ``W_rec``, ``W_out`` and ``output_steps``.
+    """
+    V_in, V_rec, V_b, V_h0, V_out, V_bout = tangents
+    x, h, h_init = parts["x"], parts["h"], parts["h_init"]
+    W_rec, W_out = parts["W_rec"], parts["W_out"]
+    last = parts["output_steps"] == "last"
+    x_t = x.dimshuffle(1, 0, 2)  # (T, N, I)
+    h_prev = pt.concatenate([h_init[None], h[:-1]], axis=0)  # h_{t-1}, (T, N, H)
+    d = 1.0 - pt.sqr(h)  # tanh'(a_t)
+
+    # R-forward: tangent products batched over all steps; one GEMM per step in the loop.
+    drive = pt.dot(x_t, V_in) + pt.dot(h_prev, V_rec) + V_b
+
+    def r_step(drive_t, d_t, Rh_prev):
+        Ra_t = drive_t + pt.dot(Rh_prev, W_rec)
+        return Ra_t, d_t * Ra_t
+
+    (Ra, Rh), _ = pytensor.scan(r_step, sequences=[drive, d],
+                                outputs_info=[None, pt.alloc(V_h0, h.shape[1], h.shape[2])],
+                                return_updates=True)
+    if last:
+        Rs = pt.dot(Rh[-1], W_out) + pt.dot(h[-1], V_out) + V_bout
+    else:
+        Rs = (pt.dot(Rh, W_out) + pt.dot(h, V_out) + V_bout).dimshuffle(1, 0, 2)
+    loss = pt.sum(spec.example_losses())
+    u = _hessian_product(loss, spec.output, Rs)  # H_L R s, same shape as s
+
+    # Backward: the output cotangent on h, then one GEMM per step with W_recᵀ.
+    if last:
+        g_W_out, g_b_out = pt.dot(h[-1].T, u), pt.sum(u, axis=0)
+        dh_out = pt.zeros_like(h)
+        dh_out = pt.set_subtensor(dh_out[-1], pt.dot(u, W_out.T))
+    else:
+        u_t = u.dimshuffle(1, 0, 2)
+        g_W_out = pt.tensordot(h, u_t, axes=[[0, 1], [0, 1]])
+        g_b_out = pt.sum(u_t, axis=(0, 1))
+        dh_out = pt.dot(u_t, W_out.T)
+    if structural_weight is not None:
+        mask = spec.hidden[0][2]  # per-step weights of the damping term, or None
+        damping_term = structural_weight * Ra * (mask if mask is not None else 1.0)
+        direct = d * (dh_out + damping_term)
+    else:
+        direct = d * dh_out
+
+    def b_step(direct_t, d_t, dh_next):
+        da_t = direct_t + d_t * dh_next
+        return da_t, pt.dot(da_t, W_rec.T)
+
+    (da, dh), _ = pytensor.scan(b_step, sequences=[direct, d],
+                                outputs_info=[None, pt.zeros_like(h[0])],
+                                go_backwards=True, return_updates=True)
+    da = da[::-1]  # da[t] = ∂/∂a_t; dh[-1] (in scan order) = ∂/∂h_0
+    g_W_in = pt.tensordot(x_t, da, axes=[[0, 1], [0, 1]])
+    g_W_rec = pt.tensordot(h_prev, da, axes=[[0, 1], [0, 1]])
+    g_b = pt.sum(da, axis=(0, 1))
+    g_h0 = pt.sum(dh[-1], axis=0)
+    return [g_W_in, g_W_rec, g_b, g_h0, g_W_out, g_b_out]
