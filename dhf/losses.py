@@ -19,8 +19,6 @@ reference for tests.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import pytensor.tensor as pt
 
 LOSSES = ("squared_error", "sigmoid_xent", "softmax_xent")
@@ -59,5 +57,3 @@ def hessian_product(name: str, s, u):
         return p * u - p * pt.sum(p * u, axis=-1, keepdims=True)
     raise ValueError(f"no analytic Hessian for loss {name!r}")
 
-
-LossFn = Callable[..., object]

@@ -62,10 +62,6 @@ class Worker:
         self.compile_seconds = time.perf_counter() - t0
         logger.debug("compiled worker functions in %.1fs", self.compile_seconds)
 
-    @property
-    def n_rows(self) -> int:
-        return len(self.data[0])
-
     # -- compilation ---------------------------------------------------------------
     def _function(self, inputs, outputs):
         return pytensor.function(inputs, outputs, mode=self.mode, on_unused_input="ignore",
