@@ -4,13 +4,17 @@ Layout (format version 1)::
 
     /theta, /cg_init, /best_theta           float64 datasets
     attrs: format_version, damping, update, best_valid_error, best_update,
-           config (the resolved TOML), param_names (JSON list)
+           config (the resolved TOML), param_names, param_shapes (JSON lists)
+
+``best.h5`` (:func:`save_params`) holds the best parameters by name, ``/params/<name>``,
+for export and for use outside dhf.
 
 The file is written to ``<path>.tmp``, flushed and fsynced, then renamed over ``path``,
 so a crash at any moment leaves either the old or the new checkpoint, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -19,24 +23,58 @@ import h5py
 import numpy as np
 
 from dhf.errors import CheckpointError
+from dhf.layout import ParamLayout
 
 FORMAT_VERSION = 1
 
 
 def save(path: str | Path, *, theta, cg_init, damping: float, update: int,
          best_theta, best_valid_error: float, best_update: int, config_toml: str,
-         param_names: list[str]) -> None:
+         layout: ParamLayout) -> None:
     """Atomically write a checkpoint (call on rank 0 only)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with _atomic(path) as f:
         f.create_dataset("theta", data=np.asarray(theta, np.float64))
         f.create_dataset("cg_init", data=np.asarray(cg_init, np.float64))
         f.create_dataset("best_theta", data=np.asarray(best_theta, np.float64))
         f.attrs.update(format_version=FORMAT_VERSION, damping=float(damping),
                        update=int(update), best_valid_error=float(best_valid_error),
                        best_update=int(best_update), config=config_toml,
-                       param_names=json.dumps(param_names))
+                       param_names=json.dumps(layout.names),
+                       param_shapes=json.dumps(layout.shapes))
+
+
+def save_params(path: str | Path, layout: ParamLayout, theta: np.ndarray, **attrs) -> None:
+    """Atomically write parameters by name (``/params/<name>``) with ``attrs``."""
+    with _atomic(path) as f:
+        group = f.create_group("params")
+        for name, value in layout.as_dict(theta).items():
+            group.create_dataset(name, data=value)
+        f.attrs.update(format_version=FORMAT_VERSION, **attrs)
+
+
+def read_params(path: str | Path) -> dict[str, np.ndarray]:
+    """Parameters by name from ``best.h5`` (``/params``) or a checkpoint (``/theta``)."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "params" in f:
+                return {name: d[()] for name, d in f["params"].items()}
+            layout = ParamLayout(json.loads(f.attrs["param_names"]),
+                                 json.loads(f.attrs["param_shapes"]))
+            return layout.as_dict(f["theta"][()])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found") from None
+    except (OSError, KeyError) as err:
+        raise CheckpointError(f"{path}: not a readable dhf parameter file ({err})") from None
+
+
+@contextlib.contextmanager
+def _atomic(path: str | Path):
+    """An HDF5 file written to ``<path>.tmp``, fsynced, then renamed over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        yield f
         f.flush()
         os.fsync(f.id.get_vfd_handle())
     os.replace(tmp, path)
@@ -47,7 +85,7 @@ def save(path: str | Path, *, theta, cg_init, damping: float, update: int,
         os.close(dir_fd)
 
 
-def load(path: str | Path, *, param_names: list[str], n_params: int) -> dict:
+def load(path: str | Path, *, layout: ParamLayout) -> dict:
     """Read a checkpoint, refusing one from another model or a newer format."""
     path = Path(path)
     try:
@@ -64,8 +102,8 @@ def load(path: str | Path, *, param_names: list[str], n_params: int) -> dict:
         raise CheckpointError(f"{path}: no checkpoint to resume from") from None
     except (OSError, KeyError) as err:
         raise CheckpointError(f"{path}: not a readable dhf checkpoint ({err})") from None
-    if saved_names != list(param_names) or state["theta"].size != n_params:
+    if saved_names != layout.names or state["theta"].size != layout.size:
         raise CheckpointError(f"{path}: checkpoint is for parameters {saved_names} "
                               f"({state['theta'].size} values), but the model has "
-                              f"{list(param_names)} ({n_params} values)")
+                              f"{layout.names} ({layout.size} values)")
     return state

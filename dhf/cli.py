@@ -18,6 +18,7 @@ if launched_under_mpi():
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -69,13 +70,33 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     config["run"]["out"] = str(out)
     from dhf.run import train  # heavy imports (PyTensor) only when training
 
-    result = train(config, comm, out, resume=args.resume)
+    received = _catch_stop_signals()
+    result = train(config, comm, out, resume=args.resume, should_stop=lambda: bool(received))
+    if result["stopped"]:
+        signum = received[0] if received else signal.SIGTERM
+        return 128 + int(signum)
     if comm.rank == 0:
         print("result: updates={updates} train_loss={train_loss:.6g} valid_loss={vl} "
               "valid_error={ve} seconds={seconds:.1f}".format(
                   vl=_fmt(result["valid_loss"]), ve=_fmt(result["valid_error"]), **result),
               flush=True)
     return 0
+
+
+def _catch_stop_signals() -> list:
+    """SIGTERM and SIGUSR1 (what Slurm and PBS send before preemption or the time limit)
+    ask for a checkpoint and a clean exit instead of killing the process; the returned
+    list receives the signal numbers."""
+    received: list = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        logger.warning("received %s: stopping after a checkpoint",
+                       signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, handler)
+    return received
 
 
 def _fmt(x) -> str:
@@ -111,6 +132,75 @@ def _dry_run(config: dict, comm: Communicator) -> int:
                                             for r in range(comm.size))]
             print(f"# {key} per rank ({comm.size} ranks): {split}")
         sys.stdout.flush()
+    return 0
+
+
+def build_data_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dhf-data", description="Write a built-in problem to an HDF5 data set "
+        "(train/valid/test splits) for dhf-train --set data.path=FILE.")
+    parser.add_argument("name", help="task name, e.g. memorization")
+    parser.add_argument("--out", required=True, help="HDF5 file to write")
+    parser.add_argument("--set", action="append", default=[], metavar="task.KEY=VALUE",
+                        help="task parameter, e.g. task.T=50; repeatable")
+    return parser
+
+
+def data_main(argv: list[str] | None = None) -> int:
+    """``dhf-data NAME --out FILE.h5 [--set task.KEY=VALUE ...]``."""
+    args = build_data_parser().parse_args(argv)
+    setup_logging(0)
+    return run_or_abort(get_comm(), lambda: _write_data(args))
+
+
+def _write_data(args) -> int:
+    from dhf import dataset, tasks
+
+    for item in args.set:
+        if not item.startswith("task."):
+            raise UserError(f"--set {item}: dhf-data takes task.KEY=VALUE only")
+    config = config_mod.load(None, [f"task.name={args.name!r}"] + args.set)
+    tasks.get(args.name)
+    splits = tasks.generate_splits(config, test=True)
+    dataset.write(args.out, splits, task=args.name, task_params=config["task"],
+                  seed=config["task"]["seed"])
+    rows = ", ".join(f"{k} {len(v[0])}" for k, v in splits.items())
+    logger.info("wrote %s: %s rows (task %s)", args.out, rows, args.name)
+    return 0
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """``dhf-export RUN_DIR --format npz|json``: the parameters by name, portable."""
+    parser = argparse.ArgumentParser(
+        prog="dhf-export", description="Write a run's parameters by name to RUN_DIR/"
+        "params.npz or params.json (the best ones from best.h5, else the last ones).")
+    parser.add_argument("run_dir")
+    parser.add_argument("--format", choices=("npz", "json"), default="npz")
+    parser.add_argument("--last", action="store_true",
+                        help="export checkpoint.h5's last parameters, not best.h5's")
+    args = parser.parse_args(argv)
+    setup_logging(0)
+    return run_or_abort(get_comm(), lambda: _export(args))
+
+
+def _export(args) -> int:
+    import json
+
+    import numpy as np
+
+    from dhf.checkpoint import read_params
+
+    run = Path(args.run_dir)
+    source = run / ("checkpoint.h5" if args.last or not (run / "best.h5").exists()
+                    else "best.h5")
+    params = read_params(source)
+    target = run / f"params.{args.format}"
+    if args.format == "npz":
+        np.savez(target, **params)
+    else:
+        target.write_text(json.dumps({k: v.tolist() for k, v in params.items()}))
+    logger.info("wrote %s from %s: %s", target, source.name,
+                ", ".join(f"{k} {v.shape}" for k, v in params.items()))
     return 0
 
 

@@ -27,7 +27,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "seed": (1234, "seed of the generated data set"),
     },
     "data": {
-        "path": ("", "HDF5 data set to train on instead of generating [task] (issue 4)"),
+        "path": ("", "HDF5 data set (from dhf-data) to train on instead of generating [task]"),
     },
     "model": {
         "hidden": (100, "hidden units"),
@@ -57,6 +57,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "checkpoint_every": (1, "updates between checkpoints (0: only at the end)"),
         "valid_every": (1, "updates between validation passes"),
         "stop_valid_error": (0.0, "stop once validation error <= this (-1: never)"),
+        "patience": (0, "stop after this many updates without a better validation "
+                        "error (0: never); best.h5 keeps the best parameters"),
         "check_replicas_every": (10, "updates between checks that θ is equal on all ranks"),
     },
 }
@@ -71,7 +73,7 @@ _RANGES = {
     ("optimizer", "init_damping"): (0.0, None), ("optimizer", "min_damping"): (0.0, None),
     ("optimizer", "max_damping"): (0.0, None), ("optimizer", "structural_damping"): (0.0, None),
     ("run", "checkpoint_every"): (0, None), ("run", "valid_every"): (1, None),
-    ("run", "check_replicas_every"): (0, None),
+    ("run", "check_replicas_every"): (0, None), ("run", "patience"): (0, None),
 }
 _CHOICES = {
     ("optimizer", "name"): ("hf",),
@@ -177,14 +179,6 @@ def validate(config: dict) -> None:
     if not opt["min_damping"] <= opt["init_damping"] <= opt["max_damping"]:
         raise ConfigError("optimizer.init_damping must lie in [optimizer.min_damping, "
                           "optimizer.max_damping]")
-    n_train = config["task"]["n_train"]
-    if not config["data"]["path"] and opt["gradient_batch"] + opt["backtrack_batch"] > n_train:
-        raise ConfigError(f"optimizer.gradient_batch + optimizer.backtrack_batch = "
-                          f"{opt['gradient_batch'] + opt['backtrack_batch']} exceeds "
-                          f"task.n_train = {n_train}; the batches are drawn without overlap")
-    if config["data"]["path"]:
-        raise ConfigError("data.path: training from an HDF5 file is not available yet "
-                          "(issue 4); generate the data with [task] instead")
 
 
 def to_toml(config: dict) -> str:

@@ -77,12 +77,29 @@ class StepInfo(NamedTuple):
     seconds: float
 
 
+class StopRequested(Exception):
+    """Some rank asked to stop (a signal); raised on every rank at the same point."""
+
+
 class HFOptimizer:
-    """Data-parallel HF: ``worker`` computes sums over this rank's rows, ``comm`` adds them."""
+    """Data-parallel HF: ``worker`` computes sums over this rank's rows, ``comm`` adds them.
+
+    ``should_stop`` is polled at every collective of an update: its value rides in the
+    buffers already being reduced, so when any rank wants to stop, every rank raises
+    :class:`StopRequested` at the same point, and the update in progress is abandoned.
+    """
 
     def __init__(self, worker: Worker, comm: Communicator, config: HFConfig,
-                 sampler: BatchSampler):
+                 sampler: BatchSampler, should_stop: Callable[[], bool] | None = None):
         self.worker, self.comm, self.config, self.sampler = worker, comm, config, sampler
+        self.should_stop = should_stop or (lambda: False)
+
+    def _reduce(self, buf: np.ndarray) -> np.ndarray:
+        """Allreduce ``buf`` with this rank's stop flag appended; stop if any rank asks."""
+        total = self.comm.allreduce_sum(np.append(buf, float(self.should_stop())))
+        if total[-1] > 0:
+            raise StopRequested()
+        return total[:-1]
 
     def init(self, theta0: np.ndarray) -> HFState:
         """The starting state, with rank 0's θ broadcast to all ranks."""
@@ -110,8 +127,8 @@ class HFOptimizer:
         bt_rows = self._local(batches.backtrack)
         P = theta.size
 
-        buf = comm.allreduce_sum(np.concatenate([worker.grad_sum(theta, grad_rows),
-                                                 worker.prepare_curvature(theta, curv_rows)]))
+        buf = self._reduce(np.concatenate([worker.grad_sum(theta, grad_rows),
+                                           worker.prepare_curvature(theta, curv_rows)]))
         n_grad, n_curv = buf[P + 1], buf[P + 3]
         g, loss, loss_curv = buf[:P] / n_grad, buf[P] / n_grad, buf[P + 2] / n_curv
         if not (np.all(np.isfinite(g)) and math.isfinite(loss)):
@@ -125,7 +142,7 @@ class HFOptimizer:
         structural_weight = lam * cfg.structural_damping
 
         def damped_Gv(v):
-            return comm.allreduce_sum(worker.gv_sum(v, structural_weight)) / n_curv + lam * v
+            return self._reduce(worker.gv_sum(v, structural_weight)) / n_curv + lam * v
 
         x, cg_info = cg.pcg(damped_Gv, -g, cfg.cg_decay * state.cg_init, precond=precond,
                             min_iters=cfg.cg_min_iters, max_iters=cfg.cg_max_iters,

@@ -17,12 +17,13 @@ from typing import Callable
 
 import numpy as np
 
-from dhf import checkpoint, tasks
+from dhf import checkpoint, dataset, tasks
 from dhf.comm import Communicator, check_replicas
 from dhf.config import to_toml
-from dhf.coordinator import HFConfig, HFOptimizer, HFState
-from dhf.data import BatchSampler
-from dhf.errors import UserError
+from dhf.coordinator import HFConfig, HFOptimizer, HFState, StopRequested
+from dhf.data import BatchSampler, shard_bounds
+from dhf.dataset import ArraySource, StackedSource
+from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.worker import Worker
 
@@ -32,27 +33,37 @@ MODES = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "default": None}
 
 
 def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
-          on_cg_iter: Callable[[int, float], None] | None = None) -> dict:
-    """Run (or resume) the configured job; returns the result summary on every rank."""
+          on_cg_iter: Callable[[int, float], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict:
+    """Run (or resume) the configured job; returns the result summary on every rank.
+
+    When ``should_stop()`` turns true on any rank (a SIGTERM, say), the update in
+    progress is abandoned, the last completed one is checkpointed, and the result has
+    ``stopped = True``.
+    """
     t_start = time.perf_counter()
     _on_root(comm, lambda: _prepare_out(out, resume))
-    splits = tasks.generate_splits(config)
-    n_train = len(splits["train"][0])
-    n_valid = len(splits["valid"][0])
-    data = [np.concatenate([a, b]) for a, b in zip(splits["train"], splits["valid"])]
+    train, valid = load_data(config, comm)
+    n_train, n_valid = train.n_rows, valid.n_rows
     spec = tasks.get(config["task"]["name"]).build_model(config)
-    worker = Worker(spec, data, mode=_mode(config["run"]["backend"]))
+    worker = Worker(spec, StackedSource([train, valid]), mode=_mode(config["run"]["backend"]))
     opt_cfg = config["optimizer"]
+    needed = opt_cfg["gradient_batch"] + opt_cfg["backtrack_batch"]
+    if needed > n_train:
+        raise ConfigError(f"optimizer.gradient_batch + optimizer.backtrack_batch = {needed} "
+                          f"exceeds the {n_train} training rows")
     sampler = BatchSampler(n_train, opt_cfg["gradient_batch"], opt_cfg["curvature_batch"],
                            opt_cfg["backtrack_batch"], config["run"]["seed"])
-    optimizer = HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler)
+    optimizer = HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler,
+                            should_stop)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
+    _check_fit(worker, theta0, config)
     state = optimizer.init(theta0)
     config_toml = to_toml(config)
     best = {"theta": state.theta, "error": math.inf, "update": 0}
     if resume:
         saved = _on_root(comm, lambda: checkpoint.load(
-            out / "checkpoint.h5", param_names=worker.layout.names, n_params=theta0.size))
+            out / "checkpoint.h5", layout=worker.layout))
         state = HFState(saved["theta"], float(saved["damping"]), saved["cg_init"],
                         int(saved["update"]))
         best = {"theta": saved["best_theta"], "error": float(saved["best_valid_error"]),
@@ -66,9 +77,17 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     run_cfg = config["run"]
     row: dict = {}
     valid_loss = valid_error = None
+    stopped = False
     while state.update < opt_cfg["max_updates"]:
         t_update = time.perf_counter()
-        state, info = optimizer.step(state, on_cg_iter)
+        try:
+            state, info = optimizer.step(state, on_cg_iter)
+        except StopRequested:
+            _save(comm, out, state, best, config_toml, worker.layout)
+            logger.info("stop requested: checkpointed update %d in %s; continue with "
+                        "--resume", state.update, out)
+            stopped = True
+            break
         row = {"update": info.update, "loss": info.loss, "valid_loss": None,
                "valid_error": None, "rho": info.rho, "damping": info.damping,
                "cg_iters": info.cg_iters, "cg_status": info.cg_status,
@@ -85,23 +104,87 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
                            state.update)
             state = HFState(comm.bcast(state.theta), state.damping, comm.bcast(state.cg_init),
                             state.update)
-        solved = valid_error is not None and valid_error <= run_cfg["stop_valid_error"]
-        last = solved or state.update >= opt_cfg["max_updates"]
-        ckpt_every = run_cfg["checkpoint_every"]
-        if last or (ckpt_every and state.update % ckpt_every == 0):
-            _save(comm, out, state, best, config_toml, worker.layout.names)
+        reason = _stop_reason(run_cfg, state.update, valid_error, best)
         row["seconds"] = time.perf_counter() - t_update
+        # Metrics first, then the checkpoint: a crash between the two leaves a row that
+        # --resume drops and redoes, never a checkpointed update missing from the metrics.
         if comm.rank == 0:
             _append_metrics(out, row)
         logger.info(format_update(row))
-        if solved:
-            logger.info("solved: validation error %.3g <= %.3g", valid_error,
-                        run_cfg["stop_valid_error"])
+        ckpt_every = run_cfg["checkpoint_every"]
+        if reason or state.update >= opt_cfg["max_updates"] or (
+                ckpt_every and state.update % ckpt_every == 0):
+            _save(comm, out, state, best, config_toml, worker.layout)
+        if reason:
+            logger.info(reason)
             break
-    return {"updates": state.update, "train_loss": row.get("loss", math.nan),
+    if comm.rank == 0 and best["update"] > 0:
+        checkpoint.save_params(out / "best.h5", worker.layout, best["theta"],
+                               update=best["update"], valid_error=best["error"])
+    return {"updates": state.update, "stopped": stopped,
+            "train_loss": row.get("loss", math.nan),
             "valid_loss": valid_loss, "valid_error": valid_error,
             "seconds": time.perf_counter() - t_start, "theta": state.theta,
             "params": worker.layout.as_dict(state.theta)}
+
+
+def _check_fit(worker: Worker, theta: np.ndarray, config: dict) -> None:
+    """Evaluate one row so that data of the wrong shape fails here, in one line."""
+    try:
+        worker.loss_sum(theta, np.array([0]))
+    except (ValueError, IndexError, TypeError, AssertionError) as err:
+        source = config["data"]["path"] or f"task {config['task']['name']}"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{source}: the data does not fit the model ({first})") from None
+
+
+def _stop_reason(run_cfg: dict, update: int, valid_error, best: dict) -> str | None:
+    """Why the run should end after this update, or None."""
+    if valid_error is not None and valid_error <= run_cfg["stop_valid_error"]:
+        return f"solved: validation error {valid_error:.3g} <= {run_cfg['stop_valid_error']:.3g}"
+    patience = run_cfg["patience"]
+    if patience and update - best["update"] >= patience:
+        return (f"early stopping: no better validation error in {patience} updates "
+                f"(best {best['error']:.3g} at update {best['update']})")
+    return None
+
+
+def load_data(config: dict, comm: Communicator):
+    """The training and validation row sources: generated from ``[task]`` or read from the
+    HDF5 file ``data.path`` (whose task then sets ``[task]``), checked for every rank."""
+    path = config["data"]["path"]
+    if not path:
+        splits = tasks.generate_splits(config)
+        return ArraySource(splits["train"]), ArraySource(splits["valid"])
+    name, params = dataset.file_task(path)
+    config["task"].update({"name": name, **{k: v for k, v in params.items()
+                                            if k in config["task"] and k != "name"}})
+    train, valid = dataset.H5Source(path, "train"), dataset.H5Source(path, "valid")
+    for src in (train, valid):
+        if src.n_rows < comm.size:
+            raise DataError(f"{path}: /{src.split} has {src.n_rows} rows, fewer than the "
+                            f"{comm.size} ranks")
+    _check_finite(path, (train, valid), comm)
+    return train, valid
+
+
+def _check_finite(path, sources, comm: Communicator) -> None:
+    """Every rank scans its share of the rows; all learn the first NaN/Inf row of each
+    dataset (one Allreduce: each rank fills its own slot)."""
+    names = [d.name for src in sources for d in src.datasets]
+    slots = np.zeros((len(names), comm.size))
+    k = 0
+    for src in sources:
+        lo, hi = shard_bounds(src.n_rows, comm.rank, comm.size)
+        bad = src.first_nonfinite_row(lo, hi)
+        for d in src.datasets:
+            slots[k, comm.rank] = bad.get(d.name, -1) + 1  # 0 = clean
+            k += 1
+    slots = comm.allreduce_sum(slots.ravel()).reshape(slots.shape)
+    for name, row in zip(names, slots):
+        found = row[row > 0]
+        if found.size:
+            raise DataError(f"{path}: {name} row {int(found.min()) - 1} holds NaN or Inf")
 
 
 def _mode(backend: str):
@@ -115,13 +198,13 @@ def _mode(backend: str):
     return MODES[backend]
 
 
-def _save(comm, out, state, best, config_toml, names):
+def _save(comm, out, state, best, config_toml, layout):
     if comm.rank == 0:
         checkpoint.save(out / "checkpoint.h5", theta=state.theta, cg_init=state.cg_init,
                         damping=state.damping, update=state.update,
                         best_theta=best["theta"], best_valid_error=best["error"],
                         best_update=best["update"], config_toml=config_toml,
-                        param_names=names)
+                        layout=layout)
 
 
 def _prepare_out(out: Path, resume: bool) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
 
 import numpy as np
 import pytensor
@@ -23,6 +22,8 @@ from pytensor.gradient import grad
 
 from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
+from dhf.dataset import ArraySource
+from dhf.errors import DataError
 from dhf.layout import ParamLayout
 from dhf.model import ModelSpec
 
@@ -35,7 +36,9 @@ class Worker:
     Parameters
     ----------
     spec : the model.
-    data : arrays aligned with ``spec.data_vars`` (inputs, targets, mask), rows first.
+    data : arrays aligned with ``spec.data_vars`` (inputs, targets, mask), rows first, or
+        a row source with ``read(rows) -> arrays`` (:mod:`dhf.dataset`: an HDF5 file is
+        read a chunk of rows at a time, never whole).
     mode : a PyTensor compilation mode (``"NUMBA"``, ``"C"``, ``"JAX"``...) or None for
         PyTensor's default.
     cache_forward : compile Gv against cached forward states (the fast path).
@@ -44,11 +47,11 @@ class Worker:
     chunk_rows : rows per compiled call; sums over a batch are accumulated chunk by chunk.
     """
 
-    def __init__(self, spec: ModelSpec, data: Sequence[np.ndarray], *, mode=None,
+    def __init__(self, spec: ModelSpec, data, *, mode=None,
                  cache_forward: bool = True, explicit_gv: bool = True,
                  chunk_rows: int = 256):
         self.spec = spec
-        self.data = [np.asarray(d, dtype=v.dtype) for d, v in zip(data, spec.data_vars)]
+        self.source = data if hasattr(data, "read") else ArraySource(data)
         self.layout = ParamLayout(spec.param_names,
                                   [p.get_value(borrow=True).shape for p in spec.params])
         self.dtype = spec.params[0].dtype
@@ -103,13 +106,21 @@ class Worker:
         for p, value in zip(self.spec.params, self.layout.unflatten(theta, self.dtype)):
             p.set_value(value, borrow=False)
 
+    def _read(self, rows) -> list[np.ndarray]:
+        arrays = self.source.read(rows)
+        if len(arrays) < len(self.spec.data_vars):
+            raise DataError(f"the model needs {len(self.spec.data_vars)} data arrays "
+                            f"(inputs, targets{', mask' if self.spec.mask is not None else ''})"
+                            f", the data has {len(arrays)}")
+        return [np.asarray(a, dtype=v.dtype) for a, v in zip(arrays, self.spec.data_vars)]
+
     def _chunks(self, rows):
         """Row data in chunks of at most ``chunk_rows``: bounded memory for any batch, and
         state arrays small enough to stay in cache and in the malloc heap."""
         rows = np.asarray(rows, dtype=np.int64)
         for start in range(0, len(rows), self.chunk_rows):
             chunk = rows[start:start + self.chunk_rows]
-            yield [d[chunk] for d in self.data]
+            yield self._read(chunk)
 
     # -- sums ----------------------------------------------------------------------
     def loss_sum(self, theta: np.ndarray, rows) -> np.ndarray:
@@ -170,7 +181,7 @@ class Worker:
         self.set_theta(theta)
         total = np.zeros(self.layout.size)
         for row in rows:
-            g = self._grad_fn(*[d[[row]] for d in self.data])[:self.layout.size]
+            g = self._grad_fn(*self._read([row]))[:self.layout.size]
             total += np.square(g)
         return total
 

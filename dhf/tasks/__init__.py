@@ -22,10 +22,14 @@ def get(name: str):
                           f"{', '.join(sorted(TASKS))}") from None
 
 
-def generate_splits(config: dict) -> dict[str, list[np.ndarray]]:
-    """``{"train": [inputs, targets], "valid": [...]}`` for the configured task."""
+def generate_splits(config: dict, test: bool = False) -> dict[str, list[np.ndarray]]:
+    """``{"train": [inputs, targets], "valid": [...]}`` for the configured task, and a
+    ``"test"`` split of ``n_valid`` rows when asked."""
     task_cfg = config["task"]
     task = get(task_cfg["name"])
     rng = np.random.default_rng(task_cfg["seed"])
-    return {"train": task.generate(task_cfg, task_cfg["n_train"], rng),
-            "valid": task.generate(task_cfg, task_cfg["n_valid"], rng)}
+    splits = {"train": task.generate(task_cfg, task_cfg["n_train"], rng),
+              "valid": task.generate(task_cfg, task_cfg["n_valid"], rng)}
+    if test:
+        splits["test"] = task.generate(task_cfg, task_cfg["n_valid"], rng)
+    return splits

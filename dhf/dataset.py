@@ -1,0 +1,165 @@
+"""Data sets on disk (HDF5) and the row sources the worker reads from.
+
+File format (``format_version`` 1), one group per split::
+
+    /train/inputs    (N, T, d) or (N, d)   float
+    /train/targets   (N, ...)              float
+    /train/mask      (N,) or (N, T)        optional, float weights (1 = counts)
+    /valid/...       same datasets, same trailing shapes
+    /test/...        optional
+    attrs: format_version = 1, task = "<built-in task whose model fits>",
+           task_params = JSON of the [task] keys used to generate it, seed
+
+A rank never loads a whole file: :class:`H5Source` reads the rows it is asked for with
+h5py slicing (rows sorted, as the sampler gives them).  :class:`ArraySource` is the
+in-memory equivalent for data generated on the fly, and :class:`StackedSource` puts the
+training and validation splits end to end in one row space.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dhf.errors import DataError
+
+FORMAT_VERSION = 1
+FIELDS = ("inputs", "targets", "mask")
+
+
+class ArraySource:
+    """Rows of in-memory arrays."""
+
+    def __init__(self, arrays: Sequence[np.ndarray]):
+        self.arrays = list(arrays)
+        self.n_rows = len(self.arrays[0])
+
+    def read(self, rows: np.ndarray) -> list[np.ndarray]:
+        return [a[rows] for a in self.arrays]
+
+
+class H5Source:
+    """Rows of one split of an HDF5 data set, read on demand."""
+
+    def __init__(self, path: str | Path, split: str):
+        import h5py
+
+        self.path, self.split = Path(path), split
+        self.file = open_h5(self.path)
+        if split not in self.file:
+            raise DataError(f"{self.path}: no /{split} group; expected /train and /valid")
+        group = self.file[split]
+        self.datasets = []
+        for name in FIELDS:
+            if name in group:
+                self.datasets.append(group[name])
+            elif name != "mask":
+                raise DataError(f"{self.path}: dataset /{split}/{name} is missing")
+        self.n_rows = len(self.datasets[0])
+        for d in self.datasets:
+            if not isinstance(d, h5py.Dataset) or d.dtype.kind not in "fiub":
+                raise DataError(f"{self.path}: /{split}/{d.name.split('/')[-1]} must be a "
+                                f"numeric dataset, got {getattr(d, 'dtype', type(d))}")
+            if len(d) != self.n_rows:
+                raise DataError(f"{self.path}: {d.name} has {len(d)} rows but "
+                                f"{self.datasets[0].name} has {self.n_rows}")
+
+    @property
+    def has_mask(self) -> bool:
+        return len(self.datasets) == 3
+
+    def read(self, rows: np.ndarray) -> list[np.ndarray]:
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return [np.zeros((0,) + d.shape[1:], d.dtype) for d in self.datasets]
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        try:
+            if hi - lo == len(rows):  # contiguous: one slice
+                return [d[lo:hi] for d in self.datasets]
+            return [d[rows] for d in self.datasets]
+        except OSError as err:  # a truncated or damaged file
+            raise DataError(f"{self.path}: cannot read rows {lo}..{hi - 1} of /{self.split} "
+                            f"({str(err).split('(')[0].strip()})") from None
+
+    def first_nonfinite_row(self, lo: int, hi: int, chunk: int = 4096) -> dict[str, int]:
+        """``{dataset name: first row in [lo, hi) holding NaN or Inf}`` (absent if none)."""
+        found = {}
+        for d in self.datasets:
+            for start in range(lo, hi, chunk):
+                block, = H5Source.read(_One(d, self), np.arange(start, min(start + chunk, hi)))
+                bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+                if bad.any():
+                    found[d.name] = start + int(np.argmax(bad))
+                    break
+        return found
+
+
+class _One:
+    """One dataset of an :class:`H5Source`, readable through ``H5Source.read``."""
+
+    def __init__(self, dataset, source):
+        self.datasets, self.path, self.split = [dataset], source.path, source.split
+
+
+class StackedSource:
+    """Several sources end to end: rows ``[0, n_0)`` are the first, and so on."""
+
+    def __init__(self, sources: Sequence):
+        self.sources = list(sources)
+        self.offsets = np.cumsum([0] + [s.n_rows for s in self.sources])
+        self.n_rows = int(self.offsets[-1])
+
+    def read(self, rows: np.ndarray) -> list[np.ndarray]:
+        rows = np.asarray(rows, dtype=np.int64)
+        parts = []
+        for src, lo, hi in zip(self.sources, self.offsets[:-1], self.offsets[1:]):
+            mine = rows[(rows >= lo) & (rows < hi)] - lo
+            if len(mine) or not parts:
+                parts.append(src.read(mine))
+        return [np.concatenate(cols) for cols in zip(*parts)] if len(parts) > 1 else parts[0]
+
+
+def open_h5(path: Path):
+    """Open an HDF5 file read-only with one-line errors for the usual failures."""
+    import h5py
+
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: not a readable HDF5 file ({str(err).split('(')[0].strip()})"
+                        ) from None
+    version = f.attrs.get("format_version")
+    if version is not None and int(version) > FORMAT_VERSION:
+        raise DataError(f"{path}: data format version {int(version)} is newer than this "
+                        f"dhf reads ({FORMAT_VERSION})")
+    return f
+
+
+def file_task(path: str | Path) -> tuple[str, dict]:
+    """The task name and parameters a data file was generated with."""
+    f = open_h5(Path(path))
+    if "task" not in f.attrs:
+        raise DataError(f"{path}: attribute 'task' is missing; set it to the built-in task "
+                        "whose model fits the data (e.g. 'memorization')")
+    return str(f.attrs["task"]), json.loads(f.attrs.get("task_params", "{}"))
+
+
+def write(path: str | Path, splits: dict[str, list[np.ndarray]], *, task: str,
+          task_params: dict, seed: int) -> None:
+    """Write ``{"train": [inputs, targets(, mask)], ...}`` to ``path`` atomically."""
+    import h5py
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        for split, arrays in splits.items():
+            group = f.create_group(split)
+            for name, array in zip(FIELDS, arrays):
+                group.create_dataset(name, data=array, chunks=True)
+        f.attrs.update(format_version=FORMAT_VERSION, task=task,
+                       task_params=json.dumps(task_params), seed=int(seed))
+    tmp.replace(path)

@@ -1,0 +1,159 @@
+"""HDF5 data sets and parameter files: round trips and the errors a user sees."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from dhf import checkpoint, dataset, tasks
+from dhf.cli import data_main, export_main, main
+from dhf.config import load
+from dhf.errors import CheckpointError, DataError
+from dhf.layout import ParamLayout
+from dhf.run import _stop_reason
+from tests.conftest import TINY, tiny_args
+from tests.test_cli import metrics
+
+
+def task_args():
+    return [arg for item in TINY if item.startswith("task.") for arg in ("--set", item)]
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "mem.h5"
+    assert data_main(["memorization", "--out", str(path)] + task_args()) == 0
+    return path
+
+
+def test_data_file_round_trip(data_file):
+    config = load(None, [item for item in TINY if item.startswith("task.")])
+    expected = tasks.generate_splits(config, test=True)
+    with h5py.File(data_file) as f:
+        assert f.attrs["task"] == "memorization" and f.attrs["format_version"] == 1
+        assert json.loads(f.attrs["task_params"])["T"] == 6
+        assert set(f) == {"train", "valid", "test"}
+    for split, arrays in expected.items():
+        source = dataset.H5Source(data_file, split)
+        rows = np.array([0, 3, 4, 9])
+        for got, want in zip(source.read(rows), arrays):
+            np.testing.assert_array_equal(got, want[rows])
+
+
+def test_stacked_source_reads_across_the_boundary(data_file):
+    train, valid = dataset.H5Source(data_file, "train"), dataset.H5Source(data_file, "valid")
+    both = dataset.StackedSource([train, valid])
+    x, y = both.read(np.array([1, train.n_rows - 1, train.n_rows, train.n_rows + 5]))
+    np.testing.assert_array_equal(x[2:], valid.read(np.array([0, 5]))[0])
+    np.testing.assert_array_equal(y[:2], train.read(np.array([1, train.n_rows - 1]))[1])
+
+
+def test_training_from_the_file_equals_training_from_the_generator(data_file, tmp_path):
+    assert main(tiny_args() + ["--out", str(tmp_path / "gen")]) == 0
+    assert main(tiny_args(f"data.path={str(data_file)!r}") +
+                ["--out", str(tmp_path / "file")]) == 0
+    assert [r["loss"] for r in metrics(tmp_path / "gen")] == \
+        [r["loss"] for r in metrics(tmp_path / "file")]
+
+
+def write_h5(path, train_x, train_y, valid_rows=20, attrs=None):
+    with h5py.File(path, "w") as f:
+        for split, (x, y) in {"train": (train_x, train_y),
+                              "valid": (train_x[:valid_rows], train_y[:valid_rows])}.items():
+            g = f.create_group(split)
+            g["inputs"], g["targets"] = x, y
+        f.attrs.update(attrs if attrs is not None else {"task": "memorization"})
+
+
+def bad_files(tmp_path):
+    x, y = np.zeros((600, 6, 1)), np.zeros((600, 1))
+    cases = {}
+    cases["missing"] = (tmp_path / "nope.h5", "data file not found")
+    (tmp_path / "text.h5").write_text("not hdf5")
+    cases["not-hdf5"] = (tmp_path / "text.h5", "not a readable HDF5 file")
+    nan_x = x.copy()
+    nan_x[417, 3, 0] = np.nan
+    write_h5(tmp_path / "nan.h5", nan_x, y)
+    cases["nan-row"] = (tmp_path / "nan.h5", "/train/inputs row 417 holds NaN or Inf")
+    write_h5(tmp_path / "shape.h5", np.zeros((600, 6, 2)), y)
+    cases["wrong-shape"] = (tmp_path / "shape.h5", "the data does not fit the model")
+    write_h5(tmp_path / "notask.h5", x, y, attrs={})
+    cases["no-task"] = (tmp_path / "notask.h5", "attribute 'task' is missing")
+    with h5py.File(tmp_path / "nodata.h5", "w") as f:
+        f.create_group("train")["inputs"] = x
+        f.create_group("valid")
+        f.attrs["task"] = "memorization"
+    cases["missing-dataset"] = (tmp_path / "nodata.h5", "dataset /train/targets is missing")
+    write_h5(tmp_path / "strings.h5", x, np.array([b"a"] * 600))
+    cases["wrong-dtype"] = (tmp_path / "strings.h5", "/train/targets must be a numeric dataset")
+    write_h5(tmp_path / "few.h5", x, y, valid_rows=1)
+    cases["fewer-rows-than-ranks"] = (tmp_path / "few.h5", "/valid has 1 rows, fewer than")
+    good = tmp_path / "good.h5"
+    write_h5(good, x, y)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases["truncated"] = (truncated, str(truncated))
+    return cases
+
+
+@pytest.mark.parametrize("case", ["missing", "not-hdf5", "nan-row", "wrong-shape", "no-task",
+                                  "missing-dataset", "wrong-dtype", "truncated"])
+def test_bad_data_files_give_one_line_errors(tmp_path, capsys, case):
+    path, message = bad_files(tmp_path)[case]
+    code = main(tiny_args(f"data.path={str(path)!r}") + ["--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 2
+    assert len(out) == 1 and message in out[0] and str(path) in out[0], out
+
+
+def test_checkpoint_and_best_round_trip(tmp_path):
+    layout = ParamLayout(["W", "b"], [(2, 3), (3,)])
+    theta = np.arange(9.0)
+    checkpoint.save(tmp_path / "c.h5", theta=theta, cg_init=-theta, damping=0.25, update=7,
+                    best_theta=2 * theta, best_valid_error=0.125, best_update=5,
+                    config_toml="[run]\n", layout=layout)
+    state = checkpoint.load(tmp_path / "c.h5", layout=layout)
+    np.testing.assert_array_equal(state["cg_init"], -theta)
+    assert (state["update"], state["damping"], state["best_update"]) == (7, 0.25, 5)
+    np.testing.assert_array_equal(checkpoint.read_params(tmp_path / "c.h5")["W"],
+                                  theta[:6].reshape(2, 3))
+    other = ParamLayout(["W", "b"], [(2, 4), (4,)])
+    with pytest.raises(CheckpointError, match="checkpoint is for parameters"):
+        checkpoint.load(tmp_path / "c.h5", layout=other)
+    with h5py.File(tmp_path / "c.h5", "a") as f:
+        f.attrs["format_version"] = 99
+    with pytest.raises(CheckpointError, match="format version 99"):
+        checkpoint.load(tmp_path / "c.h5", layout=layout)
+
+
+def test_export_writes_the_best_parameters_by_name(tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny_args() + ["--out", str(out)]) == 0
+    assert (out / "best.h5").exists()
+    assert export_main([str(out), "--format", "npz"]) == 0
+    assert export_main([str(out), "--format", "json"]) == 0
+    npz = np.load(out / "params.npz")
+    as_json = json.loads((out / "params.json").read_text())
+    best = checkpoint.read_params(out / "best.h5")
+    assert set(npz.files) == set(as_json) == set(best) == {"W_in", "W_rec", "b_h", "h0",
+                                                            "W_out", "b_out"}
+    for name, value in best.items():
+        np.testing.assert_array_equal(npz[name], value)
+        np.testing.assert_allclose(np.array(as_json[name]), value, rtol=1e-15)
+
+
+@pytest.mark.parametrize("update,valid_error,best,patience,expect", [
+    (5, 0.0, {"update": 5, "error": 0.0}, 0, "solved"),
+    (5, 0.2, {"update": 2, "error": 0.1}, 3, "early stopping"),
+    (4, 0.2, {"update": 2, "error": 0.1}, 3, None),
+    (9, 0.2, {"update": 2, "error": 0.1}, 0, None),
+])
+def test_stop_reasons(update, valid_error, best, patience, expect):
+    reason = _stop_reason({"stop_valid_error": 0.0, "patience": patience}, update,
+                          valid_error, best)
+    assert (reason is None) if expect is None else reason.startswith(expect)
+
+
+def test_unreadable_data_error_type():
+    with pytest.raises(DataError, match="data file not found"):
+        dataset.file_task("/nonexistent/x.h5")

@@ -1,0 +1,114 @@
+"""State that survives: resume across rank counts, SIGTERM, SIGKILL, bad input under MPI.
+
+These run real ``mpiexec`` jobs in subprocesses (marked slow).
+"""
+import random
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, tiny_args, venv_bin
+from tests.test_cli import metrics, run_mpi
+from tests.test_dataset import bad_files
+
+pytestmark = pytest.mark.slow
+
+
+def test_resume_at_another_rank_count_follows_the_trajectory(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_mpi(1, tiny_args("optimizer.max_updates=6") + ["--out", str(straight)]
+                   ).returncode == 0
+    assert run_mpi(1, tiny_args("optimizer.max_updates=3") + ["--out", str(split)]
+                   ).returncode == 0
+    done = run_mpi(2, tiny_args("optimizer.max_updates=6") + ["--out", str(split), "--resume"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    a, b = metrics(straight), metrics(split)
+    assert [r["update"] for r in b] == list(range(1, 7))
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-6)
+
+
+def start(n, args):
+    cmd = [venv_bin("mpiexec"), "-n", str(n), venv_bin("dhf-train")] + args
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+
+
+def wait_for_rows(out, n, proc, timeout=120):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        path = out / "metrics.jsonl"
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("no progress")
+
+
+def test_sigterm_checkpoints_exits_and_resumes_without_gaps(tmp_path):
+    out = tmp_path / "run"
+    args = tiny_args("optimizer.max_updates=40", "task.T=12", "optimizer.cg_max_iters=60")
+    proc = start(2, args + ["--out", str(out)])
+    wait_for_rows(out, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert proc.returncode == 128 + signal.SIGTERM, stdout + stderr
+    assert "continue with --resume" in stdout
+    with h5py.File(out / "checkpoint.h5") as f:
+        assert int(f.attrs["update"]) == len(metrics(out))
+    done = run_mpi(2, args + ["--out", str(out), "--resume"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["update"] for r in metrics(out)] == list(range(1, 41))
+
+
+def test_sigkill_at_random_moments_always_leaves_a_resumable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    args = tiny_args("optimizer.max_updates=12", "task.T=12") + ["--out", str(out)]
+    rng = random.Random(666)
+    proc = start(1, args)
+    wait_for_rows(out, 1, proc)
+    for _ in range(3):
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.kill()
+        proc.communicate()
+        with h5py.File(out / "checkpoint.h5") as f:  # loads: never half-written
+            assert np.all(np.isfinite(f["theta"][()]))
+        if len(metrics(out)) >= 12:
+            break
+        proc = start(1, args + ["--resume"])
+        wait_for_rows(out, len(metrics(out)) + 1, proc)
+    proc.kill()
+    proc.communicate()
+    # A checkpoint write killed half-way leaves only a stray .tmp, which must not matter.
+    (out / "checkpoint.h5.tmp").write_bytes(b"half a checkpoint")
+    done = run_mpi(1, args + ["--resume"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["update"] for r in metrics(out)] == list(range(1, 13))
+
+
+@pytest.mark.parametrize("case", ["nan-row", "fewer-rows-than-ranks", "not-hdf5"])
+def test_bad_data_under_two_ranks_stops_every_rank_in_one_line(tmp_path, case):
+    path, message = bad_files(tmp_path)[case]
+    t0 = time.monotonic()
+    done = run_mpi(2, tiny_args(f"data.path={str(path)!r}") + ["--out", str(tmp_path / "r")],
+                   timeout=120)
+    assert done.returncode != 0
+    assert time.monotonic() - t0 < 60
+    assert message in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_checkpoint_of_another_model_is_refused_under_two_ranks(tmp_path):
+    out = tmp_path / "run"
+    assert run_mpi(2, tiny_args("optimizer.max_updates=1") + ["--out", str(out)]
+                   ).returncode == 0
+    before = (out / "checkpoint.h5").read_bytes()
+    done = run_mpi(2, tiny_args("model.hidden=9") + ["--out", str(out), "--resume"])
+    assert done.returncode != 0
+    assert "checkpoint is for parameters" in done.stdout
+    assert (out / "checkpoint.h5").read_bytes() == before
