@@ -34,11 +34,11 @@ def test_train_writes_metrics_config_and_checkpoint(tmp_path, capsys):
 
 def test_resume_continues_the_same_trajectory(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(tiny_args("optimizer.max_updates=4") + ["--out", str(straight)]) == 0
-    assert main(tiny_args("optimizer.max_updates=2") + ["--out", str(split)]) == 0
-    assert main(tiny_args("optimizer.max_updates=4") + ["--out", str(split), "--resume"]) == 0
+    assert main(tiny_args("optimizer.max_updates=6") + ["--out", str(straight)]) == 0
+    assert main(tiny_args("optimizer.max_updates=3") + ["--out", str(split)]) == 0
+    assert main(tiny_args("optimizer.max_updates=6") + ["--out", str(split), "--resume"]) == 0
     a, b = metrics(straight), metrics(split)
-    assert [r["update"] for r in b] == [1, 2, 3, 4]
+    assert [r["update"] for r in b] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert [r["damping"] for r in a] == [r["damping"] for r in b]
 

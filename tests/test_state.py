@@ -92,7 +92,9 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_checkpoint(tmp_path
     assert [r["update"] for r in metrics(out)] == list(range(1, 13))
 
 
-@pytest.mark.parametrize("case", ["nan-row", "fewer-rows-than-ranks", "not-hdf5"])
+@pytest.mark.parametrize("case", ["missing", "not-hdf5", "nan-row", "wrong-shape",
+                                  "no-task", "missing-dataset", "wrong-dtype", "truncated",
+                                  "fewer-rows-than-ranks"])
 def test_bad_data_under_two_ranks_stops_every_rank_in_one_line(tmp_path, case):
     path, message = bad_files(tmp_path)[case]
     t0 = time.monotonic()
