@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 from dhf import config as config_mod  # noqa: E402
 from dhf.comm import Communicator, get_comm, run_or_abort  # noqa: E402
 from dhf.errors import UserError  # noqa: E402
-from dhf.log import setup_logging  # noqa: E402
+from dhf.log import CGProgress, setup_logging  # noqa: E402
 
 logger = logging.getLogger("dhf.cli")
 
@@ -71,7 +71,11 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     from dhf.run import train  # heavy imports (PyTensor) only when training
 
     received = _catch_stop_signals()
-    result = train(config, comm, out, resume=args.resume, should_stop=lambda: bool(received))
+    progress = None
+    if comm.rank == 0 and sys.stdout.isatty() and args.quiet == 0:
+        progress = CGProgress(config["optimizer"]["cg_max_iters"])
+    result = train(config, comm, out, resume=args.resume, on_cg_iter=progress,
+                   should_stop=lambda: bool(received))
     if result["stopped"]:
         signum = received[0] if received else signal.SIGTERM
         return 128 + int(signum)
@@ -202,6 +206,26 @@ def _export(args) -> int:
     logger.info("wrote %s from %s: %s", target, source.name,
                 ", ".join(f"{k} {v.shape}" for k, v in params.items()))
     return 0
+
+
+def plot_main(argv: list[str] | None = None) -> int:
+    """``dhf-plot RUN_DIR [RUN_DIR ...] --out FILE.png``."""
+    parser = argparse.ArgumentParser(
+        prog="dhf-plot", description="Plot training curves from run directories' "
+        "metrics.jsonl, runs overlaid.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--out", default="dhf-plot.png", help="PNG to write "
+                        "(default: dhf-plot.png)")
+    args = parser.parse_args(argv)
+    setup_logging(0)
+
+    def plot() -> int:
+        from dhf.plot import plot_runs
+
+        logger.info("wrote %s", plot_runs(args.run_dirs, args.out))
+        return 0
+
+    return run_or_abort(get_comm(), plot)
 
 
 if __name__ == "__main__":

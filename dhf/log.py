@@ -30,3 +30,29 @@ def format_update(row: dict) -> str:
     parts += [f"damping {row['damping']:.3g}", f"cg_iters {row['cg_iters']:>3d}",
               f"step {row['step_size']:.3g}", f"{row['seconds']:.1f}s"]
     return "  ".join(parts)
+
+
+class CGProgress:
+    """A progress bar over the CG iterations of the current update (tqdm), for terminals.
+
+    Called as ``progress(i, phi)`` by CG; :meth:`close` clears it before the update's line
+    is logged.  In batch logs (stdout not a terminal) dhf-train uses no bar at all.
+    """
+
+    def __init__(self, max_iters: int):
+        self.max_iters = max_iters
+        self.bar = None
+
+    def __call__(self, i: int, phi: float) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.max_iters, desc="CG", unit="it", leave=False,
+                            dynamic_ncols=True)
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"phi {phi:.4g}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

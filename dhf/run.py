@@ -83,11 +83,13 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
         try:
             state, info = optimizer.step(state, on_cg_iter)
         except StopRequested:
+            _close(on_cg_iter)
             _save(comm, out, state, best, config_toml, worker.layout)
             logger.info("stop requested: checkpointed update %d in %s; continue with "
                         "--resume", state.update, out)
             stopped = True
             break
+        _close(on_cg_iter)
         row = {"update": info.update, "loss": info.loss, "valid_loss": None,
                "valid_error": None, "rho": info.rho, "damping": info.damping,
                "cg_iters": info.cg_iters, "cg_status": info.cg_status,
@@ -126,6 +128,13 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
             "valid_loss": valid_loss, "valid_error": valid_error,
             "seconds": time.perf_counter() - t_start, "theta": state.theta,
             "params": worker.layout.as_dict(state.theta)}
+
+
+def _close(progress) -> None:
+    """Clear a progress display (see :class:`dhf.log.CGProgress`) before logging."""
+    close = getattr(progress, "close", None)
+    if close is not None:
+        close()
 
 
 def _check_fit(worker: Worker, theta: np.ndarray, config: dict) -> None:

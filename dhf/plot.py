@@ -1,0 +1,81 @@
+"""``dhf-plot``: training curves from one or more run directories' ``metrics.jsonl``.
+
+Eight panels, runs overlaid: loss and validation error against updates and against wall
+time, λ, ρ, CG iterations and seconds per update (the ``hessianfree`` dataplotter's
+content, for several runs at once).  matplotlib is an optional extra
+(``pip install 'dhf[plot]'``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from dhf.errors import UserError
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; is {run_dir} a dhf-train run directory?") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise UserError(f"{path}: line {number} is not JSON") from None
+    if not rows:
+        raise UserError(f"{path}: no updates recorded yet")
+    return rows
+
+
+def _series(rows, key, x):
+    """``(xs, ys)`` of ``key`` against ``x`` ("update" or "time": cumulative seconds)."""
+    xs, ys, elapsed = [], [], 0.0
+    for r in rows:
+        elapsed += r.get("seconds") or 0.0
+        value = r.get(key)
+        if value is not None and math.isfinite(value):
+            xs.append(r["update"] if x == "update" else elapsed)
+            ys.append(value)
+    return xs, ys
+
+
+#: (metrics key, title, x axis, y scale) of each panel.
+PANELS = [("loss", "training loss", "update", "log"),
+          ("loss", "training loss", "time", "log"),
+          ("valid_error", "validation error", "update", "linear"),
+          ("valid_error", "validation error", "time", "linear"),
+          ("damping", "damping λ", "update", "log"),
+          ("rho", "reduction ratio ρ", "update", "linear"),
+          ("cg_iters", "CG iterations", "update", "linear"),
+          ("seconds", "seconds per update", "update", "linear")]
+
+
+def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
+    """Draw the runs' curves into ``out`` (PNG); returns its path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("dhf-plot needs matplotlib: pip install 'dhf[plot]' "
+                        "(or pip install matplotlib)") from None
+    runs = {str(d): read_metrics(d) for d in run_dirs}
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
+    for ax, (key, title, x, scale) in zip(axes.flat, PANELS):
+        for name, rows in runs.items():
+            ax.plot(*_series(rows, key, x), marker=".", label=Path(name).name)
+        ax.set_title(title)
+        ax.set_xlabel("update" if x == "update" else "wall time (s)")
+        ax.set_yscale(scale)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,43 @@
+"""dhf-plot draws a real run's metrics into a PNG that opens."""
+import builtins
+
+import pytest
+
+from dhf.cli import main, plot_main
+from tests.conftest import tiny_args
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plot") / "run"
+    assert main(tiny_args() + ["--out", str(out)]) == 0
+    return out
+
+
+def test_plot_writes_a_png_that_opens(run_dir, tmp_path):
+    import matplotlib.image
+
+    png = tmp_path / "curves.png"
+    assert plot_main([str(run_dir), str(run_dir), "--out", str(png)]) == 0
+    assert png.stat().st_size > 20_000
+    height, width, _ = matplotlib.image.imread(png).shape
+    assert (width, height) == (1800, 800)
+
+
+def test_missing_run_directory_is_one_line(tmp_path, capsys):
+    assert plot_main([str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "metrics.jsonl: not found" in out[0]
+
+
+def test_missing_matplotlib_says_how_to_install(run_dir, tmp_path, capsys, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert plot_main([str(run_dir), "--out", str(tmp_path / "x.png")]) == 2
+    assert "pip install 'dhf[plot]'" in capsys.readouterr().out
