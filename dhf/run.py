@@ -43,10 +43,11 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     """
     t_start = time.perf_counter()
     _on_root(comm, lambda: _prepare_out(out, resume))
-    train, valid = load_data(config, comm)
-    n_train, n_valid = train.n_rows, valid.n_rows
+    train_rows, valid_rows = load_data(config, comm)
+    n_train, n_valid = train_rows.n_rows, valid_rows.n_rows
     spec = tasks.get(config["task"]["name"]).build_model(config)
-    worker = Worker(spec, StackedSource([train, valid]), mode=_mode(config["run"]["backend"]))
+    worker = Worker(spec, StackedSource([train_rows, valid_rows]),
+                    mode=_mode(config["run"]["backend"]))
     opt_cfg = config["optimizer"]
     needed = opt_cfg["gradient_batch"] + opt_cfg["backtrack_batch"]
     if needed > n_train:
