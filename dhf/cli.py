@@ -5,16 +5,13 @@
 """
 from __future__ import annotations
 
-import os
-
-from dhf.comm import launched_under_mpi
+from dhf.launcher import launched_under_mpi, one_thread_per_rank
 
 if launched_under_mpi():
     # One BLAS thread per rank unless the user says otherwise: ranks are the parallelism,
-    # and oversubscribed BLAS threads make every rank slower.  Must precede numpy.
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                 "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(_var, "1")
+    # and oversubscribed BLAS threads make every rank slower.  Must precede numpy, which
+    # is why nothing above imports it (dhf.comm would).
+    one_thread_per_rank()
 
 import argparse  # noqa: E402
 import logging  # noqa: E402

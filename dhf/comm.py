@@ -20,6 +20,8 @@ from typing import Any, Callable, NoReturn, Protocol, TypeVar
 
 import numpy as np
 
+from dhf.launcher import launched_under_mpi
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -98,13 +100,6 @@ def _check_buffer(buf: np.ndarray) -> None:
         raise TypeError("allreduce_sum needs a 1-D contiguous float64 numpy array, got "
                         f"{type(buf).__name__} {getattr(buf, 'dtype', '')} "
                         f"shape {getattr(buf, 'shape', '')}")
-
-
-def launched_under_mpi() -> bool:
-    """True when an MPI launcher started this process (mpiexec, mpirun, srun)."""
-    keys = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_STEP_ID",
-            "HYDI_CONTROL_FD", "MPI_LOCALNRANKS")
-    return any(k in os.environ for k in keys)
 
 
 def get_comm() -> Communicator:

@@ -1,0 +1,26 @@
+"""Is this process one rank of an MPI job?  Deliberately free of heavy imports.
+
+``dhf.cli`` asks before numpy is imported, so that it can pin each rank to one BLAS
+thread: OpenBLAS reads ``OMP_NUM_THREADS`` once, when numpy loads it.
+"""
+import os
+
+#: Variables that MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's srun) set in ranks.
+LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",
+                      "SLURM_STEP_ID", "HYDI_CONTROL_FD", "MPI_LOCALNRANKS")
+
+#: BLAS and compiler thread pools that would oversubscribe cores shared by ranks.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
+
+
+def launched_under_mpi() -> bool:
+    """True when an MPI launcher started this process (mpiexec, mpirun, srun)."""
+    return any(k in os.environ for k in LAUNCHER_VARIABLES)
+
+
+def one_thread_per_rank() -> None:
+    """Default every thread pool to one thread, unless the user set it (call before
+    importing numpy)."""
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
