@@ -1,5 +1,6 @@
 """dhf-train end to end: in process, resumed, and under real mpiexec at 2 and 4 ranks."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -8,6 +9,7 @@ import tomllib
 import pytest
 
 from dhf.cli import main
+from dhf.launcher import THREAD_VARIABLES
 from tests.conftest import ROOT, tiny_args, venv_bin
 
 REQUIRED = {"update", "loss", "valid_loss", "valid_error", "rho", "damping", "cg_iters",
@@ -110,3 +112,19 @@ def test_an_exception_on_one_rank_ends_the_job(n):
     assert done.returncode != 0
     assert time.monotonic() - t0 < 30
     assert "rank 1" in done.stderr and "disk on fire" in done.stderr
+
+
+def test_blas_threads_are_pinned_before_numpy_loads():
+    """Under a launcher, OpenBLAS must see OMP_NUM_THREADS=1 when numpy first loads it:
+    dhf.cli decides before anything imports numpy (ranks oversubscribed the cores)."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env["PMI_SIZE"] = "2"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           "import os, dhf.cli; print(os.environ['OPENBLAS_NUM_THREADS'])"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # importtime lists each module when its import completes, in order.
+    modules = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+               if line.startswith("import time:") and "|" in line]
+    assert modules.index("dhf.launcher") < modules.index("numpy")
+    assert done.stdout.strip() == "1"
