@@ -32,7 +32,7 @@ def save(path: str | Path, *, theta, cg_init, damping: float, update: int,
          best_theta, best_valid_error: float, best_update: int, config_toml: str,
          layout: ParamLayout) -> None:
     """Atomically write a checkpoint (call on rank 0 only)."""
-    with _atomic(path) as f:
+    with atomic_h5(path) as f:
         f.create_dataset("theta", data=np.asarray(theta, np.float64))
         f.create_dataset("cg_init", data=np.asarray(cg_init, np.float64))
         f.create_dataset("best_theta", data=np.asarray(best_theta, np.float64))
@@ -45,7 +45,7 @@ def save(path: str | Path, *, theta, cg_init, damping: float, update: int,
 
 def save_params(path: str | Path, layout: ParamLayout, theta: np.ndarray, **attrs) -> None:
     """Atomically write parameters by name (``/params/<name>``) with ``attrs``."""
-    with _atomic(path) as f:
+    with atomic_h5(path) as f:
         group = f.create_group("params")
         for name, value in layout.as_dict(theta).items():
             group.create_dataset(name, data=value)
@@ -69,7 +69,7 @@ def read_params(path: str | Path) -> dict[str, np.ndarray]:
 
 
 @contextlib.contextmanager
-def _atomic(path: str | Path):
+def atomic_h5(path: str | Path):
     """An HDF5 file written to ``<path>.tmp``, fsynced, then renamed over ``path``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

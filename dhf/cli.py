@@ -161,7 +161,6 @@ def _write_data(args) -> int:
         if not item.startswith("task."):
             raise UserError(f"--set {item}: dhf-data takes task.KEY=VALUE only")
     config = config_mod.load(None, [f"task.name={args.name!r}"] + args.set)
-    tasks.get(args.name)
     splits = tasks.generate_splits(config, test=True)
     dataset.write(args.out, splits, task=args.name, task_params=config["task"],
                   seed=config["task"]["seed"])

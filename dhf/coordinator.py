@@ -84,9 +84,10 @@ class StopRequested(Exception):
 class HFOptimizer:
     """Data-parallel HF: ``worker`` computes sums over this rank's rows, ``comm`` adds them.
 
-    ``should_stop`` is polled at every collective of an update: its value rides in the
-    buffers already being reduced, so when any rank wants to stop, every rank raises
-    :class:`StopRequested` at the same point, and the update in progress is abandoned.
+    ``should_stop`` is polled at the update's first reduction and at every CG iteration:
+    its value rides in the buffers already being reduced, so when any rank wants to stop,
+    every rank raises :class:`StopRequested` at the same point and the update in progress
+    is abandoned.
     """
 
     def __init__(self, worker: Worker, comm: Communicator, config: HFConfig,

@@ -66,41 +66,33 @@ class H5Source:
                 raise DataError(f"{self.path}: {d.name} has {len(d)} rows but "
                                 f"{self.datasets[0].name} has {self.n_rows}")
 
-    @property
-    def has_mask(self) -> bool:
-        return len(self.datasets) == 3
-
     def read(self, rows: np.ndarray) -> list[np.ndarray]:
-        rows = np.asarray(rows, dtype=np.int64)
-        if len(rows) == 0:
-            return [np.zeros((0,) + d.shape[1:], d.dtype) for d in self.datasets]
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
-        try:
-            if hi - lo == len(rows):  # contiguous: one slice
-                return [d[lo:hi] for d in self.datasets]
-            return [d[rows] for d in self.datasets]
-        except OSError as err:  # a truncated or damaged file
-            raise DataError(f"{self.path}: cannot read rows {lo}..{hi - 1} of /{self.split} "
-                            f"({str(err).split('(')[0].strip()})") from None
+        return self._read(self.datasets, np.asarray(rows, dtype=np.int64))
 
     def first_nonfinite_row(self, lo: int, hi: int, chunk: int = 4096) -> dict[str, int]:
         """``{dataset name: first row in [lo, hi) holding NaN or Inf}`` (absent if none)."""
         found = {}
         for d in self.datasets:
             for start in range(lo, hi, chunk):
-                block, = H5Source.read(_One(d, self), np.arange(start, min(start + chunk, hi)))
+                block, = self._read([d], np.arange(start, min(start + chunk, hi)))
                 bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
                 if bad.any():
                     found[d.name] = start + int(np.argmax(bad))
                     break
         return found
 
-
-class _One:
-    """One dataset of an :class:`H5Source`, readable through ``H5Source.read``."""
-
-    def __init__(self, dataset, source):
-        self.datasets, self.path, self.split = [dataset], source.path, source.split
+    def _read(self, datasets, rows: np.ndarray) -> list[np.ndarray]:
+        """``rows`` (sorted) of ``datasets``: one slice when contiguous; damage is one line."""
+        if len(rows) == 0:
+            return [np.zeros((0,) + d.shape[1:], d.dtype) for d in datasets]
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        try:
+            if hi - lo == len(rows):
+                return [d[lo:hi] for d in datasets]
+            return [d[rows] for d in datasets]
+        except OSError as err:  # a truncated or damaged file
+            raise DataError(f"{self.path}: cannot read rows {lo}..{hi - 1} of /{self.split} "
+                            f"({str(err).split('(')[0].strip()})") from None
 
 
 class StackedSource:
@@ -141,25 +133,22 @@ def open_h5(path: Path):
 
 def file_task(path: str | Path) -> tuple[str, dict]:
     """The task name and parameters a data file was generated with."""
-    f = open_h5(Path(path))
-    if "task" not in f.attrs:
-        raise DataError(f"{path}: attribute 'task' is missing; set it to the built-in task "
-                        "whose model fits the data (e.g. 'memorization')")
-    return str(f.attrs["task"]), json.loads(f.attrs.get("task_params", "{}"))
+    with open_h5(Path(path)) as f:
+        if "task" not in f.attrs:
+            raise DataError(f"{path}: attribute 'task' is missing; set it to the built-in "
+                            "task whose model fits the data (e.g. 'memorization')")
+        return str(f.attrs["task"]), json.loads(f.attrs.get("task_params", "{}"))
 
 
 def write(path: str | Path, splits: dict[str, list[np.ndarray]], *, task: str,
           task_params: dict, seed: int) -> None:
     """Write ``{"train": [inputs, targets(, mask)], ...}`` to ``path`` atomically."""
-    import h5py
+    from dhf.checkpoint import atomic_h5
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         for split, arrays in splits.items():
             group = f.create_group(split)
             for name, array in zip(FIELDS, arrays):
                 group.create_dataset(name, data=array, chunks=True)
         f.attrs.update(format_version=FORMAT_VERSION, task=task,
                        task_params=json.dumps(task_params), seed=int(seed))
-    tmp.replace(path)
