@@ -2,6 +2,7 @@
 
 Public API (imported lazily, so ``import dhf`` stays cheap)::
 
+    dhf.train, dhf.TrainResult                        train your own graph
     dhf.ModelSpec, dhf.model.rnn, dhf.model.mlp     what to train
     dhf.gauss_newton_product                          the symbolic Gv
     dhf.pcg, dhf.update_damping                       the pure numerical core
@@ -14,6 +15,8 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "train": "dhf.api",
+    "TrainResult": "dhf.api",
     "ModelSpec": "dhf.model",
     "gauss_newton_product": "dhf.curvature",
     "pcg": "dhf.cg",

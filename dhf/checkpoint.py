@@ -2,8 +2,10 @@
 
 Layout (format version 1)::
 
-    /theta, /cg_init, /best_theta           float64 datasets
-    attrs: format_version, damping, update, best_valid_error, best_update,
+    /theta, /best_theta                     float64 datasets
+    /<array field of the optimiser state>   HF: /cg_init; SGD: /velocity
+    attrs: format_version, optimizer ("hf" or "sgd"), the state's scalar fields
+           (HF: damping, update; SGD: update), best_valid_error, best_update,
            config (the resolved TOML), param_names, param_shapes (JSON lists)
 
 ``best.h5`` (:func:`save_params`) holds the best parameters by name, ``/params/<name>``,
@@ -28,16 +30,24 @@ from dhf.layout import ParamLayout
 FORMAT_VERSION = 1
 
 
-def save(path: str | Path, *, theta, cg_init, damping: float, update: int,
-         best_theta, best_valid_error: float, best_update: int, config_toml: str,
+def save(path: str | Path, *, state: dict, optimizer: str, best_theta,
+         best_valid_error: float, best_update: int, config_toml: str,
          layout: ParamLayout) -> None:
-    """Atomically write a checkpoint (call on rank 0 only)."""
+    """Atomically write a checkpoint (call on rank 0 only).
+
+    ``state`` holds the optimiser's state by field name (``dataclasses.asdict`` of
+    :class:`~dhf.coordinator.HFState` or :class:`~dhf.sgd.SGDState`): arrays become
+    datasets, scalars attributes.
+    """
     with atomic_h5(path) as f:
-        f.create_dataset("theta", data=np.asarray(theta, np.float64))
-        f.create_dataset("cg_init", data=np.asarray(cg_init, np.float64))
+        for name, value in state.items():
+            if np.ndim(value):
+                f.create_dataset(name, data=np.asarray(value, np.float64))
+            else:
+                f.attrs[name] = value
         f.create_dataset("best_theta", data=np.asarray(best_theta, np.float64))
-        f.attrs.update(format_version=FORMAT_VERSION, damping=float(damping),
-                       update=int(update), best_valid_error=float(best_valid_error),
+        f.attrs.update(format_version=FORMAT_VERSION, optimizer=optimizer,
+                       best_valid_error=float(best_valid_error),
                        best_update=int(best_update), config=config_toml,
                        param_names=json.dumps(layout.names),
                        param_shapes=json.dumps(layout.shapes))
@@ -85,8 +95,9 @@ def atomic_h5(path: str | Path):
         os.close(dir_fd)
 
 
-def load(path: str | Path, *, layout: ParamLayout) -> dict:
-    """Read a checkpoint, refusing one from another model or a newer format."""
+def load(path: str | Path, *, layout: ParamLayout, optimizer: str = "hf") -> dict:
+    """Read a checkpoint: every dataset and attribute by name.  One from another model,
+    another optimiser or a newer format is refused."""
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
@@ -94,14 +105,17 @@ def load(path: str | Path, *, layout: ParamLayout) -> dict:
             if version > FORMAT_VERSION or version < 1:
                 raise CheckpointError(f"{path}: checkpoint format version {version}; this "
                                       f"dhf reads version {FORMAT_VERSION}")
-            state = {k: f[k][()] for k in ("theta", "cg_init", "best_theta")}
-            state.update({k: f.attrs[k] for k in ("damping", "update", "best_valid_error",
-                                                  "best_update", "config")})
+            state = {name: d[()] for name, d in f.items()}
+            state.update(f.attrs)
             saved_names = json.loads(f.attrs["param_names"])
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint to resume from") from None
     except (OSError, KeyError) as err:
         raise CheckpointError(f"{path}: not a readable dhf checkpoint ({err})") from None
+    saved_optimizer = state.get("optimizer", "hf")
+    if saved_optimizer != optimizer:
+        raise CheckpointError(f"{path}: checkpoint was written by optimizer.name = "
+                              f"{saved_optimizer!r}, this run uses {optimizer!r}")
     if saved_names != layout.names or state["theta"].size != layout.size:
         raise CheckpointError(f"{path}: checkpoint is for parameters {saved_names} "
                               f"({state['theta'].size} values), but the model has "

@@ -70,7 +70,9 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     received = _catch_stop_signals()
     progress = None
     if comm.rank == 0 and sys.stdout.isatty() and args.quiet == 0:
-        progress = CGProgress(config["optimizer"]["cg_max_iters"])
+        opt = config["optimizer"]
+        progress = (CGProgress(opt["cg_max_iters"]) if opt["name"] == "hf" else
+                    CGProgress(opt["sgd_steps"], desc="SGD", value="loss"))
     result = train(config, comm, out, resume=args.resume, on_cg_iter=progress,
                    should_stop=lambda: bool(received))
     if result["stopped"]:
@@ -128,7 +130,9 @@ def _dry_run(config: dict, comm: Communicator) -> int:
         print(config_mod.to_toml(config))
         print(f"# parameters: {n_params}")
         opt = config["optimizer"]
-        for key in ("gradient_batch", "curvature_batch", "backtrack_batch"):
+        batches = (("gradient_batch", "curvature_batch", "backtrack_batch")
+                   if opt["name"] == "hf" else ("sgd_batch",))
+        for key in batches:
             split = [hi - lo for lo, hi in (shard_bounds(opt[key], r, comm.size)
                                             for r in range(comm.size))]
             print(f"# {key} per rank ({comm.size} ranks): {split}")

@@ -34,7 +34,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "init_scale": (0.2, "weights start as init_scale * U(-1, 1)"),
     },
     "optimizer": {
-        "name": ("hf", "optimiser: hf"),
+        "name": ("hf", "optimiser: hf (Hessian-free) or sgd (the first-order baseline)"),
         "max_updates": (100, "updates in the whole run, resumed ones included"),
         "gradient_batch": (5000, "sequences per gradient (global, over all ranks)"),
         "curvature_batch": (1000, "sequences per Gv product, a subset of the gradient batch"),
@@ -48,6 +48,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "max_damping": (1e8, "upper bound on lambda"),
         "structural_damping": (1.0, "mu: structural damping weight relative to lambda"),
         "preconditioner": (False, "Martens' diagonal preconditioner"),
+        "learning_rate": (0.01, "sgd: step size epsilon"),
+        "momentum": (0.9, "sgd: momentum mu"),
+        "nesterov": (False, "sgd: Nesterov's momentum (Sutskever et al. 2013)"),
+        "clip_norm": (0.0, "sgd: rescale gradients to at most this norm (0: off)"),
+        "sgd_batch": (100, "sgd: rows per minibatch (global, over all ranks)"),
+        "sgd_steps": (100, "sgd: minibatch steps per update (per metrics row)"),
     },
     "run": {
         "seed": (0, "seed of the model initialisation and the batch sampler"),
@@ -72,11 +78,14 @@ _RANGES = {
     ("optimizer", "cg_tol"): (0.0, None), ("optimizer", "cg_decay"): (0.0, 1.0),
     ("optimizer", "init_damping"): (0.0, None), ("optimizer", "min_damping"): (0.0, None),
     ("optimizer", "max_damping"): (0.0, None), ("optimizer", "structural_damping"): (0.0, None),
+    ("optimizer", "learning_rate"): (0.0, None), ("optimizer", "momentum"): (0.0, 1.0),
+    ("optimizer", "clip_norm"): (0.0, None), ("optimizer", "sgd_batch"): (1, None),
+    ("optimizer", "sgd_steps"): (1, None),
     ("run", "checkpoint_every"): (0, None), ("run", "valid_every"): (1, None),
     ("run", "check_replicas_every"): (0, None), ("run", "patience"): (0, None),
 }
 _CHOICES = {
-    ("optimizer", "name"): ("hf",),
+    ("optimizer", "name"): ("hf", "sgd"),
     ("run", "backend"): ("numba", "c", "jax", "default"),
     ("run", "dtype"): ("float64", "float32"),
 }

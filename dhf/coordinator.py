@@ -76,6 +76,14 @@ class StepInfo(NamedTuple):
     loss_after: float  # held-out batch loss after the update
     seconds: float
 
+    def metrics(self) -> dict:
+        """The update's row of ``metrics.jsonl`` (without validation and timing)."""
+        return {"update": self.update, "loss": self.loss, "rho": self.rho,
+                "damping": self.damping, "cg_iters": self.cg_iters,
+                "cg_status": self.cg_status, "backtrack_iter": self.backtrack_iter,
+                "step_size": self.step_size, "accepted": self.accepted,
+                "held_out_loss": self.loss_after}
+
 
 class StopRequested(Exception):
     """Some rank asked to stop (a signal); raised on every rank at the same point."""
@@ -89,6 +97,9 @@ class HFOptimizer:
     every rank raises :class:`StopRequested` at the same point and the update in progress
     is abandoned.
     """
+
+    name = "hf"
+    State = HFState
 
     def __init__(self, worker: Worker, comm: Communicator, config: HFConfig,
                  sampler: BatchSampler, should_stop: Callable[[], bool] | None = None):
@@ -185,14 +196,18 @@ class HFOptimizer:
         return new_state, StepInfo(update, loss, -math.inf, lam, 0, status, 0, 0.0, False,
                                    math.nan, time.perf_counter() - t0)
 
-    def evaluate(self, theta: np.ndarray, first_row: int, n_rows: int,
-                 chunk: int = 2000) -> tuple[float, float]:
-        """Mean loss and error rate over rows ``[first_row, first_row + n_rows)``, split
-        over ranks and read in chunks."""
-        lo, hi = shard_bounds(n_rows, self.comm.rank, self.comm.size)
-        total = np.zeros(3)
-        for start in range(first_row + lo, first_row + hi, chunk):
-            stop = min(start + chunk, first_row + hi)
-            total += self.worker.loss_sum(theta, np.arange(start, stop))
-        loss, errors, count = self.comm.allreduce_sum(total)
-        return loss / count, errors / count
+    def evaluate(self, theta: np.ndarray, first_row: int, n_rows: int) -> tuple[float, float]:
+        return evaluate(self.worker, self.comm, theta, first_row, n_rows)
+
+
+def evaluate(worker: Worker, comm: Communicator, theta: np.ndarray, first_row: int,
+             n_rows: int, chunk: int = 2000) -> tuple[float, float]:
+    """Mean loss and error rate over rows ``[first_row, first_row + n_rows)``, split over
+    ranks and read in chunks."""
+    lo, hi = shard_bounds(n_rows, comm.rank, comm.size)
+    total = np.zeros(3)
+    for start in range(first_row + lo, first_row + hi, chunk):
+        stop = min(start + chunk, first_row + hi)
+        total += worker.loss_sum(theta, np.arange(start, stop))
+    loss, errors, count = comm.allreduce_sum(total)
+    return loss / count, errors / count

@@ -63,3 +63,10 @@ class BatchSampler:
         grad_rows = rows[:gradient]
         curv_rows = rng.choice(grad_rows, curvature, replace=False)
         return Batches(np.sort(grad_rows), np.sort(curv_rows), np.sort(rows[gradient:]))
+
+
+def minibatch(n_rows: int, size: int, seed: int, update: int, step: int) -> np.ndarray:
+    """Sorted global rows of SGD minibatch ``step`` of ``update``, drawn without
+    replacement from ``default_rng([seed, update, step])`` (rank-count independent)."""
+    rng = np.random.default_rng([seed, update, step])
+    return np.sort(rng.choice(n_rows, size, replace=False))
