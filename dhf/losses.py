@@ -36,13 +36,27 @@ def elementwise(name: str, s, y):
                      "or a callable (output, targets) -> scalar")
 
 
-def errors(name: str, s, y):
-    """Per-element classification errors (0/1) of shape ``s.shape[:-1]``, or None."""
-    if name == "sigmoid_xent":
+#: How a prediction is judged wrong, per output vector (shape ``s.shape[:-1]``).
+ERRORS = ("sign", "argmax", "abs")
+#: The error that goes with each named loss when the model names none.
+DEFAULT_ERROR = {"sigmoid_xent": "sign", "softmax_xent": "argmax"}
+
+
+def element_errors(kind: str, s, y, tolerance: float = 0.0):
+    """0/1 errors of shape ``s.shape[:-1]``.
+
+    ``"sign"``: a logistic output on the wrong side of ½ (``s > 0`` vs ``y > ½``);
+    ``"argmax"``: the largest output is not the target class; ``"abs"``: some output is
+    further than ``tolerance`` from its target (Sutskever's addition problem: 0.04).
+    """
+    if kind == "sign":
         return pt.any(pt.neq(s > 0, y > 0.5), axis=-1)
-    if name == "softmax_xent":
+    if kind == "argmax":
         return pt.neq(pt.argmax(s, axis=-1), pt.argmax(y, axis=-1))
-    return None
+    if kind == "abs":
+        return pt.any(pt.gt(pt.abs(s - y), tolerance), axis=-1)
+    raise ValueError(f"unknown error {kind!r}; expected one of {', '.join(ERRORS)} or a "
+                     "callable (output, targets) -> 0/1 per output vector")
 
 
 def hessian_product(name: str, s, u):

@@ -48,6 +48,12 @@ class ModelSpec:
     mask : optional symbolic ``(N,)`` or ``(N, T)`` weights for the loss terms.
     hidden : ``(pre_activation, nonlinearity, weights)`` triples for structural damping;
         ``weights`` broadcasts against the pre-activation (a mask) or is None.
+    error : how a prediction is judged wrong, for the error rate: ``"sign"``,
+        ``"argmax"``, ``"abs"`` (with ``error_tolerance``) or a callable
+        ``(output, targets) -> 0/1 per output vector``; None takes the loss's own
+        (sign for sigmoid, argmax for softmax, none for squared error).  An example is
+        wrong when any of its (unmasked) output vectors is.
+    error_tolerance : the ``"abs"`` error's tolerance.
     gauss_newton : optional explicit builder ``(spec, tangents, structural_weight) ->
         [Gv per parameter]`` that a built-in model provides as a faster equivalent of the
         generic pushforward/pullback product.
@@ -60,6 +66,8 @@ class ModelSpec:
     loss: str | Callable = "squared_error"
     mask: pt.TensorVariable | None = None
     hidden: Sequence[tuple] = field(default_factory=tuple)
+    error: str | Callable | None = None
+    error_tolerance: float = 0.0
     gauss_newton: Callable | None = None
 
     def __post_init__(self):
@@ -72,6 +80,9 @@ class ModelSpec:
         if isinstance(self.loss, str) and self.loss not in losses.LOSSES:
             raise UserError(f"loss {self.loss!r} is unknown; expected one of "
                             f"{', '.join(losses.LOSSES)} or a callable")
+        if isinstance(self.error, str) and self.error not in losses.ERRORS:
+            raise UserError(f"error {self.error!r} is unknown; expected one of "
+                            f"{', '.join(losses.ERRORS)} or a callable")
         names = [p.name or f"param{i}" for i, p in enumerate(self.params)]
         if len(set(names)) != len(names):
             raise UserError(f"parameter names must be unique, got {names}")
@@ -79,8 +90,10 @@ class ModelSpec:
 
     @property
     def data_vars(self) -> list:
-        """The symbolic variables fed from a dataset, in order: inputs, targets, mask."""
-        return self.inputs + [self.targets] + ([self.mask] if self.mask is not None else [])
+        """The symbolic variables fed from a dataset, in order: inputs, targets (unless
+        they are one of the inputs, as in an autoencoder), mask."""
+        targets = [] if any(self.targets is x for x in self.inputs) else [self.targets]
+        return self.inputs + targets + ([self.mask] if self.mask is not None else [])
 
     @property
     def param_names(self) -> list[str]:
@@ -98,14 +111,22 @@ class ModelSpec:
         return self._reduce(losses.elementwise(self.loss, s, self.targets))
 
     def example_errors(self):
-        """Per-example 0/1 error (any wrong output), or None when the loss has none."""
-        if callable(self.loss):
+        """Per-example 0/1 error (any wrong unmasked output), or None when there is no
+        error metric."""
+        kind = self.error
+        if kind is None and isinstance(self.loss, str):
+            kind = losses.DEFAULT_ERROR.get(self.loss)
+        if kind is None:
             return None
-        wrong = losses.errors(self.loss, self.output, self.targets)
-        if wrong is None:
-            return None
+        if callable(kind):
+            wrong = kind(self.output, self.targets)
+        else:
+            wrong = losses.element_errors(kind, self.output, self.targets,
+                                          self.error_tolerance)
         if self.mask is not None:
             wrong = wrong * (self.mask > 0)
+        if wrong.ndim == 1:
+            return wrong
         return pt.gt(wrong.reshape((wrong.shape[0], -1)).sum(axis=1), 0)
 
     def _reduce(self, terms):

@@ -8,6 +8,7 @@ checkpoint holds) are made on rank 0 and broadcast, errors included, so a bad
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -20,11 +21,13 @@ import numpy as np
 from dhf import checkpoint, dataset, tasks
 from dhf.comm import Communicator, check_replicas
 from dhf.config import to_toml
-from dhf.coordinator import HFConfig, HFOptimizer, HFState, StopRequested
+from dhf.coordinator import HFConfig, HFOptimizer, StopRequested
 from dhf.data import BatchSampler, shard_bounds
 from dhf.dataset import ArraySource, StackedSource
 from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
+from dhf.model import ModelSpec
+from dhf.sgd import SGDConfig, SGDOptimizer
 from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -33,30 +36,28 @@ MODES = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "default": None}
 
 
 def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
+          spec: ModelSpec | None = None, data: tuple | None = None,
           on_cg_iter: Callable[[int, float], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> dict:
     """Run (or resume) the configured job; returns the result summary on every rank.
 
+    The model and data come from ``[task]`` (or ``data.path``) unless ``spec`` and
+    ``data = (train_source, valid_source_or_None)`` are given (:func:`dhf.api.train`).
     When ``should_stop()`` turns true on any rank (a SIGTERM, say), the update in
     progress is abandoned, the last completed one is checkpointed, and the result has
     ``stopped = True``.
     """
     t_start = time.perf_counter()
     _on_root(comm, lambda: _prepare_out(out, resume))
-    train_rows, valid_rows = load_data(config, comm)
-    n_train, n_valid = train_rows.n_rows, valid_rows.n_rows
-    spec = tasks.get(config["task"]["name"]).build_model(config)
-    worker = Worker(spec, StackedSource([train_rows, valid_rows]),
-                    mode=_mode(config["run"]["backend"]))
+    train_rows, valid_rows = data if data is not None else load_data(config, comm)
+    n_train = train_rows.n_rows
+    n_valid = valid_rows.n_rows if valid_rows is not None else 0
+    if spec is None:
+        spec = tasks.get(config["task"]["name"]).build_model(config)
+    sources = [train_rows] + ([valid_rows] if valid_rows is not None else [])
+    worker = Worker(spec, StackedSource(sources), mode=_mode(config["run"]["backend"]))
     opt_cfg = config["optimizer"]
-    needed = opt_cfg["gradient_batch"] + opt_cfg["backtrack_batch"]
-    if needed > n_train:
-        raise ConfigError(f"optimizer.gradient_batch + optimizer.backtrack_batch = {needed} "
-                          f"exceeds the {n_train} training rows")
-    sampler = BatchSampler(n_train, opt_cfg["gradient_batch"], opt_cfg["curvature_batch"],
-                           opt_cfg["backtrack_batch"], config["run"]["seed"])
-    optimizer = HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler,
-                            should_stop)
+    optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
     _check_fit(worker, theta0, config)
     state = optimizer.init(theta0)
@@ -64,19 +65,21 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     best = {"theta": state.theta, "error": math.inf, "update": 0}
     if resume:
         saved = _on_root(comm, lambda: checkpoint.load(
-            out / "checkpoint.h5", layout=worker.layout))
-        state = HFState(saved["theta"], float(saved["damping"]), saved["cg_init"],
-                        int(saved["update"]))
+            out / "checkpoint.h5", layout=worker.layout, optimizer=optimizer.name))
+        state = optimizer.State(**{f.name: _scalar(saved[f.name])
+                                   for f in dataclasses.fields(optimizer.State)})
         best = {"theta": saved["best_theta"], "error": float(saved["best_valid_error"]),
                 "update": int(saved["best_update"])}
         logger.info("resumed %s at update %d", out, state.update)
     _on_root(comm, lambda: _start_outputs(out, config_toml, state.update))
-    logger.info("dhf: task %s, %d parameters, %d ranks, %d train / %d valid rows; "
-                "compiled in %.1fs", config["task"]["name"], theta0.size, comm.size,
-                n_train, n_valid, worker.compile_seconds)
+    logger.info("dhf: %s, %s, %d parameters, %d ranks, %d train / %d valid rows; "
+                "compiled in %.1fs", config["task"]["name"] if data is None else "own model",
+                optimizer.name, theta0.size, comm.size, n_train, n_valid,
+                worker.compile_seconds)
 
     run_cfg = config["run"]
     row: dict = {}
+    metrics: list[dict] = []
     valid_loss = valid_error = None
     stopped = False
     while state.update < opt_cfg["max_updates"]:
@@ -85,18 +88,15 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
             state, info = optimizer.step(state, on_cg_iter)
         except StopRequested:
             _close(on_cg_iter)
-            _save(comm, out, state, best, config_toml, worker.layout)
+            _save(comm, out, optimizer.name, state, best, config_toml, worker.layout)
             logger.info("stop requested: checkpointed update %d in %s; continue with "
                         "--resume", state.update, out)
             stopped = True
             break
         _close(on_cg_iter)
-        row = {"update": info.update, "loss": info.loss, "valid_loss": None,
-               "valid_error": None, "rho": info.rho, "damping": info.damping,
-               "cg_iters": info.cg_iters, "cg_status": info.cg_status,
-               "backtrack_iter": info.backtrack_iter, "step_size": info.step_size,
-               "accepted": info.accepted, "held_out_loss": info.loss_after}
-        if state.update % run_cfg["valid_every"] == 0 or state.update == opt_cfg["max_updates"]:
+        row = {**info.metrics(), "valid_loss": None, "valid_error": None}
+        if n_valid and (state.update % run_cfg["valid_every"] == 0
+                        or state.update == opt_cfg["max_updates"]):
             valid_loss, valid_error = optimizer.evaluate(state.theta, n_train, n_valid)
             row.update(valid_loss=valid_loss, valid_error=valid_error)
             if valid_error < best["error"]:
@@ -105,30 +105,59 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
         if every and state.update % every == 0 and not check_replicas(comm, state.theta):
             logger.warning("θ differed between ranks at update %d; using rank 0's",
                            state.update)
-            state = HFState(comm.bcast(state.theta), state.damping, comm.bcast(state.cg_init),
-                            state.update)
+            state = dataclasses.replace(state, **{
+                f.name: comm.bcast(getattr(state, f.name))
+                for f in dataclasses.fields(state) if np.ndim(getattr(state, f.name))})
         reason = _stop_reason(run_cfg, state.update, valid_error, best)
         row["seconds"] = time.perf_counter() - t_update
         # Metrics first, then the checkpoint: a crash between the two leaves a row that
         # --resume drops and redoes, never a checkpointed update missing from the metrics.
         if comm.rank == 0:
             _append_metrics(out, row)
+        metrics.append(row)
         logger.info(format_update(row))
         ckpt_every = run_cfg["checkpoint_every"]
         if reason or state.update >= opt_cfg["max_updates"] or (
                 ckpt_every and state.update % ckpt_every == 0):
-            _save(comm, out, state, best, config_toml, worker.layout)
+            _save(comm, out, optimizer.name, state, best, config_toml, worker.layout)
         if reason:
             logger.info(reason)
             break
     if comm.rank == 0 and best["update"] > 0:
         checkpoint.save_params(out / "best.h5", worker.layout, best["theta"],
                                update=best["update"], valid_error=best["error"])
+    worker.set_theta(state.theta)  # leave the model's shared variables at the result
     return {"updates": state.update, "stopped": stopped,
             "train_loss": row.get("loss", math.nan),
             "valid_loss": valid_loss, "valid_error": valid_error,
             "seconds": time.perf_counter() - t_start, "theta": state.theta,
-            "params": worker.layout.as_dict(state.theta)}
+            "params": worker.layout.as_dict(state.theta),
+            "best_params": worker.layout.as_dict(best["theta"]),
+            "metrics": metrics}
+
+
+def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: int,
+                   should_stop=None):
+    """The optimiser ``optimizer.name`` names, with its batches checked against the data."""
+    opt_cfg, seed = config["optimizer"], config["run"]["seed"]
+    if opt_cfg["name"] == "sgd":
+        if opt_cfg["sgd_batch"] > n_train:
+            raise ConfigError(f"optimizer.sgd_batch = {opt_cfg['sgd_batch']} exceeds the "
+                              f"{n_train} training rows")
+        return SGDOptimizer(worker, comm, SGDConfig.from_config(opt_cfg), n_train, seed,
+                            should_stop)
+    needed = opt_cfg["gradient_batch"] + opt_cfg["backtrack_batch"]
+    if needed > n_train:
+        raise ConfigError(f"optimizer.gradient_batch + optimizer.backtrack_batch = {needed} "
+                          f"exceeds the {n_train} training rows")
+    sampler = BatchSampler(n_train, opt_cfg["gradient_batch"], opt_cfg["curvature_batch"],
+                           opt_cfg["backtrack_batch"], seed)
+    return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop)
+
+
+def _scalar(value):
+    """numpy scalars read from HDF5 attributes as Python numbers."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _close(progress) -> None:
@@ -208,13 +237,12 @@ def _mode(backend: str):
     return MODES[backend]
 
 
-def _save(comm, out, state, best, config_toml, layout):
+def _save(comm, out, optimizer_name, state, best, config_toml, layout):
     if comm.rank == 0:
-        checkpoint.save(out / "checkpoint.h5", theta=state.theta, cg_init=state.cg_init,
-                        damping=state.damping, update=state.update,
-                        best_theta=best["theta"], best_valid_error=best["error"],
-                        best_update=best["update"], config_toml=config_toml,
-                        layout=layout)
+        checkpoint.save(out / "checkpoint.h5", state=dataclasses.asdict(state),
+                        optimizer=optimizer_name, best_theta=best["theta"],
+                        best_valid_error=best["error"], best_update=best["update"],
+                        config_toml=config_toml, layout=layout)
 
 
 def _prepare_out(out: Path, resume: bool) -> None:

@@ -109,14 +109,17 @@ def test_bad_data_files_give_one_line_errors(tmp_path, capsys, case):
 def test_checkpoint_and_best_round_trip(tmp_path):
     layout = ParamLayout(["W", "b"], [(2, 3), (3,)])
     theta = np.arange(9.0)
-    checkpoint.save(tmp_path / "c.h5", theta=theta, cg_init=-theta, damping=0.25, update=7,
-                    best_theta=2 * theta, best_valid_error=0.125, best_update=5,
-                    config_toml="[run]\n", layout=layout)
+    state = dict(theta=theta, cg_init=-theta, damping=0.25, update=7)
+    checkpoint.save(tmp_path / "c.h5", state=state, optimizer="hf", best_theta=2 * theta,
+                    best_valid_error=0.125, best_update=5, config_toml="[run]\n",
+                    layout=layout)
     state = checkpoint.load(tmp_path / "c.h5", layout=layout)
     np.testing.assert_array_equal(state["cg_init"], -theta)
     assert (state["update"], state["damping"], state["best_update"]) == (7, 0.25, 5)
     np.testing.assert_array_equal(checkpoint.read_params(tmp_path / "c.h5")["W"],
                                   theta[:6].reshape(2, 3))
+    with pytest.raises(CheckpointError, match="written by optimizer.name = 'hf'"):
+        checkpoint.load(tmp_path / "c.h5", layout=layout, optimizer="sgd")
     other = ParamLayout(["W", "b"], [(2, 4), (4,)])
     with pytest.raises(CheckpointError, match="checkpoint is for parameters"):
         checkpoint.load(tmp_path / "c.h5", layout=other)

@@ -1,0 +1,131 @@
+"""``dhf.train``: Hessian-free training of your own PyTensor graph from Python.
+
+theano-hf's promise, with dhf's optimiser: describe the model as a
+:class:`~dhf.model.ModelSpec` (inputs, targets, parameters as shared variables, the
+output ``s`` the loss is applied to, and the loss), hand over the data as arrays, get the
+trained parameters back by name::
+
+    spec = dhf.ModelSpec(inputs=[x], targets=y, params=[W, b], output=s,
+                         loss="softmax_xent")
+    result = dhf.train(spec, train=(X, Y), valid=(Xv, Yv),
+                       config={"optimizer": {"max_updates": 20}})
+    result.params["W"], result.metrics[-1]["loss"]
+
+The same script runs serially (a notebook) and, unchanged, under ``mpirun -n N``: each
+rank then computes its share of every batch and all ranks return the same result.
+``config`` has the sections and keys of the TOML file (``dhf-train --help`` lists them);
+``[task]`` and ``[model]`` are ignored, the spec is the model.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dhf import config as config_mod
+from dhf.comm import Communicator, get_comm
+from dhf.dataset import ArraySource
+from dhf.errors import DataError
+from dhf.model import ModelSpec
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (on every rank).
+
+    Attributes
+    ----------
+    params : the final parameters by name (the shared variables hold them too).
+    best_params : the parameters of the best validation error (``params`` without
+        validation data).
+    metrics : one dict per update, the rows of ``metrics.jsonl``.
+    updates, train_loss, valid_loss, valid_error, seconds : the ``result:`` line.
+    out : the run directory, or None when ``train`` used a temporary one.
+    """
+
+    params: dict[str, np.ndarray]
+    best_params: dict[str, np.ndarray]
+    metrics: list[dict] = field(repr=False)
+    updates: int
+    train_loss: float
+    valid_loss: float | None
+    valid_error: float | None
+    seconds: float
+    out: Path | None = None
+
+
+def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
+          valid: Sequence[np.ndarray] | np.ndarray | None = None,
+          config: dict | None = None, *, out: str | Path | None = None,
+          resume: bool = False, comm: Communicator | None = None) -> TrainResult:
+    """Train ``spec`` on ``train`` (arrays aligned with ``spec.data_vars``: inputs,
+    targets unless they are an input, mask) with the optimiser ``config`` names.
+
+    Parameters
+    ----------
+    spec : the model.
+    train, valid : row-major arrays (a single array for a one-input autoencoder whose
+        targets are its input).  Without ``valid`` no validation pass is made.
+    config : nested dict of config sections, over the defaults; validated as the TOML
+        file is.
+    out : run directory for ``metrics.jsonl``, ``checkpoint.h5`` and ``best.h5``
+        (default: a temporary directory, removed afterwards).
+    resume : continue the run in ``out`` from its checkpoint.
+    comm : the communicator (default: MPI when launched by mpirun, else serial).
+    """
+    from dhf import run
+
+    cfg = config_mod.defaults()
+    config_mod.merge(cfg, config or {}, source="config")
+    config_mod.validate(cfg)
+    comm = comm if comm is not None else get_comm()
+    sources = (_source(spec, train, "train"),
+               _source(spec, valid, "valid") if valid is not None else None)
+    temporary = out is None
+    if temporary:
+        out = comm.bcast(tempfile.mkdtemp(prefix="dhf-") if comm.rank == 0 else None)
+    out = Path(out)
+    cfg["run"]["out"] = str(out)
+    try:
+        summary = run.train(cfg, comm, out, resume=resume, spec=spec, data=sources)
+    finally:
+        if temporary and comm.rank == 0:
+            shutil.rmtree(out, ignore_errors=True)
+    return TrainResult(params=summary["params"], best_params=summary["best_params"],
+                       metrics=summary["metrics"], updates=summary["updates"],
+                       train_loss=summary["train_loss"], valid_loss=summary["valid_loss"],
+                       valid_error=summary["valid_error"], seconds=summary["seconds"],
+                       out=None if temporary else out)
+
+
+def _source(spec: ModelSpec, arrays, split: str) -> ArraySource:
+    """Arrays checked against the spec's data variables: count, rank, rows, finiteness."""
+    if isinstance(arrays, np.ndarray):
+        arrays = [arrays]
+    arrays = [np.asarray(a) for a in arrays]
+    variables = spec.data_vars
+    names = [v.name or f"data[{i}]" for i, v in enumerate(variables)]
+    if len(arrays) != len(variables):
+        raise DataError(f"{split}: the model takes {len(variables)} arrays "
+                        f"({', '.join(names)}), got {len(arrays)}")
+    for i, (a, v, name) in enumerate(zip(arrays, variables, names)):
+        if a.ndim != v.ndim:
+            raise DataError(f"{split}[{i}] ({name}): expected {v.ndim} dimensions, got "
+                            f"shape {a.shape}")
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"{split}[{i}] ({name}): expected numbers, got dtype {a.dtype}")
+        if len(a) != len(arrays[0]):
+            raise DataError(f"{split}: {name} has {len(a)} rows but {names[0]} has "
+                            f"{len(arrays[0])}")
+        bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+        if bad.any():
+            raise DataError(f"{split}[{i}] ({name}) row {int(np.argmax(bad))} holds NaN "
+                            "or Inf")
+    if not len(arrays[0]):
+        raise DataError(f"{split}: no rows")
+    return ArraySource([a.astype(v.dtype, copy=False) for a, v in zip(arrays, variables)])
+

@@ -1,0 +1,144 @@
+"""``dhf.train`` on a user's own graph: results, metrics, and one-line errors."""
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+import dhf
+from dhf.comm import SerialComm
+from dhf.errors import ConfigError, DataError, UserError
+
+FAST = {"optimizer": {"gradient_batch": 120, "curvature_batch": 40, "backtrack_batch": 40,
+                      "cg_max_iters": 20, "max_updates": 4, "init_damping": 0.05},
+        "run": {"backend": "default", "stop_valid_error": -1.0}}
+
+
+def autoencoder(n_visible=12, n_hidden=4, seed=0):
+    """The tied-weight autoencoder of seeds/004: h = σ(xW + b_h), x̂ = σ(hWᵀ + b_v),
+    binary cross-entropy; ``s`` is x̂'s pre-activation, the targets are the input."""
+    rng = np.random.default_rng(seed)
+    W = pytensor.shared(0.1 * rng.normal(size=(n_visible, n_hidden)), name="W")
+    b_h = pytensor.shared(np.zeros(n_hidden), name="b_h")
+    b_v = pytensor.shared(np.zeros(n_visible), name="b_v")
+    x = pt.matrix("x")
+    h = pt.sigmoid(pt.dot(x, W) + b_h)
+    s = pt.dot(h, W.T) + b_v
+    return dhf.ModelSpec(inputs=[x], targets=x, params=[W, b_h, b_v], output=s,
+                         loss="sigmoid_xent")
+
+
+def binary_data(n, n_visible=12, seed=1):
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 2, size=(3, n_visible))
+    flips = rng.random((n, n_visible)) < 0.05
+    return np.abs(prototypes[rng.integers(0, 3, n)] - flips).astype(float)
+
+
+def test_train_an_autoencoder_from_arrays():
+    spec = autoencoder()
+    X, Xv = binary_data(400), binary_data(100, seed=2)
+    result = dhf.train(spec, train=X, valid=Xv, config=FAST)
+    assert set(result.params) == {"W", "b_h", "b_v"}
+    assert result.params["W"].shape == (12, 4)
+    assert [r["update"] for r in result.metrics] == [1, 2, 3, 4]
+    losses = [r["loss"] for r in result.metrics]
+    assert losses[-1] < 0.7 * losses[0]
+    assert result.valid_error == result.metrics[-1]["valid_error"]
+    # the model's shared variables hold the result, so the user's graph is trained
+    np.testing.assert_array_equal(spec.params[0].get_value(), result.params["W"])
+    assert result.out is None
+
+
+def test_train_without_validation_keeps_files_when_asked(tmp_path):
+    X = binary_data(300)
+    result = dhf.train(autoencoder(), train=(X,), config=FAST, out=tmp_path / "run")
+    assert result.valid_error is None and result.updates == 4
+    assert (tmp_path / "run" / "metrics.jsonl").exists()
+    assert (tmp_path / "run" / "checkpoint.h5").exists()
+
+
+def test_same_inputs_same_result():
+    X = binary_data(300)
+    a = dhf.train(autoencoder(), train=X, config=FAST, comm=SerialComm())
+    b = dhf.train(autoencoder(), train=X, config=FAST, comm=SerialComm())
+    np.testing.assert_array_equal(a.params["W"], b.params["W"])
+
+
+@pytest.mark.parametrize("data, message", [
+    ((np.zeros((10, 12)), np.zeros((10, 12))), "the model takes 1 arrays (x), got 2"),
+    (np.zeros((10, 12, 1)), "train[0] (x): expected 2 dimensions, got shape (10, 12, 1)"),
+    (np.array([["a"] * 12] * 10), "expected numbers"),
+    (np.where(np.eye(10, 12) > 0, np.nan, 0.0), "train[0] (x) row 0 holds NaN or Inf"),
+])
+def test_bad_arrays_get_one_line_errors(data, message):
+    with pytest.raises(DataError) as err:
+        dhf.train(autoencoder(), train=data, config=FAST)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rows_must_agree():
+    x, y = pt.matrix("x"), pt.matrix("y")
+    W = pytensor.shared(np.zeros((2, 1)), name="W")
+    spec = dhf.ModelSpec(inputs=[x], targets=y, params=[W], output=pt.dot(x, W))
+    with pytest.raises(DataError, match="y has 5 rows but x has 6"):
+        dhf.train(spec, train=(np.zeros((6, 2)), np.zeros((5, 1))), config=FAST)
+
+
+def test_wrong_width_names_the_data():
+    with pytest.raises(DataError, match="the data does not fit the model"):
+        dhf.train(autoencoder(), train=np.zeros((300, 7)), config=FAST)
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ConfigError, match="optimizer.cg_max_iter; did you mean "
+                                          "optimizer.cg_max_iters"):
+        dhf.train(autoencoder(), train=binary_data(300),
+                  config={"optimizer": {"cg_max_iter": 3}})
+
+
+def test_spec_errors():
+    x = pt.matrix("x")
+    W = pytensor.shared(np.ones((3, 3)), name="W")
+    with pytest.raises(UserError, match=r"params\[0\].*is not a shared variable"):
+        dhf.ModelSpec(inputs=[x], targets=x, params=[pt.matrix("W")], output=x)
+    with pytest.raises(UserError, match="other than through the output s"):
+        dhf.ModelSpec(inputs=[x], targets=x, params=[W], output=pt.dot(x, W),
+                      loss=lambda s, y: pt.sum((s - y) ** 2, axis=1) + pt.sum(W ** 2))
+    with pytest.raises(UserError, match="error 'top5' is unknown"):
+        dhf.ModelSpec(inputs=[x], targets=x, params=[W], output=pt.dot(x, W), error="top5")
+
+
+def test_callable_loss_and_abs_error():
+    """A callable loss trains; the 'abs' error counts outputs beyond the tolerance."""
+    rng = np.random.default_rng(0)
+    x, y = pt.matrix("x"), pt.matrix("y")
+    W = pytensor.shared(np.zeros((3, 1)), name="W")
+    spec = dhf.ModelSpec(inputs=[x], targets=y, params=[W], output=pt.dot(x, W),
+                         loss=lambda s, t: pt.sum(pt.sqr(s - t), axis=1),
+                         error="abs", error_tolerance=0.05)
+    X = rng.normal(size=(300, 3))
+    Y = X @ np.array([[1.0], [-2.0], [0.5]])
+    # Curvature on the whole gradient batch and almost no damping: Newton's method on a
+    # quadratic, exact in one update.
+    config = {**FAST, "optimizer": {**FAST["optimizer"], "init_damping": 1e-8, "min_damping": 1e-9,
+                                    "curvature_batch": 120, "max_updates": 2}}
+    result = dhf.train(spec, train=(X, Y), valid=(X[:50], Y[:50]), config=config)
+    np.testing.assert_allclose(result.params["W"].ravel(), [1.0, -2.0, 0.5], atol=1e-6)
+    assert result.metrics[0]["rho"] == pytest.approx(1.0, abs=1e-6)
+    assert result.valid_error == 0.0
+    # at θ = 0 every row whose target is further than 0.05 from 0 is wrong
+    _, errors, count = dhf.Worker(spec, [X, Y]).loss_sum(np.zeros(3), np.arange(300))
+    assert (errors, count) == (np.sum(np.abs(Y) > 0.05), 300)
+
+
+@pytest.mark.mpi
+def test_ranks_train_to_the_serial_result(comm):
+    """Under mpiexec the unchanged call splits every batch over the ranks and returns
+    the one-process result on every rank."""
+    X = binary_data(300)
+    spread = dhf.train(autoencoder(), train=X, valid=X[:60], config=FAST, comm=comm)
+    alone = dhf.train(autoencoder(), train=X, valid=X[:60], config=FAST, comm=SerialComm())
+    close = all(np.allclose(spread.params[k], alone.params[k], rtol=1e-8, atol=1e-12)
+                for k in alone.params)
+    failures = comm.allreduce_sum(np.array([0.0 if close else 1.0]))[0]
+    assert failures == 0, f"rank {comm.rank}: {spread.metrics} vs {alone.metrics}"
