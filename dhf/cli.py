@@ -73,11 +73,19 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
         opt = config["optimizer"]
         progress = (CGProgress(opt["cg_max_iters"]) if opt["name"] == "hf" else
                     CGProgress(opt["sgd_steps"], desc="SGD", value="loss"))
+    limit = config["run"]["max_minutes"] * 60
+    deadline = time.monotonic() + limit
+
+    def out_of_time() -> bool:
+        return bool(limit) and time.monotonic() > deadline
+
     result = train(config, comm, out, resume=args.resume, on_cg_iter=progress,
-                   should_stop=lambda: bool(received))
-    if result["stopped"]:
+                   should_stop=lambda: bool(received) or out_of_time())
+    if result["stopped"] and not out_of_time():  # a signal: the scheduler wants us gone
         signum = received[0] if received else signal.SIGTERM
         return 128 + int(signum)
+    if result["stopped"]:
+        logger.info("run.max_minutes = %g reached", config["run"]["max_minutes"])
     if comm.rank == 0:
         print("result: updates={updates} train_loss={train_loss:.6g} valid_loss={vl} "
               "valid_error={ve} seconds={seconds:.1f}".format(

@@ -30,8 +30,18 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "path": ("", "HDF5 data set (from dhf-data) to train on instead of generating [task]"),
     },
     "model": {
-        "hidden": (100, "hidden units"),
-        "init_scale": (0.2, "weights start as init_scale * U(-1, 1)"),
+        "hidden": (100, "hidden units per layer"),
+        "layers": (1, "hidden layers"),
+        "cell": ("tanh", "recurrent cell: tanh or lstm"),
+        "nonlinearity": ("tanh", "feed-forward hidden units: tanh, logistic, relu, "
+                                 "softplus, linear"),
+        "init": ("uniform", "weight init: sparse, gaussian, uniform, orthogonal "
+                            "(see dhf.nets.init)"),
+        "init_scale": (0.2, "memorization: weights U(-s, s); other tasks: a gain on "
+                            "model.init's fan-in scale"),
+        "input_scale": (1.0, "multiplier on the input weights (Sutskever: 0.25)"),
+        "spectral_radius": (0.0, "rescale recurrent matrices to this (0: leave)"),
+        "code": (8, "digits_autoencoder: code units"),
     },
     "optimizer": {
         "name": ("hf", "optimiser: hf (Hessian-free) or sgd (the first-order baseline)"),
@@ -65,6 +75,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "stop_valid_error": (0.0, "stop once validation error <= this (-1: never)"),
         "patience": (0, "stop after this many updates without a better validation "
                         "error (0: never); best.h5 keeps the best parameters"),
+        "max_minutes": (0.0, "stop cleanly, with a checkpoint, after this many minutes "
+                             "of wall time (0: no limit); --resume continues"),
         "check_replicas_every": (10, "updates between checks that θ is equal on all ranks"),
     },
 }
@@ -72,6 +84,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
 _RANGES = {
     ("task", "T"): (1, None), ("task", "n_train"): (1, None), ("task", "n_valid"): (1, None),
     ("model", "hidden"): (1, None), ("model", "init_scale"): (0.0, None),
+    ("model", "layers"): (1, None), ("model", "input_scale"): (0.0, None),
+    ("model", "spectral_radius"): (0.0, None), ("model", "code"): (1, None),
     ("optimizer", "max_updates"): (0, None), ("optimizer", "gradient_batch"): (1, None),
     ("optimizer", "curvature_batch"): (1, None), ("optimizer", "backtrack_batch"): (1, None),
     ("optimizer", "cg_min_iters"): (0, None), ("optimizer", "cg_max_iters"): (1, None),
@@ -82,9 +96,12 @@ _RANGES = {
     ("optimizer", "clip_norm"): (0.0, None), ("optimizer", "sgd_batch"): (1, None),
     ("optimizer", "sgd_steps"): (1, None),
     ("run", "checkpoint_every"): (0, None), ("run", "valid_every"): (1, None),
-    ("run", "check_replicas_every"): (0, None), ("run", "patience"): (0, None),
+    ("run", "check_replicas_every"): (0, None), ("run", "max_minutes"): (0.0, None), ("run", "patience"): (0, None),
 }
 _CHOICES = {
+    ("model", "cell"): ("tanh", "lstm"),
+    ("model", "nonlinearity"): ("tanh", "logistic", "relu", "softplus", "linear"),
+    ("model", "init"): ("sparse", "gaussian", "uniform", "orthogonal"),
     ("optimizer", "name"): ("hf", "sgd"),
     ("run", "backend"): ("numba", "c", "jax", "default"),
     ("run", "dtype"): ("float64", "float32"),
@@ -98,14 +115,42 @@ def defaults() -> dict:
 
 def load(path: str | Path | None = None, overrides: list[str] = (),
          base: dict | None = None) -> dict:
-    """Defaults (or ``base``), then the TOML file at ``path``, then ``--set`` overrides."""
-    config = copy.deepcopy(base) if base is not None else defaults()
-    if path is not None:
-        merge(config, read_toml(path), source=str(path))
+    """Defaults (or ``base``), then the chosen task's recommended settings, then the TOML
+    file at ``path``, then ``--set`` overrides, in that order."""
+    values = read_toml(path) if path is not None else {}
+    if base is not None:
+        config = copy.deepcopy(base)
+    else:
+        config = defaults()
+        name = _task_name(values, overrides)
+        merge(config, _task_defaults(name), source=f"task {name!r} defaults")
+    merge(config, values, source=str(path))
     for item in overrides:
         apply_override(config, item)
     validate(config)
     return config
+
+
+def _task_name(values: dict, overrides) -> str:
+    """The task the file and overrides choose (a data file's own task if they name one)."""
+    probe = defaults()
+    merge(probe, values, source="config")
+    for item in overrides:
+        apply_override(probe, item)
+    if probe["data"]["path"]:
+        from dhf.dataset import file_task
+
+        try:
+            return file_task(probe["data"]["path"])[0]
+        except Exception:  # a bad file is reported, in one line, when it is loaded
+            return probe["task"]["name"]
+    return probe["task"]["name"]
+
+
+def _task_defaults(name: str) -> dict:
+    from dhf import tasks
+
+    return tasks.defaults(name)
 
 
 def read_toml(path: str | Path) -> dict:

@@ -128,3 +128,12 @@ def test_blas_threads_are_pinned_before_numpy_loads():
                if line.startswith("import time:") and "|" in line]
     assert modules.index("dhf.launcher") < modules.index("numpy")
     assert done.stdout.strip() == "1"
+
+
+def test_time_limit_checkpoints_and_exits_cleanly(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args("run.max_minutes=1e-6") + ["--out", str(out)]) == 0
+    assert "result: updates=0" in capsys.readouterr().out
+    assert (out / "checkpoint.h5").exists()
+    assert main(tiny_args() + ["--out", str(out), "--resume"]) == 0
+    assert [r["update"] for r in metrics(out)] == [1, 2, 3]
