@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dhf import model
+#: The global defaults of dhf.config are this task's settings (it is the default job).
+defaults: dict = {}
 
 
 def generate(params: dict, n: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -19,7 +20,17 @@ def generate(params: dict, n: int, rng: np.random.Generator) -> list[np.ndarray]
     return [x, x[:, 0, :].copy()]
 
 
-def build_model(config: dict) -> model.ModelSpec:
-    return model.rnn(1, config["model"]["hidden"], 1, loss="sigmoid_xent",
-                     output_steps="last", init_scale=config["model"]["init_scale"],
-                     seed=config["run"]["seed"], dtype=config["run"]["dtype"])
+def build_model(config: dict):
+    """theano-hf's net (one tanh layer, weights U(-init_scale, init_scale), explicit fast
+    Gv) unless ``[model]`` asks for another cell, depth or init."""
+    from dhf import model, nets
+
+    m, run = config["model"], config["run"]
+    if m["cell"] == "tanh" and m["layers"] == 1 and m["init"] == "uniform":
+        return model.rnn(1, m["hidden"], 1, loss="sigmoid_xent", output_steps="last",
+                         init_scale=m["init_scale"], seed=run["seed"], dtype=run["dtype"])
+    return nets.recurrent(1, [m["hidden"]] * m["layers"], 1, cell=m["cell"],
+                          output_steps="last", loss="sigmoid_xent", init=m["init"],
+                          init_scale=m["init_scale"], input_scale=m["input_scale"],
+                          spectral_radius=m["spectral_radius"] or None, seed=run["seed"],
+                          dtype=run["dtype"])
