@@ -28,7 +28,7 @@ import numpy as np
 from dhf import cg, damping, linesearch
 from dhf.comm import Communicator
 from dhf.curvature import martens_preconditioner
-from dhf.data import BatchSampler, local, shard_bounds
+from dhf.data import BatchSampler, shard_bounds
 from dhf.worker import Worker
 
 
@@ -119,7 +119,7 @@ class HFOptimizer:
         return HFState(theta, self.config.init_damping, np.zeros_like(theta))
 
     def _local(self, rows: np.ndarray) -> np.ndarray:
-        return local(rows, self.comm.rank, self.comm.size)
+        return self.worker.shard(rows, self.comm.rank, self.comm.size)
 
     def mean_loss(self, theta: np.ndarray, rows_local: np.ndarray) -> float:
         """Global mean loss at ``theta`` over the union of every rank's ``rows_local``."""

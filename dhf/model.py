@@ -54,6 +54,12 @@ class ModelSpec:
         (sign for sigmoid, argmax for softmax, none for squared error).  An example is
         wrong when any of its (unmasked) output vectors is.
     error_tolerance : the ``"abs"`` error's tolerance.
+    trim_padding : the model reads its ``(N, T, ...)`` data step by step and its loss
+        only at steps the ``(N, T)`` mask keeps, so steps after a row's last kept one are
+        padding that changes nothing; the worker may then drop them (it sorts rows by
+        length and cuts each chunk to its longest row).  :func:`dhf.nets.recurrent` sets
+        it; leave it False for a model that reads its sequences backwards or at the last
+        step.
     gauss_newton : optional explicit builder ``(spec, tangents, structural_weight) ->
         [Gv per parameter]`` that a built-in model provides as a faster equivalent of the
         generic pushforward/pullback product.
@@ -68,6 +74,7 @@ class ModelSpec:
     hidden: Sequence[tuple] = field(default_factory=tuple)
     error: str | Callable | None = None
     error_tolerance: float = 0.0
+    trim_padding: bool = False
     gauss_newton: Callable | None = None
 
     def __post_init__(self):
@@ -86,6 +93,8 @@ class ModelSpec:
         names = [p.name or f"param{i}" for i, p in enumerate(self.params)]
         if len(set(names)) != len(names):
             raise UserError(f"parameter names must be unique, got {names}")
+        if self.trim_padding and (self.mask is None or self.mask.ndim != 2):
+            raise UserError("trim_padding needs an (N, T) mask saying which steps count")
         self._check_split()
 
     @property

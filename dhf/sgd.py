@@ -29,7 +29,7 @@ import numpy as np
 
 from dhf.comm import Communicator
 from dhf.coordinator import StopRequested, evaluate
-from dhf.data import local, minibatch
+from dhf.data import minibatch
 from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class SGDOptimizer:
 
     def gradient(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, float]:
         """Global mean gradient and loss over ``rows`` (global indices)."""
-        mine = local(rows, self.comm.rank, self.comm.size)
+        mine = self.worker.shard(rows, self.comm.rank, self.comm.size)
         buf = np.append(self.worker.grad_sum(theta, mine), float(self.should_stop()))
         buf = self.comm.allreduce_sum(buf)
         if buf[-1] > 0:

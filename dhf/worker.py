@@ -22,6 +22,7 @@ from pytensor.gradient import grad
 
 from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
+from dhf.data import local
 from dhf.dataset import ArraySource
 from dhf.errors import DataError
 from dhf.layout import ParamLayout
@@ -60,6 +61,7 @@ class Worker:
         self.chunk_rows = int(chunk_rows)
         self.explicit_gv = explicit_gv and spec.gauss_newton is not None
         self._cache: list[np.ndarray] | None = None
+        self.lengths = _row_lengths(self.source, spec) if spec.trim_padding else None
         t0 = time.perf_counter()
         self._compile()
         self.compile_seconds = time.perf_counter() - t0
@@ -116,11 +118,31 @@ class Worker:
 
     def _chunks(self, rows):
         """Row data in chunks of at most ``chunk_rows``: bounded memory for any batch, and
-        state arrays small enough to stay in cache and in the malloc heap."""
+        state arrays small enough to stay in cache and in the malloc heap.
+
+        With ``spec.trim_padding`` the rows go shortest first and each chunk is cut to
+        its longest row, so padded steps cost nothing.
+        """
         rows = np.asarray(rows, dtype=np.int64)
+        if self.lengths is not None:
+            rows = rows[np.argsort(self.lengths[rows], kind="stable")]
         for start in range(0, len(rows), self.chunk_rows):
             chunk = rows[start:start + self.chunk_rows]
-            yield self._read(chunk)
+            data = self._read(chunk)
+            if self.lengths is not None and len(chunk):
+                steps = int(self.lengths[chunk].max())
+                data = [a[:, :steps] if a.ndim >= 2 and v.ndim >= 2 else a
+                        for a, v in zip(data, self.spec.data_vars)]
+            yield data
+
+    def shard(self, rows: np.ndarray, rank: int, size: int) -> np.ndarray:
+        """Rank ``rank``'s share of the global ``rows``: a contiguous slice, or, with
+        padding trimmed, every ``size``-th row by length, so that every rank gets as many
+        steps to compute as the others and they reach each Allreduce together."""
+        rows = np.asarray(rows)
+        if self.lengths is None:
+            return local(rows, rank, size)
+        return rows[np.argsort(self.lengths[rows], kind="stable")][rank::size]
 
     # -- sums ----------------------------------------------------------------------
     def loss_sum(self, theta: np.ndarray, rows) -> np.ndarray:
@@ -184,6 +206,19 @@ class Worker:
             g = self._grad_fn(*self._read([row]))[:self.layout.size]
             total += np.square(g)
         return total
+
+
+def _row_lengths(source, spec: ModelSpec, block: int = 4096) -> np.ndarray:
+    """Each row's length: one past its last step the ``(N, T)`` mask keeps (read once, a
+    block of rows at a time)."""
+    where = spec.data_vars.index(spec.mask)
+    lengths = np.zeros(source.n_rows, dtype=np.int64)
+    for lo in range(0, source.n_rows, block):
+        mask = np.asarray(source.read(np.arange(lo, min(lo + block, source.n_rows)))[where])
+        kept = mask != 0
+        lengths[lo:lo + len(mask)] = np.where(
+            kept.any(axis=1), mask.shape[1] - np.argmax(kept[:, ::-1], axis=1), 0)
+    return lengths
 
 
 def _flat(variables) -> pt.TensorVariable:

@@ -267,3 +267,52 @@ def test_unknown_loss_and_duplicate_names_are_rejected():
     twin = pytensor.shared(np.zeros(2), name="c")
     with pytest.raises(UserError, match="unique"):
         ModelSpec(inputs=[x], targets=y, params=[W, c, twin], output=s + twin)
+
+
+# -- padding: variable-length sequences --------------------------------------------------
+def padded_problem(n=37, max_t=9, seed=0):
+    """A masked tanh RNN on sequences of random lengths, padded to ``max_t`` with garbage
+    (which masked steps must ignore)."""
+    import dataclasses
+
+    from dhf import nets
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, max_t + 1, n)
+    x = rng.normal(size=(n, max_t, 2))
+    y = rng.normal(size=(n, max_t, 1))
+    mask = (np.arange(max_t) < lengths[:, None]).astype(float)
+    mask[:, 0] = 0.0  # targets need not start at the first step
+    spec = nets.recurrent(2, [4], 1, mask=True, seed=1)
+    untrimmed = dataclasses.replace(spec, trim_padding=False)
+    return spec, untrimmed, [x, y, mask], lengths
+
+
+def test_trimmed_padding_gives_the_same_sums():
+    spec, untrimmed, data, lengths = padded_problem()
+    trimmed, full = Worker(spec, data, chunk_rows=8), Worker(untrimmed, data, chunk_rows=8)
+    np.testing.assert_array_equal(trimmed.lengths, lengths)
+    theta = trimmed.layout.flatten([p.get_value() for p in spec.params])
+    rows = np.arange(0, 37, 2)
+    np.testing.assert_allclose(trimmed.loss_sum(theta, rows), full.loss_sum(theta, rows),
+                               rtol=1e-12)
+    np.testing.assert_allclose(trimmed.grad_sum(theta, rows), full.grad_sum(theta, rows),
+                               rtol=1e-11, atol=1e-13)
+    v = np.random.default_rng(3).normal(size=theta.size)
+    for w in (trimmed, full):
+        w.prepare_curvature(theta, rows)
+    np.testing.assert_allclose(trimmed.gv_sum(v, 0.3), full.gv_sum(v, 0.3),
+                               rtol=1e-11, atol=1e-13)
+    # the chunks really are cut: shortest rows first, each chunk to its longest row
+    steps = [a[0].shape[1] for a in trimmed._chunks(rows)]
+    assert steps == sorted(steps) and steps[0] < 9
+
+
+def test_length_balanced_shards_partition_the_batch():
+    spec, _, data, lengths = padded_problem(n=200, max_t=30)
+    worker = Worker(spec, data)
+    rows = np.arange(0, 200, 3)
+    shards = [worker.shard(rows, r, 4) for r in range(4)]
+    assert sorted(np.concatenate(shards).tolist()) == rows.tolist()
+    work = [lengths[s].sum() for s in shards]
+    assert max(work) - min(work) <= 30  # at most one longest row apart

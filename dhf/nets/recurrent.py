@@ -131,7 +131,7 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
         s = (pt.dot(h, W_out) + b_out).dimshuffle(1, 0, 2)
         y = pt.tensor3("y", dtype=dtype)
     return ModelSpec(inputs=[x], targets=y, params=params, output=s, loss=loss, mask=m,
-                     hidden=structural)
+                     hidden=structural, trim_padding=mask)
 
 
 # -- layers ---------------------------------------------------------------------------------
