@@ -76,15 +76,19 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     limit = config["run"]["max_minutes"] * 60
     deadline = time.monotonic() + limit
 
-    def out_of_time() -> bool:
+    def out_of_time() -> bool:  # each rank's own clock; the stop flag is allreduced
         return bool(limit) and time.monotonic() > deadline
 
     result = train(config, comm, out, resume=args.resume, on_cg_iter=progress,
                    should_stop=lambda: bool(received) or out_of_time())
-    if result["stopped"] and not out_of_time():  # a signal: the scheduler wants us gone
-        signum = received[0] if received else signal.SIGTERM
-        return 128 + int(signum)
     if result["stopped"]:
+        # Ranks agree on why: any signal anywhere means the scheduler wants the job gone
+        # (exit 128 + signal); otherwise the time limit ended a run that is fine (exit 0).
+        import numpy as np
+
+        signalled = comm.allreduce_sum(np.array([float(bool(received))]))[0] > 0
+        if signalled:
+            return 128 + int(received[0] if received else signal.SIGTERM)
         logger.info("run.max_minutes = %g reached", config["run"]["max_minutes"])
     if comm.rank == 0:
         print("result: updates={updates} train_loss={train_loss:.6g} valid_loss={vl} "

@@ -137,3 +137,12 @@ def test_time_limit_checkpoints_and_exits_cleanly(tmp_path, capsys):
     assert (out / "checkpoint.h5").exists()
     assert main(tiny_args() + ["--out", str(out), "--resume"]) == 0
     assert [r["update"] for r in metrics(out)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_time_limit_at_two_ranks_exits_zero_on_every_rank(tmp_path):
+    """The ranks' clocks start apart; they still agree that the limit, not a signal,
+    ended the run."""
+    done = run_mpi(2, tiny_args("run.max_minutes=0.002") + ["--out", str(tmp_path / "r")])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "result: updates=" in done.stdout
