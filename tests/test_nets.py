@@ -106,6 +106,22 @@ def _lstm_masked(rng):
     return spec, padded(rng, [3, 4, 1, 2], 2, 2, "squared_error")
 
 
+def _rnn_one_layer_masked(rng):
+    """One tanh layer: the explicit Gv recurrences of dhf.curvature.recurrent."""
+    spec = recurrent(2, [3], 2, mask=True, loss="sigmoid_xent", init="orthogonal",
+                     init_scale=0.9)
+    assert spec.gauss_newton is not None
+    return spec, padded(rng, [4, 2, 3, 1], 2, 2, "sigmoid_xent")
+
+
+def _rnn_one_layer_masked_generic(rng):
+    """The same through the generic pushforward/pullback product."""
+    import dataclasses
+
+    spec, data = _rnn_one_layer_masked(rng)
+    return dataclasses.replace(spec, gauss_newton=None), data
+
+
 CASES = {
     "ff-connectivity-relu-softmax": _ff_connectivity,
     "ff-softplus-logistic": _ff_logistic,
@@ -113,9 +129,12 @@ CASES = {
     "rnn-tanh-stack": _rnn_stack,
     "lstm-last": _lstm_last,
     "rnn-tanh-masked": _rnn_masked,
+    "rnn-1layer-masked-explicit": _rnn_one_layer_masked,
+    "rnn-1layer-masked-generic": _rnn_one_layer_masked_generic,
     "lstm-masked": _lstm_masked,
 }
-MASKED = ["rnn-tanh-masked", "lstm-masked"]
+MASKED = ["rnn-tanh-masked", "rnn-1layer-masked-explicit", "rnn-1layer-masked-generic",
+          "lstm-masked"]
 
 
 class Case:

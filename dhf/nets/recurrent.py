@@ -42,12 +42,14 @@ so masked steps contribute nothing to the loss, the gradient or Gv.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
+from dhf.curvature.recurrent import tanh_rnn_gauss_newton
 from dhf.errors import UserError
 from dhf.model import ModelSpec
 from dhf.nets import init as inits
@@ -130,8 +132,16 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
     else:
         s = (pt.dot(h, W_out) + b_out).dimshuffle(1, 0, 2)
         y = pt.tensor3("y", dtype=dtype)
+    explicit = None
+    if cell == "tanh" and len(hidden) == 1 and 0 in rec:
+        # One tanh RNN layer: dhf.model.rnn's structure, so its explicit Gv recurrences
+        # (the fast path, masks included) apply.
+        W_rec, h0 = params[1], params[3]
+        parts = dict(x=x, h=h, h_init=pt.alloc(h0, x.shape[0], hidden[0]), W_rec=W_rec,
+                     W_out=W_out, output_steps=output_steps)
+        explicit = functools.partial(tanh_rnn_gauss_newton, parts)
     return ModelSpec(inputs=[x], targets=y, params=params, output=s, loss=loss, mask=m,
-                     hidden=structural, trim_padding=mask)
+                     hidden=structural, trim_padding=mask, gauss_newton=explicit)
 
 
 # -- layers ---------------------------------------------------------------------------------
