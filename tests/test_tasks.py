@@ -103,3 +103,23 @@ def test_digits_splits_are_disjoint_and_complete():
     assert len(parts["valid"][0]) == len(parts["test"][0]) == 200
     x_all = np.concatenate([p[0] for p in parts.values()])
     assert len(np.unique(x_all, axis=0)) == len(np.unique(pixels, axis=0))
+
+
+def test_plant_follows_its_dynamics():
+    """With a constant control u = (0, c), the net's output is the plant's state after T
+    steps of p += 0.2 v, v += c tanh(p) (hessianfree demos.plant), iterated in numpy."""
+    import pytensor
+
+    from dhf.tasks import plant
+
+    cfg = small("plant", "task.T=7")
+    spec = plant.build_model(cfg)
+    params = {p.name: p for p in spec.params}
+    params["W_out"].set_value(np.zeros_like(params["W_out"].get_value()))
+    params["b_out"].set_value(np.array([5.0, 0.3]))
+    z0, _ = plant.generate(cfg["task"], 6, np.random.default_rng(1))
+    final = pytensor.function(spec.inputs, spec.output)(z0)
+    p, v = z0[:, 0].copy(), z0[:, 1].copy()
+    for _ in range(7):
+        p, v = p + 0.2 * v, v + 0.3 * np.tanh(p)
+    np.testing.assert_allclose(final, np.column_stack([p, v]), rtol=1e-12)

@@ -14,7 +14,7 @@ temporal_order_2bit, _3bit,             long-range problems, as Sutskever's rele
 random_permutation,                     code defines them (:mod:`dhf.tasks.pathological`)
 noiseless_memorization_5bit, _20bit
 ff_xor, ff_xor_xent, integrator,        the ``hessianfree`` package's demos
-adding                                  (:mod:`dhf.tasks.demos`)
+adding, plant                           (:mod:`dhf.tasks.demos`, :mod:`dhf.tasks.plant`)
 digits, digits_autoencoder              scikit-learn's handwritten digits
 ======================================  =================================================
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from dhf.errors import ConfigError
-from dhf.tasks import demos, digits, memorization, pathological
+from dhf.tasks import demos, digits, memorization, pathological, plant
 from dhf.tasks.problem import ProblemTask
 
 #: Martens & Sutskever's settings (reference/distributed_anchors.md §2.2, Sutskever's
@@ -90,6 +90,7 @@ TASKS = {
     "memorization": memorization,
     **{name: _pathological(p) for name, p in pathological.PROBLEMS.items()},
     **{name: ProblemTask(p, _DEMOS[name]) for name, p in demos.PROBLEMS.items()},
+    "plant": plant,
     "digits": digits.DigitsTask("digits", False, _DIGITS,
                                 "classify 8x8 handwritten digits (scikit-learn)"),
     "digits_autoencoder": digits.DigitsTask(
