@@ -76,6 +76,22 @@ def test_sbatch_trains_on_two_ranks(cluster):
     assert len(result) == 1 and result[0].startswith("result: updates=3 "), report
 
 
+def submit_and_wait_for_training(cluster, name, runs, args):
+    """Submit a 2-task job and wait until its first update is in metrics.jsonl."""
+    job = cluster.submit(SBATCH, *args, env=job_env(runs),
+                         sbatch_args=["--ntasks-per-node=2", f"--job-name={name}",
+                                      f"--output={cluster.root}/jobs/%x-%j.out"],
+                         cwd=cluster.root)
+    run = runs / f"{name}-{job}"
+    t0 = time.monotonic()
+    while len(updates(run)) < 1:
+        state = cluster.job(job).get("JobState")
+        assert state in ("PENDING", "RUNNING"), f"job {state} early\n" + cluster.report(job)
+        assert time.monotonic() - t0 < 120, "no training progress\n" + cluster.report(job)
+        time.sleep(0.1)
+    return job, run
+
+
 @pytest.mark.slurm
 def test_stop_signal_checkpoints_requeues_and_resumes(cluster):
     """What Slurm does before the time limit (--signal=B:TERM@120): SIGTERM to the batch
@@ -83,17 +99,7 @@ def test_stop_signal_checkpoints_requeues_and_resumes(cluster):
     runs = cluster.root / "runs-2"
     n = 50
     args = tiny_args(f"optimizer.max_updates={n}", "task.T=12", "optimizer.cg_max_iters=60")
-    job = cluster.submit(SBATCH, *args, env=job_env(runs),
-                         sbatch_args=["--ntasks-per-node=2", "--job-name=stop",
-                                      f"--output={cluster.root}/jobs/%x-%j.out"],
-                         cwd=cluster.root)
-    run = runs / f"stop-{job}"
-    t0 = time.monotonic()
-    while len(updates(run)) < 1:
-        state = cluster.job(job).get("JobState")
-        assert state in ("PENDING", "RUNNING"), f"job {state} early\n" + cluster.report(job)
-        assert time.monotonic() - t0 < 120, "no training progress\n" + cluster.report(job)
-        time.sleep(0.1)
+    job, run = submit_and_wait_for_training(cluster, "stop", runs, args)
     cluster.client("scancel", "--batch", "--signal=TERM", job)
     info = cluster.wait(job, timeout=150)
     report = cluster.report(job)
@@ -110,17 +116,7 @@ def test_stop_signal_checkpoints_requeues_and_resumes(cluster):
 def test_scancel_is_not_undone_by_a_requeue(cluster):
     runs = cluster.root / "runs-3"
     args = tiny_args("optimizer.max_updates=400", "task.T=12", "optimizer.cg_max_iters=60")
-    job = cluster.submit(SBATCH, *args, env=job_env(runs),
-                         sbatch_args=["--ntasks-per-node=2", "--job-name=cancel",
-                                      f"--output={cluster.root}/jobs/%x-%j.out"],
-                         cwd=cluster.root)
-    run = runs / f"cancel-{job}"
-    t0 = time.monotonic()
-    while len(updates(run)) < 1:
-        state = cluster.job(job).get("JobState")
-        assert state in ("PENDING", "RUNNING"), f"job {state} early\n" + cluster.report(job)
-        assert time.monotonic() - t0 < 120, "no training progress\n" + cluster.report(job)
-        time.sleep(0.1)
+    job, run = submit_and_wait_for_training(cluster, "cancel", runs, args)
     cluster.client("scancel", job)
     info = cluster.wait(job, timeout=60)
     time.sleep(2)  # a wrongful requeue would show by now
