@@ -16,7 +16,9 @@ import pytensor.tensor as pt
 from sklearn.datasets import load_digits
 
 import dhf
+from dhf.comm import get_comm
 
+comm = get_comm()  # MPI under mpirun, else one process: the script is the same
 n_updates = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 X = (load_digits().data > 8).astype(float)  # 1797 × 64 binary pixels
 X_train, X_valid = X[:1500], X[1500:]
@@ -39,15 +41,13 @@ result = dhf.train(spec, train=X_train, valid=X_valid, config={
     "optimizer": {"max_updates": n_updates, "gradient_batch": 1000, "curvature_batch": 200,
                   "backtrack_batch": 300, "init_damping": 1.0},
     "run": {"stop_valid_error": -1.0},  # no early stop: train all updates
-})
+}, comm=comm)
 
-first, last = result.metrics[0]["loss"], result.metrics[-1]["loss"]
-print(f"cross-entropy per image: {first:.2f} -> {last:.2f} in {result.updates} updates")
-
-# Export: portable files, parameters by name (W is stored once; it is tied).
-from dhf.comm import get_comm  # noqa: E402
-
-if get_comm().rank == 0:
+# Every rank holds the same result; rank 0 reports and exports it.
+if comm.rank == 0:
+    first, last = result.metrics[0]["loss"], result.metrics[-1]["loss"]
+    print(f"cross-entropy per image: {first:.2f} -> {last:.2f} in {result.updates} updates")
+    # Portable files, parameters by name (W is stored once; it is tied).
     np.savez("autoencoder.npz", **result.params)
     with open("autoencoder.json", "w") as f:
         json.dump({name: value.tolist() for name, value in result.params.items()}, f)
