@@ -122,7 +122,7 @@ def load(path: str | Path | None = None, overrides: list[str] = (),
         config = copy.deepcopy(base)
     else:
         config = defaults()
-        name = _task_name(values, overrides)
+        name = _task_name(values, overrides, str(path))
         merge(config, _task_defaults(name), source=f"task {name!r} defaults")
     merge(config, values, source=str(path))
     for item in overrides:
@@ -131,10 +131,10 @@ def load(path: str | Path | None = None, overrides: list[str] = (),
     return config
 
 
-def _task_name(values: dict, overrides) -> str:
+def _task_name(values: dict, overrides, source: str) -> str:
     """The task the file and overrides choose (a data file's own task if they name one)."""
     probe = defaults()
-    merge(probe, values, source="config")
+    merge(probe, values, source=source)
     for item in overrides:
         apply_override(probe, item)
     if probe["data"]["path"]:

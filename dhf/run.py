@@ -59,7 +59,7 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     opt_cfg = config["optimizer"]
     optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
-    _check_fit(worker, theta0, config)
+    _check_fit(worker, theta0, config, own_data=data is not None)
     state = optimizer.init(theta0)
     config_toml = to_toml(config)
     best = {"theta": state.theta, "error": math.inf, "update": 0}
@@ -167,12 +167,13 @@ def _close(progress) -> None:
         close()
 
 
-def _check_fit(worker: Worker, theta: np.ndarray, config: dict) -> None:
+def _check_fit(worker: Worker, theta: np.ndarray, config: dict, own_data: bool) -> None:
     """Evaluate one row so that data of the wrong shape fails here, in one line."""
     try:
         worker.loss_sum(theta, np.array([0]))
     except (ValueError, IndexError, TypeError, AssertionError) as err:
-        source = config["data"]["path"] or f"task {config['task']['name']}"
+        source = ("train" if own_data else
+                  config["data"]["path"] or f"task {config['task']['name']}")
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{source}: the data does not fit the model ({first})") from None
 
@@ -182,7 +183,7 @@ def _stop_reason(run_cfg: dict, update: int, valid_error, best: dict) -> str | N
     if valid_error is not None and valid_error <= run_cfg["stop_valid_error"]:
         return f"solved: validation error {valid_error:.3g} <= {run_cfg['stop_valid_error']:.3g}"
     patience = run_cfg["patience"]
-    if patience and update - best["update"] >= patience:
+    if patience and valid_error is not None and update - best["update"] >= patience:
         return (f"early stopping: no better validation error in {patience} updates "
                 f"(best {best['error']:.3g} at update {best['update']})")
     return None

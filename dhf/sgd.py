@@ -76,8 +76,6 @@ class SGDOptimizer:
 
     def __init__(self, worker: Worker, comm: Communicator, config: SGDConfig,
                  n_rows: int, seed: int, should_stop: Callable[[], bool] | None = None):
-        if config.sgd_batch > n_rows:
-            raise ValueError(f"cannot draw {config.sgd_batch} rows from {n_rows}")
         self.worker, self.comm, self.config = worker, comm, config
         self.n_rows, self.seed = n_rows, seed
         self.should_stop = should_stop or (lambda: False)

@@ -49,3 +49,11 @@ def test_toml_syntax_error_names_file_and_line(tmp_path):
 def test_missing_file():
     with pytest.raises(ConfigError, match="nope.toml: config file not found"):
         config.load("nope.toml")
+
+
+def test_an_unknown_key_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[model]\nhiden = 3\n")
+    with pytest.raises(ConfigError, match=f"^{path}: unknown key model.hiden; did you mean "
+                                          "model.hidden"):
+        config.load(path)

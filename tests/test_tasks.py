@@ -123,3 +123,14 @@ def test_plant_follows_its_dynamics():
     for _ in range(7):
         p, v = p + 0.2 * v, v + 0.3 * np.tanh(p)
     np.testing.assert_allclose(final, np.column_stack([p, v]), rtol=1e-12)
+
+
+def test_memorization_takes_the_general_net_when_asked_for_its_options():
+    """The fast theano-hf net has no input scale or spectral radius: asking for them
+    builds the general one, which honours them."""
+    fast = tasks.get("memorization").build_model(small("memorization"))
+    general = tasks.get("memorization").build_model(small("memorization",
+                                                          "model.spectral_radius=1.1"))
+    assert [p.name for p in fast.params][:2] == ["W_in", "W_rec"]
+    W_rec = {p.name: p for p in general.params}["W_rec_0"].get_value()
+    assert np.max(np.abs(np.linalg.eigvals(W_rec))) == pytest.approx(1.1)

@@ -26,7 +26,8 @@ def build_model(config: dict):
     from dhf import model, nets
 
     m, run = config["model"], config["run"]
-    if m["cell"] == "tanh" and m["layers"] == 1 and m["init"] == "uniform":
+    if (m["cell"] == "tanh" and m["layers"] == 1 and m["init"] == "uniform"
+            and m["input_scale"] == 1.0 and not m["spectral_radius"]):
         return model.rnn(1, m["hidden"], 1, loss="sigmoid_xent", output_steps="last",
                          init_scale=m["init_scale"], seed=run["seed"], dtype=run["dtype"])
     return nets.recurrent(1, [m["hidden"]] * m["layers"], 1, cell=m["cell"],
