@@ -36,8 +36,10 @@ class ArraySource:
         self.arrays = list(arrays)
         self.n_rows = len(self.arrays[0])
 
-    def read(self, rows: np.ndarray) -> list[np.ndarray]:
-        return [a[rows] for a in self.arrays]
+    def read(self, rows: np.ndarray, fields: Sequence[int] | None = None) -> list[np.ndarray]:
+        """The arrays' ``rows`` (only the arrays at positions ``fields``, if given)."""
+        arrays = self.arrays if fields is None else [self.arrays[i] for i in fields]
+        return [a[rows] for a in arrays]
 
 
 class H5Source:
@@ -66,8 +68,10 @@ class H5Source:
                 raise DataError(f"{self.path}: {d.name} has {len(d)} rows but "
                                 f"{self.datasets[0].name} has {self.n_rows}")
 
-    def read(self, rows: np.ndarray) -> list[np.ndarray]:
-        return self._read(self.datasets, np.asarray(rows, dtype=np.int64))
+    def read(self, rows: np.ndarray, fields: Sequence[int] | None = None) -> list[np.ndarray]:
+        """The datasets' ``rows`` (only the datasets at positions ``fields``, if given)."""
+        datasets = self.datasets if fields is None else [self.datasets[i] for i in fields]
+        return self._read(datasets, np.asarray(rows, dtype=np.int64))
 
     def first_nonfinite_row(self, lo: int, hi: int, chunk: int = 4096) -> dict[str, int]:
         """``{dataset name: first row in [lo, hi) holding NaN or Inf}`` (absent if none)."""
@@ -103,13 +107,13 @@ class StackedSource:
         self.offsets = np.cumsum([0] + [s.n_rows for s in self.sources])
         self.n_rows = int(self.offsets[-1])
 
-    def read(self, rows: np.ndarray) -> list[np.ndarray]:
+    def read(self, rows: np.ndarray, fields: Sequence[int] | None = None) -> list[np.ndarray]:
         rows = np.asarray(rows, dtype=np.int64)
         parts = []
         for src, lo, hi in zip(self.sources, self.offsets[:-1], self.offsets[1:]):
             mine = rows[(rows >= lo) & (rows < hi)] - lo
             if len(mine) or not parts:
-                parts.append(src.read(mine))
+                parts.append(src.read(mine, fields))
         return [np.concatenate(cols) for cols in zip(*parts)] if len(parts) > 1 else parts[0]
 
 

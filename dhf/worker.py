@@ -209,12 +209,13 @@ class Worker:
 
 
 def _row_lengths(source, spec: ModelSpec, block: int = 4096) -> np.ndarray:
-    """Each row's length: one past its last step the ``(N, T)`` mask keeps (read once, a
-    block of rows at a time)."""
+    """Each row's length: one past its last step the ``(N, T)`` mask keeps (the mask alone
+    is read, once, a block of rows at a time)."""
     where = spec.data_vars.index(spec.mask)
     lengths = np.zeros(source.n_rows, dtype=np.int64)
     for lo in range(0, source.n_rows, block):
-        mask = np.asarray(source.read(np.arange(lo, min(lo + block, source.n_rows)))[where])
+        rows = np.arange(lo, min(lo + block, source.n_rows))
+        mask = np.asarray(source.read(rows, fields=[where])[0])
         kept = mask != 0
         lengths[lo:lo + len(mask)] = np.where(
             kept.any(axis=1), mask.shape[1] - np.argmax(kept[:, ::-1], axis=1), 0)

@@ -316,3 +316,15 @@ def test_length_balanced_shards_partition_the_batch():
     assert sorted(np.concatenate(shards).tolist()) == rows.tolist()
     work = [lengths[s].sum() for s in shards]
     assert max(work) - min(work) <= 30  # at most one longest row apart
+
+
+def test_lengths_are_read_from_the_mask_of_an_hdf5_file(tmp_path):
+    from dhf import dataset
+
+    spec, _, data, lengths = padded_problem()
+    dataset.write(tmp_path / "d.h5", {"train": [a[:30] for a in data],
+                                      "valid": [a[30:] for a in data]},
+                  task="addition", task_params={}, seed=0)
+    source = dataset.StackedSource([dataset.H5Source(tmp_path / "d.h5", "train"),
+                                    dataset.H5Source(tmp_path / "d.h5", "valid")])
+    np.testing.assert_array_equal(Worker(spec, source).lengths, lengths)
