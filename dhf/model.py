@@ -20,14 +20,14 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.replace import clone_replace
 from pytensor.graph.traversal import ancestors
 
-from dhf import losses
+from dhf import activations, losses
 from dhf.curvature.recurrent import tanh_rnn_gauss_newton
 from dhf.errors import UserError
 
 #: Diagonal Hessian, in the pre-activation ``a``, of the matching loss of each hidden
 #: nonlinearity: what structural damping penalises (Martens & Sutskever 2011, §3.2).
 HIDDEN_CURVATURE: dict[str, Callable] = {
-    "tanh": lambda a: 1.0 - pt.sqr(pt.tanh(a)),
+    "tanh": lambda a: 1.0 - pt.sqr(activations.tanh(a)),
     "logistic": lambda a: pt.sigmoid(a) * (1.0 - pt.sigmoid(a)),
     "linear": lambda a: pt.ones_like(a),
 }
@@ -187,7 +187,7 @@ def rnn(n_in: int, n_hidden: int, n_out: int, *, loss: str = "sigmoid_xent",
 
     def step(xp_t, h_prev):
         a_t = xp_t + pt.dot(h_prev, W_rec)
-        return a_t, pt.tanh(a_t)
+        return a_t, activations.tanh(a_t)
 
     h_init = pt.alloc(h0, x.shape[0], n_hidden)
     (a, h), _ = pytensor.scan(step, sequences=x_proj, outputs_info=[None, h_init],

@@ -50,7 +50,7 @@ class Worker:
 
     def __init__(self, spec: ModelSpec, data, *, mode=None,
                  cache_forward: bool = True, explicit_gv: bool = True,
-                 chunk_rows: int = 256):
+                 chunk_rows: int = 64):
         self.spec = spec
         self.source = data if hasattr(data, "read") else ArraySource(data)
         self.layout = ParamLayout(spec.param_names,

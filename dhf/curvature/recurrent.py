@@ -43,7 +43,7 @@ def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -
     d = 1.0 - pt.sqr(h)  # tanh'(a_t)
 
     # R-forward: tangent products batched over all steps; one GEMM per step in the loop.
-    drive = pt.dot(x_t, V_in) + pt.dot(h_prev, V_rec) + V_b
+    drive = pt.dot(h_prev, V_rec) + (pt.dot(x, V_in) + V_b).dimshuffle(1, 0, 2)
 
     def r_step(drive_t, d_t, Rh_prev):
         Ra_t = drive_t + pt.dot(Rh_prev, W_rec)
@@ -59,29 +59,31 @@ def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -
     loss = pt.sum(spec.example_losses())
     u = _hessian_product(loss, spec.output, Rs)  # H_L R s, same shape as s
 
-    # Backward: the output cotangent on h, then one GEMM per step with W_recᵀ.
+    # Backward: the output cotangent on h, then one GEMM per step with W_recᵀ.  Read out
+    # at the last step only, the cotangent enters as the recurrence's initial value.
     if last:
         g_W_out, g_b_out = pt.dot(h[-1].T, u), pt.sum(u, axis=0)
-        dh_out = pt.zeros_like(h)
-        dh_out = pt.set_subtensor(dh_out[-1], pt.dot(u, W_out.T))
+        dh_last = pt.dot(u, W_out.T)
+        dh_out = None
     else:
         u_t = u.dimshuffle(1, 0, 2)
         g_W_out = pt.tensordot(h, u_t, axes=[[0, 1], [0, 1]])
         g_b_out = pt.sum(u_t, axis=(0, 1))
+        dh_last = pt.zeros_like(h[0])
         dh_out = pt.dot(u_t, W_out.T)
     if structural_weight is not None:
         mask = spec.hidden[0][2]  # per-step weights of the damping term, or None
         damping_term = structural_weight * Ra * (mask if mask is not None else 1.0)
-        direct = d * (dh_out + damping_term)
+        direct = d * (damping_term if dh_out is None else dh_out + damping_term)
     else:
-        direct = d * dh_out
+        direct = d * (dh_out if dh_out is not None else pt.zeros_like(h))
 
     def b_step(direct_t, d_t, dh_next):
         da_t = direct_t + d_t * dh_next
         return da_t, pt.dot(da_t, W_rec.T)
 
     (da, dh), _ = pytensor.scan(b_step, sequences=[direct, d],
-                                outputs_info=[None, pt.zeros_like(h[0])],
+                                outputs_info=[None, dh_last],
                                 go_backwards=True, return_updates=True)
     da = da[::-1]  # da[t] = ∂/∂a_t; dh[-1] (in scan order) = ∂/∂h_0
     g_W_in = pt.tensordot(x_t, da, axes=[[0, 1], [0, 1]])

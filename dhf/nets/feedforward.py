@@ -32,6 +32,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
+from dhf import activations
 from dhf.errors import UserError
 from dhf.model import ModelSpec
 from dhf.nets.init import initialise
@@ -39,7 +40,7 @@ from dhf.nets.init import initialise
 #: Nonlinearities by name, each ``f(a)`` elementwise except ``softmax`` (over the last axis).
 NONLINEARITIES: dict[str, Callable] = {
     "linear": lambda a: a,
-    "tanh": pt.tanh,
+    "tanh": activations.tanh,
     "logistic": pt.sigmoid,
     "relu": lambda a: pt.maximum(a, 0),
     "softplus": pt.softplus,

@@ -49,6 +49,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
+from dhf import activations
 from dhf.curvature.recurrent import tanh_rnn_gauss_newton
 from dhf.errors import UserError
 from dhf.model import ModelSpec
@@ -156,7 +157,7 @@ def _tanh_layer(rng, k, u, n_prev, H, in_gain, weights):
 
     def step(xp_t, h_prev):
         a_t = xp_t + pt.dot(h_prev, W_rec)
-        return a_t, pt.tanh(a_t)
+        return a_t, activations.tanh(a_t)
 
     h_init = pt.alloc(h0, u.shape[1], H)
     (a, h), _ = pytensor.scan(step, sequences=projected, outputs_info=[None, h_init],
@@ -184,9 +185,9 @@ def _lstm_layer(rng, k, u, n_prev, H, in_gain, weights, forget_bias):
         i = pt.sigmoid(z[:, :H])
         f = pt.sigmoid(z[:, H:2 * H])
         o = pt.sigmoid(z[:, 2 * H:3 * H])
-        g = pt.tanh(z[:, 3 * H:])
+        g = activations.tanh(z[:, 3 * H:])
         c = f * c_prev + i * g
-        return o * pt.tanh(c), c
+        return o * activations.tanh(c), c
 
     n = u.shape[1]
     (h, c), _ = pytensor.scan(step, sequences=projected,
@@ -200,7 +201,7 @@ def _feedforward_layer(rng, k, u, n_prev, H, in_gain, weights):
     dtype = weights["dtype"]
     W_in = _shared(in_gain * _matrix(rng, (n_prev, H), weights), f"W_in_{k}", dtype)
     b = _shared(np.zeros(H), f"b_{k}", dtype)
-    return [W_in, b], pt.tanh(pt.dot(u, W_in) + b)
+    return [W_in, b], activations.tanh(pt.dot(u, W_in) + b)
 
 
 # -- initial values -------------------------------------------------------------------------
