@@ -3,12 +3,13 @@
 Configuration of the `hessianfree` 0.4.0 reference (issue 2): tanh RNN with 100 hidden
 units, T = 50, gradient and curvature batch 1024, exactly 60 CG iterations per update.
 
-    python scripts/bench/engine.py [--T 50] [--batch 1024] [--updates 3]
+    python scripts/bench/engine.py [--T 50] [--batch 1024] [--updates 3] [--ranks 1 2]
+    python scripts/bench/engine.py --ranks 1 2 4 8 16 --scaling-only   # a 16-core machine
 
 Prints, from one run: per-call times of the gradient, the forward pass (once per update)
 and three Gv paths (see VARIANTS), their ratios to the gradient, then the seconds per HF
-update at 1 and 2 ranks (mpiexec children, first update excluded as warm-up) and the
-speed-up.
+update at each number of ranks (mpiexec children, one thread each, first update excluded
+as warm-up) and the speed-up and parallel efficiency against one rank.
 """
 from __future__ import annotations
 
@@ -95,22 +96,29 @@ def main():
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--updates", type=int, default=3)
     ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2],
+                    help="rank counts to time an HF update at (the first is the reference)")
+    ap.add_argument("--scaling-only", action="store_true",
+                    help="skip the per-call times, time HF updates only")
+    ap.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable),
+                                                      "mpiexec"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args.T, args.batch, args.updates, args.dtype)
     print(f"tanh RNN H=100 T={args.T} batch={args.batch} {args.dtype}, "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs")
-    t = per_call(args.T, args.batch, args.dtype)
-    for k, v in t.items():
-        print(f"  {k:12s} {1e3 * v:8.1f} ms")
-    for name in VARIANTS:
-        print(f"  {name}/grad = {t[name] / t['grad']:.2f}")
-    print(f"  Gv_generic_naive/Gv_explicit = {t['Gv_generic_naive'] / t['Gv_explicit']:.2f}")
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if not args.scaling_only:
+        t = per_call(args.T, args.batch, args.dtype)
+        for k, v in t.items():
+            print(f"  {k:12s} {1e3 * v:8.1f} ms")
+        for name in VARIANTS:
+            print(f"  {name}/grad = {t[name] / t['grad']:.2f}")
+        print(f"  Gv_generic_naive/Gv_explicit = "
+              f"{t['Gv_generic_naive'] / t['Gv_explicit']:.2f}")
     per_rank = {}
-    for n in (1, 2):
-        out = subprocess.run([mpiexec, "-n", str(n), sys.executable, __file__, "--child",
+    for n in args.ranks:
+        out = subprocess.run([args.mpiexec, "-n", str(n), sys.executable, __file__, "--child",
                               "--T", str(args.T), "--batch", str(args.batch),
                               "--updates", str(args.updates), "--dtype", args.dtype],
                              capture_output=True, text=True, check=True)
@@ -119,8 +127,11 @@ def main():
         print(f"  HF update ({result['cg_iters']} CG iters) at {n} rank(s): "
               f"{per_rank[n]:.2f} s  (updates: "
               f"{', '.join(f'{s:.2f}' for s in result['update_seconds'])})")
-    speedup = per_rank[1] / per_rank[2]
-    print(f"  speed-up 1 -> 2 ranks = {speedup:.2f}  (efficiency {speedup / 2:.0%})")
+    first = args.ranks[0]
+    for n in args.ranks[1:]:
+        speedup = per_rank[first] / per_rank[n]
+        print(f"  speed-up {first} -> {n} ranks = {speedup:.2f}  "
+              f"(efficiency {speedup * first / n:.0%})")
 
 
 if __name__ == "__main__":

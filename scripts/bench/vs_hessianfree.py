@@ -75,10 +75,13 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=50)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--updates", type=int, default=3)
+    ap.add_argument("--peer-python", help="a Python that imports hessianfree 0.4.0 "
+                    "(default: the virtual environment above, made on first use)")
+    ap.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
     a = ap.parse_args()
     sizes = [str(a.T), str(a.batch), str(a.updates)]
     env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
-    peer = run_json([peer_python(), "-c", PEER, *sizes], env=env)
+    peer = run_json([a.peer_python or peer_python(), "-c", PEER, *sizes], env=env)
     t_peer = median(peer["update_seconds"])
     peer_iters = peer["cg_iters"][1:]  # the timed updates (its CG may stop before 60)
     per_iter_peer = sum(peer["update_seconds"]) / sum(peer_iters)
@@ -86,10 +89,9 @@ def main() -> None:
           f"{os.cpu_count()} CPUs")
     print(f"  hessianfree 0.4.0, 2 threads: {t_peer:.2f} s per update, CG iterations "
           f"{peer_iters}, {1e3 * per_iter_peer:.0f} ms per CG iteration")
-    mpiexec = str(Path(sys.executable).parent / "mpiexec")
     engine = str(ROOT / "scripts" / "bench" / "engine.py")
     for dtype in ("float64", "float32"):
-        ours = run_json([mpiexec, "-n", "2", sys.executable, engine, "--child", "--T",
+        ours = run_json([a.mpiexec, "-n", "2", sys.executable, engine, "--child", "--T",
                          str(a.T), "--batch", str(a.batch), "--updates", str(a.updates),
                          "--dtype", dtype])
         t_ours = median(ours["update_seconds"])
