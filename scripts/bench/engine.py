@@ -122,7 +122,7 @@ def main():
                               "--T", str(args.T), "--batch", str(args.batch),
                               "--updates", str(args.updates), "--dtype", args.dtype],
                              capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
         per_rank[n] = float(np.median(result["update_seconds"]))
         print(f"  HF update ({result['cg_iters']} CG iters) at {n} rank(s): "
               f"{per_rank[n]:.2f} s  (updates: "

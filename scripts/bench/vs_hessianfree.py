@@ -62,7 +62,7 @@ def run_json(cmd, env=None) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out.stdout}{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
 
 
 def median(xs):
