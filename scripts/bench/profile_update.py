@@ -1,0 +1,76 @@
+"""Benchmark: where one HF update's time goes, by worker call.
+
+    python scripts/bench/profile_update.py [--rows 512] [--dtype float32] [--updates 3]
+
+One rank's share of ``engine.py``'s configuration (tanh RNN, 100 units, T = 50, 512 rows
+for gradient and curvature, exactly 60 CG iterations).  Every :class:`dhf.worker.Worker`
+method is wrapped in a timer; what is left of the update is the coordinator's own work
+(CG vector arithmetic, damping, line search bookkeeping, the serial "Allreduce").
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+#: Worker methods timed, and what they are in an update.
+CALLS = {"gv_sum": "Gv (one per CG iteration)", "grad_sum": "gradient",
+         "prepare_curvature": "forward pass, states cached for Gv",
+         "loss_sum": "loss (CG backtracking, line search, damping's rho)"}
+
+
+def main() -> None:
+    from dhf.comm import get_comm
+    from dhf.coordinator import HFConfig, HFOptimizer
+    from dhf.data import BatchSampler
+    from engine import build
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=512)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--updates", type=int, default=3)
+    args = ap.parse_args()
+    spec, worker = build(50, args.rows, dtype=args.dtype)
+    seconds, calls = defaultdict(float), defaultdict(int)
+    for name in CALLS:
+        def timed(*a, _f=getattr(worker, name), _name=name, **k):
+            t0 = time.perf_counter()
+            try:
+                return _f(*a, **k)
+            finally:
+                seconds[_name] += time.perf_counter() - t0
+                calls[_name] += 1
+        setattr(worker, name, timed)
+    cfg = HFConfig(cg_min_iters=60, cg_max_iters=60, init_damping=1.0,
+                   structural_damping=0.03)
+    rows = args.rows
+    opt = HFOptimizer(worker, get_comm(), cfg, BatchSampler(3 * rows, rows, rows, rows, 0))
+    state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
+    state, _ = opt.step(state)  # warm-up
+    seconds.clear()
+    calls.clear()
+    t0 = time.perf_counter()
+    for _ in range(args.updates):
+        state, _ = opt.step(state)
+    total = (time.perf_counter() - t0) / args.updates
+    print(f"HF update, {rows} rows, T=50, H=100, {args.dtype}, 60 CG iterations, one thread: "
+          f"{total:.2f} s")
+    print(f"  {'call':18s} {'per update':>10s} {'calls':>6s} {'per call':>9s} {'share':>6s}")
+    for name, what in CALLS.items():
+        s, n = seconds[name] / args.updates, calls[name] / args.updates
+        print(f"  {name:18s} {s:9.3f}s {n:6.0f} {1e3 * s / max(n, 1):7.1f}ms "
+              f"{s / total:6.1%}  {what}")
+    rest = total - sum(seconds.values()) / args.updates
+    print(f"  {'coordinator':18s} {rest:9.3f}s {'':6s} {'':9s} {rest / total:6.1%}  "
+          "CG arithmetic, damping, bookkeeping")
+
+
+if __name__ == "__main__":
+    main()
