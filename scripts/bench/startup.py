@@ -23,13 +23,15 @@ SMALL = ["task.T=12", "task.n_train=400", "task.n_valid=100", "optimizer.gradien
          "optimizer.cg_max_iters=5", "optimizer.max_updates=1", "run.stop_valid_error=-1.0"]
 
 
-def cold_run(ranks: int, task: str) -> float:
+def cold_run(ranks: int, task: str, mpiexec: str) -> float:
     bin_dir = Path(sys.executable).parent
+    train = ([str(bin_dir / "dhf-train")] if (bin_dir / "dhf-train").exists()
+             else [sys.executable, "-m", "dhf.cli"])  # dhf not installed, on PYTHONPATH
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, PYTENSOR_FLAGS=f"compiledir={cache}/pytensor",
                    NUMBA_CACHE_DIR=f"{cache}/numba")
-        cmd = [str(bin_dir / "mpiexec"), "-n", str(ranks), str(bin_dir / "dhf-train"),
-               "-q", "--out", f"{cache}/run", "--set", f"task.name={task!r}"]
+        cmd = [mpiexec, "-n", str(ranks), *train, "-q", "--out", f"{cache}/run",
+               "--set", f"task.name={task!r}"]
         for item in SMALL:
             cmd += ["--set", item]
         t0 = time.perf_counter()
@@ -44,9 +46,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--task", default="addition")
+    parser.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
     args = parser.parse_args()
-    one = cold_run(1, args.task)
-    many = cold_run(args.ranks, args.task)
+    one = cold_run(1, args.task, args.mpiexec)
+    many = cold_run(args.ranks, args.task, args.mpiexec)
     print(f"task {args.task}, empty caches: 1 rank {one:.1f} s, {args.ranks} ranks "
           f"{many:.1f} s, ratio {many / one:.2f}")
 
