@@ -70,6 +70,31 @@ def main() -> None:
     rest = total - sum(seconds.values()) / args.updates
     print(f"  {'coordinator':18s} {rest:9.3f}s {'':6s} {'':9s} {rest / total:6.1%}  "
           "CG arithmetic, damping, bookkeeping")
+    gv_rate, gemm_rate = flop_rates(worker, seconds["gv_sum"] / calls["gv_sum"], rows,
+                                    args.dtype)
+    print(f"  Gv: {gv_rate:.0f} GFLOP/s; a GEMM of the same shapes, alone: {gemm_rate:.0f} "
+          f"GFLOP/s; Gv at {gv_rate / gemm_rate:.0%} of it")
+
+
+def flop_rates(worker, gv_seconds: float, rows: int, dtype: str, T: int = 50, H: int = 100):
+    """Gv's achieved GFLOP/s and one core's GEMM rate on a chunk's shapes.
+
+    The explicit Gv's work is four GEMM-sized products per row and step, each 2·H²
+    flops: the R-forward and backward recurrences with W_rec, the batched h_{t-1} V_rec
+    and the W_rec gradient (the input, output and bias terms are O(H), ignored).
+    """
+    import numpy as np
+
+    gv_flops = 4 * 2 * H * H * T * rows
+    a = np.random.rand(T * worker.chunk_rows, H).astype(dtype)
+    b = np.random.rand(H, H).astype(dtype)
+    out = np.empty((a.shape[0], H), dtype=dtype)
+    best = float("inf")
+    for _ in range(50):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return gv_flops / gv_seconds / 1e9, 2 * a.shape[0] * H * H / best / 1e9
 
 
 if __name__ == "__main__":
