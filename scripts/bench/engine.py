@@ -68,18 +68,25 @@ def per_call(T, batch, dtype):
     return t
 
 
-def child(T, batch, updates, dtype):
-    """Run under mpiexec: time HF updates with exactly 60 CG iterations."""
-    from dhf.comm import get_comm
+def hf_update(spec, worker, comm, batch):
+    """The benchmarked HF update: exactly 60 CG iterations, structural damping on, ``batch``
+    rows for gradient, curvature and backtracking.  Returns ``(optimizer, state)``."""
     from dhf.coordinator import HFConfig, HFOptimizer
     from dhf.data import BatchSampler
 
-    comm = get_comm()
-    spec, worker = build(T, batch, dtype=dtype)
     cfg = HFConfig(cg_min_iters=60, cg_max_iters=60, init_damping=1.0,
                    structural_damping=0.03)
     opt = HFOptimizer(worker, comm, cfg, BatchSampler(3 * batch, batch, batch, batch, 0))
-    state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
+    return opt, opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
+
+
+def child(T, batch, updates, dtype):
+    """Run under mpiexec: time HF updates with exactly 60 CG iterations."""
+    from dhf.comm import get_comm
+
+    comm = get_comm()
+    spec, worker = build(T, batch, dtype=dtype)
+    opt, state = hf_update(spec, worker, comm, batch)
     seconds = []
     for _ in range(updates + 1):
         comm.barrier()

@@ -28,9 +28,7 @@ CALLS = {"gv_sum": "Gv (one per CG iteration)", "grad_sum": "gradient",
 
 def main() -> None:
     from dhf.comm import get_comm
-    from dhf.coordinator import HFConfig, HFOptimizer
-    from dhf.data import BatchSampler
-    from engine import build
+    from engine import build, hf_update
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=512)
@@ -48,11 +46,8 @@ def main() -> None:
                 seconds[_name] += time.perf_counter() - t0
                 calls[_name] += 1
         setattr(worker, name, timed)
-    cfg = HFConfig(cg_min_iters=60, cg_max_iters=60, init_damping=1.0,
-                   structural_damping=0.03)
     rows = args.rows
-    opt = HFOptimizer(worker, get_comm(), cfg, BatchSampler(3 * rows, rows, rows, rows, 0))
-    state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
+    opt, state = hf_update(spec, worker, get_comm(), rows)
     state, _ = opt.step(state)  # warm-up
     seconds.clear()
     calls.clear()
