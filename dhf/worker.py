@@ -44,7 +44,7 @@ class Worker:
         PyTensor's default.
     cache_forward : compile Gv against cached forward states (the fast path).
     explicit_gv : use the model's explicit Gv recurrences (``spec.gauss_newton``) when it
-        has them; False forces the generic pushforward/pullback graph.
+        has them (not under JAX); False forces the generic pushforward/pullback graph.
     chunk_rows : rows per compiled call; sums over a batch are accumulated chunk by chunk.
     """
 
@@ -59,7 +59,10 @@ class Worker:
         self.mode = mode
         self.cache_forward = cache_forward
         self.chunk_rows = int(chunk_rows)
-        self.explicit_gv = explicit_gv and spec.gauss_newton is not None
+        # The explicit recurrences are Numba kernels (dhf.curvature.tanh_recurrence), which
+        # JAX cannot trace: under JAX the generic graph is used.
+        self.explicit_gv = (explicit_gv and spec.gauss_newton is not None
+                            and str(mode).upper() != "JAX")
         self._cache: list[np.ndarray] | None = None
         self.lengths = _row_lengths(self.source, spec) if spec.trim_padding else None
         t0 = time.perf_counter()

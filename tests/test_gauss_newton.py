@@ -101,13 +101,15 @@ def _rnn_all_squared(rng):
 
 
 #: name -> (builder, PyTensor mode of the workers).  The suite compiles with
-#: FAST_COMPILE (tests/conftest.py); one case also checks the default Numba backend.
+#: FAST_COMPILE (tests/conftest.py); the RNN cases also run on the default Numba backend,
+#: where the explicit recurrences' kernels are compiled into the graph.
 CASES = {
     "mlp-softmax_xent": (_mlp_softmax, None),
     "mlp-squared_error": (_mlp_squared, None),
     "rnn-last-sigmoid_xent": (_rnn_last_sigmoid, None),
     "rnn-all-squared_error": (_rnn_all_squared, None),
     "rnn-last-sigmoid_xent-numba": (_rnn_last_sigmoid, "NUMBA"),
+    "rnn-all-squared_error-numba": (_rnn_all_squared, "NUMBA"),
 }
 
 

@@ -3,12 +3,14 @@ r"""Explicit Gauss-Newton product for the built-in tanh RNN (the fast path).
 The generic :func:`~dhf.curvature.gauss_newton.model_gauss_newton_product` differentiates
 through ``scan`` twice, and PyTensor's scan gradient accumulates each weight's gradient
 inside the loop, one outer product per step.  Here the R-forward and backward recurrences
-are written out (Martens & Sutskever 2011, supplement; Pearlmutter 1994), so that each
-step does one GEMM with :math:`W_{rec}` and every product with a tangent or a weight
-gradient is one batched GEMM outside the loop:
+are written out (Martens & Sutskever 2011, supplement; Pearlmutter 1994).  The two
+sequential loops are fused Numba kernels (:mod:`dhf.curvature.tanh_recurrence`): each
+step is its GEMMs with the (N, H) state and one pass over it.  Every product that does not
+have to wait for the previous step (the input tangent, the weight gradients) is one
+batched GEMM outside the loops:
 
 .. math::
-    R a_t &= \underbrace{x_t V_{in} + h_{t-1} V_{rec} + V_b}_{\text{batched}}
+    R a_t &= \underbrace{x_t V_{in} + V_b}_{\text{batched}} + h_{t-1} V_{rec}
              + R h_{t-1} W_{rec}, \qquad R h_t = (1 - h_t^2) \odot R a_t \\
     R s &= R h_T W_{out} + h_T V_{out} + V_{b,out}, \qquad u = H_L\, R s \\
     \delta a_t &= (1 - h_t^2) \odot (\delta h_t + \lambda\mu\, R a_t), \qquad
@@ -22,10 +24,10 @@ matching-loss curvature :math:`D = 1 - h_t^2`.  The result equals the generic pr
 """
 from __future__ import annotations
 
-import pytensor
 import pytensor.tensor as pt
 
 from dhf.curvature.gauss_newton import _hessian_product
+from dhf.curvature.tanh_recurrence import tanh_backward, tanh_r_forward
 
 
 def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -> list:
@@ -39,23 +41,17 @@ def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -
     W_rec, W_out = parts["W_rec"], parts["W_out"]
     last = parts["output_steps"] == "last"
     x_t = x.dimshuffle(1, 0, 2)  # (T, N, I)
-    h_prev = pt.concatenate([h_init[None], h[:-1]], axis=0)  # h_{t-1}, (T, N, H)
     d = 1.0 - pt.sqr(h)  # tanh'(a_t)
 
-    # R-forward: tangent products batched over all steps; one GEMM per step in the loop.
-    drive = pt.dot(h_prev, V_rec) + (pt.dot(x, V_in) + V_b).dimshuffle(1, 0, 2)
-
-    def r_step(drive_t, d_t, Rh_prev):
-        Ra_t = drive_t + pt.dot(Rh_prev, W_rec)
-        return Ra_t, d_t * Ra_t
-
-    (Ra, Rh), _ = pytensor.scan(r_step, sequences=[drive, d],
-                                outputs_info=[None, pt.alloc(V_h0, h.shape[1], h.shape[2])],
-                                return_updates=True)
+    # R-forward: the input terms as one batched GEMM; the recurrence (the Op) does the two
+    # per-step GEMMs, R h_{t-1} W_rec and h_{t-1} V_rec.
+    drive = pt.dot(x_t, V_in) + V_b
+    Rh_init = pt.alloc(V_h0, h.shape[1], h.shape[2])
+    Ra, Rh_last = tanh_r_forward(drive, h, h_init, Rh_init, W_rec, V_rec)
     if last:
-        Rs = pt.dot(Rh[-1], W_out) + pt.dot(h[-1], V_out) + V_bout
+        Rs = pt.dot(Rh_last, W_out) + pt.dot(h[-1], V_out) + V_bout
     else:
-        Rs = (pt.dot(Rh, W_out) + pt.dot(h, V_out) + V_bout).dimshuffle(1, 0, 2)
+        Rs = (pt.dot(d * Ra, W_out) + pt.dot(h, V_out) + V_bout).dimshuffle(1, 0, 2)
     loss = pt.sum(spec.example_losses())
     u = _hessian_product(loss, spec.output, Rs)  # H_L R s, same shape as s
 
@@ -78,16 +74,13 @@ def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -
     else:
         direct = d * (dh_out if dh_out is not None else pt.zeros_like(h))
 
-    def b_step(direct_t, d_t, dh_next):
-        da_t = direct_t + d_t * dh_next
-        return da_t, pt.dot(da_t, W_rec.T)
-
-    (da, dh), _ = pytensor.scan(b_step, sequences=[direct, d],
-                                outputs_info=[None, dh_last],
-                                go_backwards=True, return_updates=True)
-    da = da[::-1]  # da[t] = ∂/∂a_t; dh[-1] (in scan order) = ∂/∂h_0
+    da, dh0 = tanh_backward(direct, h, dh_last, W_rec)  # da[t] = ∂/∂a_t, dh0 = ∂/∂h_0
     g_W_in = pt.tensordot(x_t, da, axes=[[0, 1], [0, 1]])
-    g_W_rec = pt.tensordot(h_prev, da, axes=[[0, 1], [0, 1]])
+    # Σ_t h_{t-1}ᵀ δa_t, with h_{t-1} read from h itself (shifted by one step): one GEMM
+    # on (T·N, H) views, no shifted or transposed copy.
+    H = h.shape[2]
+    g_W_rec = (pt.dot(h[:-1].reshape((-1, H)).T, da[1:].reshape((-1, H)))
+               + pt.dot(h_init.T, da[0]))
     g_b = pt.sum(da, axis=(0, 1))
-    g_h0 = pt.sum(dh[-1], axis=0)
+    g_h0 = pt.sum(dh0, axis=0)
     return [g_W_in, g_W_rec, g_b, g_h0, g_W_out, g_b_out]
