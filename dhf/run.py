@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +49,7 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     ``stopped = True``.
     """
     t_start = time.perf_counter()
-    _on_root(comm, lambda: _prepare_out(out, resume))
+    _on_root(comm, lambda: _prepare_out(out, resume, config))
     train_rows, valid_rows = data if data is not None else load_data(config, comm)
     n_train = train_rows.n_rows
     n_valid = valid_rows.n_rows if valid_rows is not None else 0
@@ -246,15 +247,42 @@ def _save(comm, out, optimizer_name, state, best, config_toml, layout):
                         config_toml=config_toml, layout=layout)
 
 
-def _prepare_out(out: Path, resume: bool) -> None:
+#: What a resumed run must keep: the problem, the model and its arithmetic.  Changing
+#: one would continue the checkpoint on another job (the parameter shapes may well agree:
+#: task.T, run.dtype), so it is refused.  Anything else (max_updates, max_minutes, CG
+#: settings...) may change on resume.
+FIXED_ON_RESUME = {"task": None, "data": None, "model": None, "run": ("dtype", "seed")}
+
+
+def _prepare_out(out: Path, resume: bool, config: dict) -> None:
     if resume:
         if not (out / "checkpoint.h5").exists():
             raise UserError(f"{out}: no checkpoint.h5 to resume from")
+        _check_same_job(out, config)
         return
     if (out / "checkpoint.h5").exists() or (out / "metrics.jsonl").exists():
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or "
                         "--out DIR to start a new one")
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _check_same_job(out: Path, config: dict) -> None:
+    """Refuse to resume the run in ``out`` with a ``config`` whose problem-defining keys
+    differ from those it was started with (its ``config.toml``)."""
+    path = out / "config.toml"
+    if not path.exists():
+        return
+    saved = tomllib.loads(path.read_text())
+    changed = []
+    for section, keys in FIXED_ON_RESUME.items():
+        old, new = saved.get(section, {}), config.get(section, {})
+        for key in keys or sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                changed.append(f"{section}.{key} = {new.get(key)!r} (the run has "
+                               f"{old.get(key)!r})")
+    if changed:
+        raise UserError(f"{out}: --resume with {'; '.join(changed)}: pass the run's own "
+                        f"config and --set options again (they are in {path})")
 
 
 def _start_outputs(out: Path, config_toml: str, update: int) -> None:

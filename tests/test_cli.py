@@ -45,6 +45,22 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     assert [r["damping"] for r in a] == [r["damping"] for r in b]
 
 
+def test_resume_of_another_problem_is_refused_in_one_line(tmp_path, capsys):
+    """A resume must repeat the run's problem: T and dtype leave the parameter shapes as
+    they are, so only the saved config can tell that the job would change."""
+    out = tmp_path / "run"
+    assert main(tiny_args("optimizer.max_updates=1") + ["--out", str(out)]) == 0
+    before = {f: (out / f).read_bytes() for f in ("checkpoint.h5", "config.toml")}
+    capsys.readouterr()
+    args = tiny_args("task.T=7", "run.dtype=float32") + ["--out", str(out), "--resume"]
+    assert main(args) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "--resume with task.T = 7 (the run has 6); run.dtype = 'float32' (the run has " \
+           "'float64'): pass the run's own config" in lines[0]
+    assert {f: (out / f).read_bytes() for f in before} == before
+
+
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(tiny_args("optimizer.max_updates=1") + ["--out", str(out)]) == 0

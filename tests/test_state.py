@@ -112,5 +112,5 @@ def test_checkpoint_of_another_model_is_refused_under_two_ranks(tmp_path):
     before = (out / "checkpoint.h5").read_bytes()
     done = run_mpi(2, tiny_args("model.hidden=9") + ["--out", str(out), "--resume"])
     assert done.returncode != 0
-    assert "checkpoint is for parameters" in done.stdout
+    assert "--resume with model.hidden = 9 (the run has 8)" in done.stdout
     assert (out / "checkpoint.h5").read_bytes() == before
