@@ -64,6 +64,8 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     if args.dry_run:
         return _dry_run(config, comm)
     out = Path(comm.bcast(_choose_out(config, args) if comm.rank == 0 else None))
+    if args.resume:
+        config = _resumed_config(out, args, comm) or config
     config["run"]["out"] = str(out)
     from dhf.run import train  # heavy imports (PyTensor) only when training
 
@@ -96,6 +98,27 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
                   vl=_fmt(result["valid_loss"]), ve=_fmt(result["valid_error"]), **result),
               flush=True)
     return 0
+
+
+def _resumed_config(out: Path, args, comm: Communicator) -> dict | None:
+    """The config of the run being resumed: its own ``config.toml`` (but for its time
+    limit), then the config file and ``--set`` given now (a time limit, more updates).
+    None if it has no ``config.toml``.  What may not change on resume is checked by
+    :mod:`dhf.run`."""
+    path = out / "config.toml"
+    saved = comm.bcast(path.read_text() if comm.rank == 0 and path.exists() else None)
+    if saved is None:
+        return None
+    import tomllib
+
+    try:
+        base = tomllib.loads(saved)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: not valid TOML ({err}); pass the run's config "
+                        "file and --set options instead") from None
+    # A time limit belongs to one invocation, not to the run: it does not carry over.
+    base.setdefault("run", {})["max_minutes"] = config_mod.defaults()["run"]["max_minutes"]
+    return config_mod.load(args.config, args.set, base=base)
 
 
 def _catch_stop_signals() -> list:

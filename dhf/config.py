@@ -76,7 +76,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "patience": (0, "stop after this many updates without a better validation "
                         "error (0: never); best.h5 keeps the best parameters"),
         "max_minutes": (0.0, "stop cleanly, with a checkpoint, after this many minutes "
-                             "of wall time (0: no limit); --resume continues"),
+                             "of wall time (0: no limit); --resume continues, with no "
+                             "limit unless given again"),
         "check_replicas_every": (10, "updates between checks that θ is equal on all ranks"),
     },
 }

@@ -281,8 +281,9 @@ def _check_same_job(out: Path, config: dict) -> None:
                 changed.append(f"{section}.{key} = {new.get(key)!r} (the run has "
                                f"{old.get(key)!r})")
     if changed:
-        raise UserError(f"{out}: --resume with {'; '.join(changed)}: pass the run's own "
-                        f"config and --set options again (they are in {path})")
+        raise UserError(f"{out}: --resume with {'; '.join(changed)}: a resumed run keeps "
+                        "its task, data, model, dtype and seed; start a new run "
+                        "(--out DIR) to change them")
 
 
 def _start_outputs(out: Path, config_toml: str, update: int) -> None:

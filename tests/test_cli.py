@@ -57,8 +57,19 @@ def test_resume_of_another_problem_is_refused_in_one_line(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1, lines
     assert "--resume with task.T = 7 (the run has 6); run.dtype = 'float32' (the run has " \
-           "'float64'): pass the run's own config" in lines[0]
+           "'float64'): a resumed run keeps its task" in lines[0]
     assert {f: (out / f).read_bytes() for f in before} == before
+
+
+def test_resume_without_repeating_the_options_continues_the_run(tmp_path):
+    """``dhf-train --out DIR --resume`` takes the run's own config.toml: the trajectory
+    is that of a straight run, not the default job's."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(tiny_args("optimizer.max_updates=4") + ["--out", str(straight)]) == 0
+    assert main(tiny_args("optimizer.max_updates=2") + ["--out", str(split)]) == 0
+    assert main(["--set", "optimizer.max_updates=4", "--out", str(split), "--resume"]) == 0
+    assert [r["loss"] for r in metrics(split)] == [r["loss"] for r in metrics(straight)]
+    assert tomllib.loads((split / "config.toml").read_text())["task"]["T"] == 6
 
 
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
