@@ -18,6 +18,7 @@ import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import tomllib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from dhf import config as config_mod  # noqa: E402
@@ -109,8 +110,6 @@ def _resumed_config(out: Path, args, comm: Communicator) -> dict | None:
     saved = comm.bcast(path.read_text() if comm.rank == 0 and path.exists() else None)
     if saved is None:
         return None
-    import tomllib
-
     try:
         base = tomllib.loads(saved)
     except tomllib.TOMLDecodeError as err:

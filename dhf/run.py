@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import time
-import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from dhf import checkpoint, dataset, tasks
 from dhf.comm import Communicator, check_replicas
-from dhf.config import to_toml
+from dhf.config import read_toml, to_toml
 from dhf.coordinator import HFConfig, HFOptimizer, StopRequested
 from dhf.data import BatchSampler, shard_bounds
 from dhf.dataset import ArraySource, StackedSource
@@ -272,7 +271,7 @@ def _check_same_job(out: Path, config: dict) -> None:
     path = out / "config.toml"
     if not path.exists():
         return
-    saved = tomllib.loads(path.read_text())
+    saved = read_toml(path)
     changed = []
     for section, keys in FIXED_ON_RESUME.items():
         old, new = saved.get(section, {}), config.get(section, {})
