@@ -75,8 +75,9 @@ def flop_rates(worker, gv_seconds: float, rows: int, dtype: str, T: int = 50, H:
     """Gv's achieved GFLOP/s and one core's GEMM rate on a chunk's shapes.
 
     The explicit Gv's work is four GEMM-sized products per row and step, each 2·H²
-    flops: the R-forward and backward recurrences with W_rec, the batched h_{t-1} V_rec
-    and the W_rec gradient (the input, output and bias terms are O(H), ignored).
+    flops: R h_{t-1} W_rec and h_{t-1} V_rec in the R-forward kernel, δa_t W_recᵀ in the
+    backward one, and the batched W_rec gradient (the input, output and bias terms are
+    O(H), ignored).
     """
     import numpy as np
 
