@@ -72,8 +72,10 @@ def backward(direct, h, dh_T, W_rec):
 
 
 #: Called from :meth:`Op.perform` (backends other than Numba); compiled once per dtype
-#: and cached on disk.
-_compiled = {f: numba.njit(f, cache=True, fastmath=True) for f in (r_forward, backward)}
+#: and cached on disk.  No ``fastmath``: it lets LLVM assume that no value is NaN or Inf,
+#: so a NaN could come out finite and slip past the optimiser's ``isfinite`` checks
+#: (PyTensor's own Numba kernels omit it too).
+_compiled = {f: numba.njit(f, cache=True) for f in (r_forward, backward)}
 
 
 class _TanhRecurrence(Op):

@@ -12,8 +12,8 @@ have unit variance gets a pre-activation of standard deviation about 1 (LeCun et
 ==============  ===========================================  ==============================
 name            weights                                      default ``scale``
 ==============  ===========================================  ==============================
-``sparse``      ``n_connections`` nonzero N(0, scale²) per   1/√min(n_connections, fan_in)
-                column, the rest exactly 0
+``sparse``      ``min(n_connections, fan_in)`` nonzero       1/√n_connections
+                N(0, scale²) per column, the rest 0
 ``gaussian``    N(0, scale²)                                 1/√fan_in
 ``uniform``     U(−scale, scale)                             √(3/fan_in)
 ``orthogonal``  ``gain`` × a (semi-)orthogonal matrix         gain 1
@@ -25,7 +25,8 @@ The recipes of the Hessian-free literature (``reference/distributed_anchors.md``
   a *unit* Gaussian, biases 0: ``sparse(rng, shape, 15, scale=1.0)``.
 - **Martens & Sutskever (2011)**, Sutskever's released HF-RNN code (``opt/r/demo.py``:
   ``model.initialize_self(num_in=15, scale=1./15**0.5)`` and ``opt/utils/extra.py``
-  ``sparsify_strict``): sparse, 15 connections, scale 1/√15 (this module's default), every
+  ``sparsify_strict``): sparse, 15 connections, scale 1/√15 (this module's default) whatever
+  the fan-in (a unit with 15 inputs or fewer keeps them all, still at 1/√15), every
   matrix including the recurrent one; then the input-to-hidden weights are multiplied by
   **0.25** ("a VERY IMPORTANT LINE": large input weights overwhelm the hidden state and the
   gradients from the past vanish).
@@ -70,8 +71,12 @@ def sparse(rng: np.random.Generator, shape, n_connections: int = N_CONNECTIONS,
     weights at rows chosen uniformly without replacement, drawn from N(0, scale²); every
     other weight is exactly 0.  Martens draws from a unit Gaussian (``scale=1``);
     Sutskever's HF-RNN code uses ``scale = 1/√15`` (``sparsify_strict(W, 15, 1/√15, 0)``),
-    the default here (``1/√min(n_connections, fan_in)``): each unit's pre-activation then
-    has unit variance for unit-variance inputs, however wide the layer.
+    the default here (``1/√n_connections``).  The scale does not grow when the fan-in is
+    below ``n_connections``: ``sparsify_strict`` multiplies every weight by 1/√15 and
+    zeroes all but 15 per column, so a 2-input unit keeps both weights at N(0, 1/15).
+    (Normalising by the kept count instead would make a 2-input problem's input weights
+    2.7 × larger, and with the 0.25 input scale that fades the state's memory of the
+    first operand 6.5-fold at initialisation.)
 
     Limiting the fan-in rather than the scale lets units differ from each other without
     saturating (Martens 2010): a dense init of the same per-weight scale would sum
@@ -82,7 +87,7 @@ def sparse(rng: np.random.Generator, shape, n_connections: int = N_CONNECTIONS,
     if k < 1:
         raise ValueError(f"n_connections must be at least 1, got {n_connections}")
     if scale is None:
-        scale = 1.0 / np.sqrt(k)
+        scale = 1.0 / np.sqrt(n_connections)
     W = np.zeros((fan_in, fan_out))
     for j in range(fan_out):
         rows = rng.choice(fan_in, size=k, replace=False)
