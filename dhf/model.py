@@ -45,7 +45,11 @@ class ModelSpec:
     output : ``s``, the variable the matching loss is applied to.
     loss : ``"squared_error"``, ``"sigmoid_xent"``, ``"softmax_xent"``, or a callable
         ``(output, targets) -> per-example losses (N,)`` convex in ``output``.
-    mask : optional symbolic ``(N,)`` or ``(N, T)`` weights for the loss terms.
+    mask : optional symbolic ``(N,)`` or ``(N, T)`` data input saying which loss terms
+        count (nonzero) and weighing them.
+    loss_weights : optional weights of the loss terms computed from ``mask`` (the
+        builders' ``loss_average="output"``: each term over its row's number of
+        terms); None weighs them by ``mask`` itself.
     hidden : ``(pre_activation, nonlinearity, weights)`` triples for structural damping;
         ``weights`` broadcasts against the pre-activation (a mask) or is None.
     error : how a prediction is judged wrong, for the error rate: ``"sign"``,
@@ -76,6 +80,7 @@ class ModelSpec:
     error_tolerance: float = 0.0
     trim_padding: bool = False
     gauss_newton: Callable | None = None
+    loss_weights: pt.TensorVariable | None = None
 
     def __post_init__(self):
         self.inputs = list(self.inputs)
@@ -140,7 +145,7 @@ class ModelSpec:
 
     def _reduce(self, terms):
         if self.mask is not None:
-            terms = terms * self.mask
+            terms = terms * (self.mask if self.loss_weights is None else self.loss_weights)
         return terms.reshape((terms.shape[0], -1)).sum(axis=1) if terms.ndim > 1 else terms
 
     def _check_split(self):

@@ -37,8 +37,20 @@ the quadratic model stops describing the net.  Exposed (``spec.hidden``):
   write, not the state that carries it across time);
 - feed-forward hidden layers: nothing (they carry no state).
 
-With ``mask=True`` the mask ``(N, T)`` weighs both the loss terms and the damping terms,
-so masked steps contribute nothing to the loss, the gradient or Gv.
+With ``mask=True`` the mask ``(N, T)`` weighs the loss terms, so masked steps contribute
+nothing to the loss or the gradient.  The hidden state is damped at **every step of the
+sequence**, whatever the loss mask, up to the row's last step with a nonzero mask; steps
+after it are padding and are not damped.  That is Martens & Sutskever's definition: the
+damping keeps the state from moving at every step it exists, and a single-target problem
+(addition, xor, temporal order: one 1 in the mask, at the end) still carries its state
+through all T steps (Sutskever's release passes a mask of ones to the damping term).
+
+``loss_average`` says what the objective is an average over.  ``"sequence"``: each row's
+masked terms are summed and the sum is averaged over rows.  ``"output"``: each row's terms
+(and its damping terms) are divided by its number of loss terms ``Σ_t mask_t``, so that,
+when every row has the same number, the objective is the average over every output the
+batch has: Sutskever's release (``DataAccess.size`` is the mask's sum), whose λ₀ and L2
+are in those units.  The two differ only for problems with a loss at many steps.
 """
 from __future__ import annotations
 
@@ -56,6 +68,7 @@ from dhf.model import ModelSpec
 from dhf.nets import init as inits
 
 CELLS = ("tanh", "lstm")
+LOSS_AVERAGES = ("sequence", "output")
 #: LSTM gates in the order they are stacked along the last axis of W_in, W_rec and b.
 LSTM_GATES = ("input", "forget", "output", "candidate")
 
@@ -65,7 +78,7 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
               output_steps: str = "all", mask: bool = False, loss="squared_error",
               init="sparse", init_scale: float = 1.0, spectral_radius: float | None = None,
               input_scale: float = 1.0, forget_bias: float = 1.0, seed: int = 0,
-              dtype: str = "float64") -> ModelSpec:
+              loss_average: str = "sequence", dtype: str = "float64") -> ModelSpec:
     """A stack of recurrent (and feed-forward) tanh or LSTM layers; see the module docstring.
 
     Parameters
@@ -78,11 +91,13 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
     output_steps : ``"all"`` — ``s`` and targets ``(N, T, n_out)``; ``"last"`` — ``(N,
         n_out)`` read out at the last step.
     mask : add a ``(N, T)`` mask input (``output_steps="all"`` only) weighing the loss
-        terms and the structural-damping terms of each step.
+        terms of each step; structural damping then covers every step up to the row's
+        last masked one.
     loss : ``"squared_error"``, ``"sigmoid_xent"``, ``"softmax_xent"`` or a callable.
     init, init_scale : a :func:`dhf.nets.init.initialise` spec and its gain, for every
         weight matrix.  The default is Sutskever's HF-RNN recipe: sparse, 15 incoming
-        connections per unit, N(0, 1/15) (all of them when the fan-in is below 15).  LSTM
+        connections per unit, N(0, 1/15) (all of them, at that scale, when the fan-in is
+        15 or less).  LSTM
         matrices are initialised one gate block at a time.
     spectral_radius : if given, each recurrent matrix (each gate's block for an LSTM) is
         rescaled to it after the init (1.1 in Sutskever et al. 2013).
@@ -93,6 +108,8 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
         at the start of training (Gers et al. 2000 use positive forget biases;
         Jozefowicz, Zaremba & Sutskever 2015 recommend 1).  Every other bias is 0.
     seed : seeds every weight.
+    loss_average : ``"sequence"`` or ``"output"`` (with ``mask``; see the module
+        docstring).
 
     Parameters (shared variables), for each hidden layer ``k``: ``W_in_k``, then for a
     recurrent layer ``W_rec_k``, ``b_k``, ``h0_k`` (learned initial state, zeros) and for
@@ -101,13 +118,20 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
     """
     hidden = [int(hidden)] if np.isscalar(hidden) else [int(h) for h in hidden]
     rec = _recurrent_layers(rec_layers, len(hidden))
-    _check(n_in, hidden, n_out, cell, output_steps, mask)
+    _check(n_in, hidden, n_out, cell, output_steps, mask, loss_average)
     rng = np.random.default_rng(seed)
     weights = dict(spec=init, gain=float(init_scale), rho=spectral_radius, dtype=dtype)
 
     x = pt.tensor3("x", dtype=dtype)
     m = pt.matrix("mask", dtype=dtype) if mask else None
-    damp_weights = m.dimshuffle(1, 0, "x") if mask else None  # (T, N, 1) like a_t
+    loss_weights = damp_weights = None
+    if mask:
+        damp_weights = valid_steps(m)
+        if loss_average == "output":
+            per_row = pt.sum(m, axis=1, keepdims=True)
+            per_row = pt.switch(pt.gt(per_row, 0), per_row, 1.0)
+            loss_weights, damp_weights = m / per_row, damp_weights / per_row
+        damp_weights = damp_weights.dimshuffle(1, 0, "x")  # (T, N, 1) like a_t
     h = x.dimshuffle(1, 0, 2)  # (T, N, n_in)
     params, structural = [], []
     for k, width in enumerate(hidden):
@@ -142,7 +166,15 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
                      W_out=W_out, output_steps=output_steps)
         explicit = functools.partial(tanh_rnn_gauss_newton, parts)
     return ModelSpec(inputs=[x], targets=y, params=params, output=s, loss=loss, mask=m,
-                     hidden=structural, trim_padding=mask, gauss_newton=explicit)
+                     hidden=structural, trim_padding=mask, gauss_newton=explicit,
+                     loss_weights=loss_weights)
+
+
+def valid_steps(mask):
+    """``(N, T)``: 1 at every step up to and including each row's last step with a nonzero
+    ``mask``, 0 after it (the padding)."""
+    seen_later = pt.cumsum(pt.neq(mask, 0).astype(mask.dtype)[:, ::-1], axis=1)[:, ::-1]
+    return pt.gt(seen_later, 0).astype(mask.dtype)
 
 
 # -- layers ---------------------------------------------------------------------------------
@@ -231,7 +263,7 @@ def _recurrent_layers(rec_layers, n_hidden: int) -> set[int]:
     return rec
 
 
-def _check(n_in, hidden, n_out, cell, output_steps, mask):
+def _check(n_in, hidden, n_out, cell, output_steps, mask, loss_average="sequence"):
     if not hidden or min(hidden) < 1 or n_in < 1 or n_out < 1:
         raise UserError(f"widths must be positive and hidden non-empty; got n_in={n_in}, "
                         f"hidden={hidden}, n_out={n_out}")
@@ -242,3 +274,6 @@ def _check(n_in, hidden, n_out, cell, output_steps, mask):
     if mask and output_steps != "all":
         raise UserError("mask=True weighs the loss of every step and needs "
                         "output_steps='all'")
+    if loss_average not in LOSS_AVERAGES:
+        raise UserError(f"loss_average {loss_average!r} is unknown; expected one of "
+                        f"{', '.join(LOSS_AVERAGES)}")
