@@ -17,8 +17,9 @@ Termination (Martens 2010, §4.4; Martens & Sutskever 2012, §20.4): stop at ite
 .. math:: \frac{\phi_i - \phi_{i-k}}{\phi_i} < k \varepsilon,
           \qquad k = \max(10, \lceil 0.1\, i \rceil), \quad \varepsilon = 5\times10^{-4}.
 
-Iterates at :math:`i = \lceil 1.3^j \rceil` are kept for backtracking (§20.8.7); the last
-iterate is always kept.  A direction with :math:`p^\top A p \le 0` ends CG with status
+Iterates at :math:`i = \lceil 1.3^j \rceil` are kept for backtracking (§20.8.7), or, as in
+Sutskever's HF-RNN release, every tenth (:math:`i = 1, 11, 21, \dots`); the last iterate is
+always kept.  A direction with :math:`p^\top A p \le 0` ends CG with status
 ``"negative_curvature"``; a non-finite product ends it with ``"nonfinite"``.
 """
 from __future__ import annotations
@@ -57,8 +58,16 @@ class CGInfo(NamedTuple):
     kept: list
 
 
-def storage_points(max_iters: int, ratio: float = 1.3) -> set[int]:
-    """Iterations ``ceil(ratio**j)`` at which an iterate is kept, up to ``max_iters``."""
+def storage_points(max_iters: int, ratio: float = 1.3, every: int = 0) -> set[int]:
+    """Iterations ``ceil(ratio**j)`` at which an iterate is kept, up to ``max_iters``; with
+    ``every``, iterations ``1, 1 + every, 1 + 2 every, …`` instead (the release's
+    ``i % cg_eval_freq == 0`` with its 0-based ``i``).
+
+    >>> sorted(storage_points(25, every=10))
+    [1, 11, 21]
+    """
+    if every:
+        return set(range(1, max_iters + 1, every))
     points, j = set(), 0
     while True:
         i = math.ceil(ratio**j)
@@ -80,6 +89,7 @@ def pcg(
     gap_ratio: float = 0.1,
     min_gap: int = 10,
     store_ratio: float = 1.3,
+    store_every: int = 0,
     callback: Callable[[int, float], None] | None = None,
 ) -> tuple[np.ndarray, CGInfo]:
     """Minimise ``0.5 x'Ax - b'x`` by preconditioned CG.
@@ -92,7 +102,8 @@ def pcg(
     precond : the diagonal of the inverse preconditioner, ``M^{-1}``, or None.
     min_iters, max_iters : iteration bounds.
     tol, gap_ratio, min_gap : Martens' relative-progress rule (ε, 0.1, 10).
-    store_ratio : iterates are kept at ``ceil(store_ratio**j)``.
+    store_ratio, store_every : iterates are kept at ``ceil(store_ratio**j)``, or at
+        ``1, 1 + store_every, …`` when ``store_every`` is set.
     callback : called as ``callback(i, phi_i)`` after each iteration (progress bars).
 
     Returns
@@ -121,7 +132,7 @@ def pcg(
     phi = [-0.5 * float(x @ (r + b))]
     if rz == 0.0:  # the warm start already solves the system
         return x, CGInfo(0, "converged", phi, [(0, x.copy())])
-    keep_at = storage_points(max_iters, store_ratio)
+    keep_at = storage_points(max_iters, store_ratio, store_every)
     kept: list = []
     status = "max_iters"
     i = 0

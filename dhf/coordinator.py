@@ -9,12 +9,26 @@ One update (Martens 2010, Alg. 1; Martens & Sutskever 2012, §20):
 4. CG on :math:`(G + \lambda I + \lambda\mu D)\,\delta = -g`, warm-started from
    0.95 × the previous solution — one Allreduce of ``Σ Gv`` per iteration;
 5. backtracking over the kept CG iterates on a held-out batch;
-6. ρ from the undamped quadratic model on the curvature batch; Levenberg–Marquardt λ;
-7. Armijo line search on the held-out batch; accept or reject.
+6. ρ from the quadratic model on the curvature batch; Levenberg–Marquardt λ;
+7. line search on the line-search batch (or the backtracking batch); accept or reject.
 
-Every branch is decided from Allreduced numbers, so all ranks take it together.  CG,
-damping and line search are the pure functions of :mod:`dhf.cg`, :mod:`dhf.damping` and
-:mod:`dhf.linesearch`; this module only wires them to the worker and the communicator.
+The objective is the mean loss plus :math:`\tfrac{l_2}{2}\lVert\theta\rVert^2` (Sutskever's
+release: 2e-5 on the loss, the gradient and the curvature).  Every branch is decided from
+Allreduced numbers, so all ranks take it together.  CG, damping and line search are the
+pure functions of :mod:`dhf.cg`, :mod:`dhf.damping` and :mod:`dhf.linesearch`; this
+module only wires them to the worker and the communicator.
+
+Where Martens (2010) and Sutskever's HF-RNN release differ, :class:`HFConfig` offers
+both; the defaults are Martens':
+
+==================  ===========================  ================================
+option              Martens (2010)               the release (M&S 2011's code)
+==================  ===========================  ================================
+``rho_model``       undamped model               damped model (λI and λμS in it)
+``structural_d``    D = 1 − h² ("paper")         D = ¼(1 − h²) ("release")
+``backtrack``       ⌈1.3^j⌉, walk back           every 10th and the last, argmin
+``linesearch_c``    Armijo, c = 1e-2             any decrease, c = 0
+==================  ===========================  ================================
 """
 from __future__ import annotations
 
@@ -32,6 +46,14 @@ from dhf.data import BatchSampler, shard_bounds
 from dhf.worker import Worker
 
 
+#: D of structural damping relative to the curvature of tanh's matching loss, 1 − h².
+#: Sutskever's release multiplies it by ¼ (``nonlin.Tanh.H_prod``), so at equal μ its
+#: structural damping is 4 × weaker than the paper's.
+STRUCTURAL_D = {"paper": 1.0, "release": 0.25}
+#: CG exits after which the quadratic model cannot be trusted: λ is raised as for ρ = −∞.
+CG_BREAKDOWNS = ("negative_curvature", "nonfinite")
+
+
 @dataclass(frozen=True)
 class HFConfig:
     """The optimiser's constants (defaults are Martens' unless noted)."""
@@ -45,6 +67,11 @@ class HFConfig:
     max_damping: float = 1e8
     structural_damping: float = 0.0  # mu; theano-hf 0.03, its memorisation example 1.0
     preconditioner: bool = False
+    structural_d: str = "paper"
+    rho_model: str = "undamped"  # or "damped" (the release)
+    l2: float = 0.0
+    backtrack: str = "martens"  # or "release"
+    linesearch_c: float = 1e-2
 
     @classmethod
     def from_config(cls, optimizer: dict) -> "HFConfig":
@@ -73,14 +100,16 @@ class StepInfo(NamedTuple):
     backtrack_iter: int
     step_size: float  # the line search's α; 0 when the step was rejected
     accepted: bool
-    loss_after: float  # held-out batch loss after the update
+    loss_after: float  # line-search batch loss after the update
     seconds: float
+    cg_breakdown: bool = False  # CG met non-positive or non-finite curvature
 
     def metrics(self) -> dict:
         """The update's row of ``metrics.jsonl`` (without validation and timing)."""
         return {"update": self.update, "loss": self.loss, "rho": self.rho,
                 "damping": self.damping, "cg_iters": self.cg_iters,
-                "cg_status": self.cg_status, "backtrack_iter": self.backtrack_iter,
+                "cg_status": self.cg_status, "cg_breakdown": self.cg_breakdown,
+                "backtrack_iter": self.backtrack_iter,
                 "step_size": self.step_size, "accepted": self.accepted,
                 "held_out_loss": self.loss_after}
 
@@ -126,6 +155,13 @@ class HFOptimizer:
         total, _, count = self.comm.allreduce_sum(self.worker.loss_sum(theta, rows_local))
         return total / count if count else math.nan
 
+    def objective(self, theta: np.ndarray, rows_local: np.ndarray) -> float:
+        """The mean loss plus the L2 term ``l2/2 ‖θ‖²``."""
+        return self.mean_loss(theta, rows_local) + self._l2_term(theta)
+
+    def _l2_term(self, theta: np.ndarray) -> float:
+        return 0.5 * self.config.l2 * float(theta @ theta) if self.config.l2 else 0.0
+
     def step(self, state: HFState,
              on_cg_iter: Callable[[int, float], None] | None = None
              ) -> tuple[HFState, StepInfo]:
@@ -137,54 +173,68 @@ class HFOptimizer:
         batches = self.sampler.draw(update)
         grad_rows, curv_rows = self._local(batches.gradient), self._local(batches.curvature)
         bt_rows = self._local(batches.backtrack)
+        ls_rows = self._local(batches.linesearch) if len(batches.linesearch) else bt_rows
         P = theta.size
 
         buf = self._reduce(np.concatenate([worker.grad_sum(theta, grad_rows),
                                            worker.prepare_curvature(theta, curv_rows)]))
         n_grad, n_curv = buf[P + 1], buf[P + 3]
-        g, loss, loss_curv = buf[:P] / n_grad, buf[P] / n_grad, buf[P + 2] / n_curv
+        g = buf[:P] / n_grad + cfg.l2 * theta
+        loss, loss_curv = buf[P] / n_grad, buf[P + 2] / n_curv + self._l2_term(theta)
         if not (np.all(np.isfinite(g)) and math.isfinite(loss)):
             return self._reject(state, update, loss, "nonfinite_gradient", t0)
 
         precond = None
         if cfg.preconditioner:
             sq = comm.allreduce_sum(worker.squared_grad_sum(theta, curv_rows)) / n_curv
-            precond = martens_preconditioner(sq, lam)
+            precond = martens_preconditioner(sq, lam + cfg.l2)
 
-        structural_weight = lam * cfg.structural_damping
+        structural_weight = lam * cfg.structural_damping * STRUCTURAL_D[cfg.structural_d]
 
         def damped_Gv(v):
-            return self._reduce(worker.gv_sum(v, structural_weight)) / n_curv + lam * v
+            Gv = self._reduce(worker.gv_sum(v, structural_weight)) / n_curv
+            return Gv + (lam + cfg.l2) * v
 
         x, cg_info = cg.pcg(damped_Gv, -g, cfg.cg_decay * state.cg_init, precond=precond,
                             min_iters=cfg.cg_min_iters, max_iters=cfg.cg_max_iters,
-                            tol=cfg.cg_tol, callback=on_cg_iter)
+                            tol=cfg.cg_tol, store_every=10 if cfg.backtrack == "release" else 0,
+                            callback=on_cg_iter)
+        breakdown = cg_info.status in CG_BREAKDOWNS
 
-        def held_out_loss(delta):
-            return self.mean_loss(theta + delta, bt_rows)
+        choose = linesearch.backtrack_argmin if cfg.backtrack == "release" else linesearch.backtrack
+        delta, bt = choose(cg_info.kept, lambda d: self.objective(theta + d, bt_rows))
 
-        delta, bt = linesearch.backtrack(cg_info.kept, held_out_loss)
-
-        # ρ from the undamped model on the curvature batch: one Allreduce of [ΣGδ, Σf_c].
+        # ρ on the curvature batch: one Allreduce of [Σ Gδ (+ λμ Sδ if damped), Σ f_c].
+        damped = cfg.rho_model == "damped"
         buf = comm.allreduce_sum(np.concatenate([
-            worker.gv_sum(delta, 0.0), worker.loss_sum(theta + delta, curv_rows)[[0, 2]]]))
+            worker.gv_sum(delta, structural_weight if damped else 0.0),
+            worker.loss_sum(theta + delta, curv_rows)[[0, 2]]]))
+        curvature = float(delta @ buf[:P]) / n_curv + (cfg.l2 + (lam if damped else 0.0)) \
+            * float(delta @ delta)
         slope = float(g @ delta)
-        rho = damping.reduction_ratio(loss_curv, buf[P] / buf[P + 1], slope,
-                                      float(delta @ buf[:P]) / n_curv)
-        new_lam = damping.update_damping(lam, rho, min_damping=cfg.min_damping,
+        rho = damping.reduction_ratio(loss_curv, buf[P] / buf[P + 1]
+                                      + self._l2_term(theta + delta), slope, curvature)
+        new_lam = damping.update_damping(lam, -math.inf if breakdown else rho,
+                                         min_damping=cfg.min_damping,
                                          max_damping=cfg.max_damping)
 
-        ls = linesearch.armijo(lambda a: held_out_loss(a * delta), held_out_loss(0 * delta),
-                               slope, first_loss=bt.loss)
+        def ls_objective(alpha):
+            return self.objective(theta + alpha * delta, ls_rows)
+
+        ls = linesearch.armijo(ls_objective, ls_objective(0.0), slope,
+                               first_loss=bt.loss if ls_rows is bt_rows else None,
+                               c=cfg.linesearch_c)
         if ls.accepted:
-            new_state = HFState(theta + ls.step_size * delta, new_lam, x, update)
+            # After a breakdown the last iterate is no warm start: CG restarts from zero.
+            new_state = HFState(theta + ls.step_size * delta, new_lam,
+                                np.zeros_like(x) if breakdown else x, update)
         else:  # keep θ, restart CG from zero, and damp harder
             new_lam = damping.update_damping(lam, -math.inf, min_damping=cfg.min_damping,
                                              max_damping=cfg.max_damping)
             new_state = HFState(theta, new_lam, np.zeros_like(x), update)
         info = StepInfo(update, loss, rho, new_lam, cg_info.iters, cg_info.status,
                         bt.iteration, ls.step_size, ls.accepted, ls.loss,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, breakdown)
         return new_state, info
 
     def _reject(self, state, update, loss, status, t0):
