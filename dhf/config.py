@@ -28,6 +28,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     },
     "data": {
         "path": ("", "HDF5 data set (from dhf-data) to train on instead of generating [task]"),
+        "fresh": (False, "generate new training sequences for every update (never reused; "
+                         "task.n_train unused) instead of a fixed training set"),
     },
     "model": {
         "hidden": (100, "hidden units per layer"),
@@ -42,13 +44,19 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "input_scale": (1.0, "multiplier on the input weights (Sutskever: 0.25)"),
         "spectral_radius": (0.0, "rescale recurrent matrices to this (0: leave)"),
         "code": (8, "digits_autoencoder: code units"),
+        "loss_average": ("sequence", "masked recurrent tasks: the objective averages over "
+                                     "sequences or over outputs (each sequence's terms "
+                                     "over its number of targets, as Sutskever's release)"),
     },
     "optimizer": {
-        "name": ("hf", "optimiser: hf (Hessian-free) or sgd (the first-order baseline)"),
+        "name": ("hf", "optimiser: hf (Hessian-free), or sgd or adam (first-order baselines)"),
         "max_updates": (100, "updates in the whole run, resumed ones included"),
         "gradient_batch": (5000, "sequences per gradient (global, over all ranks)"),
         "curvature_batch": (1000, "sequences per Gv product, a subset of the gradient batch"),
-        "backtrack_batch": (1000, "held-out sequences for CG backtracking and line search"),
+        "backtrack_batch": (1000, "held-out sequences for CG backtracking (and the line "
+                                  "search when linesearch_batch = 0)"),
+        "linesearch_batch": (0, "held-out sequences for the line search, disjoint from the "
+                                "others (0: search on the backtracking batch)"),
         "cg_min_iters": (1, "minimum CG iterations per update"),
         "cg_max_iters": (250, "maximum CG iterations per update"),
         "cg_tol": (5e-4, "Martens' relative-progress tolerance epsilon"),
@@ -58,12 +66,24 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "max_damping": (1e8, "upper bound on lambda"),
         "structural_damping": (1.0, "mu: structural damping weight relative to lambda"),
         "preconditioner": (False, "Martens' diagonal preconditioner"),
-        "learning_rate": (0.01, "sgd: step size epsilon"),
+        "structural_d": ("paper", "structural damping's D for tanh units: paper (1 - h^2) "
+                                  "or release (0.25 (1 - h^2), Sutskever's code)"),
+        "rho_model": ("undamped", "rho's denominator: the undamped quadratic model "
+                                  "(Martens 2010) or the damped one (Sutskever's code)"),
+        "backtrack": ("martens", "CG backtracking: martens (iterates at 1.3^j, walk back) "
+                                 "or release (every 10th iterate and the last, best one)"),
+        "linesearch_c": (0.01, "Armijo constant c of the line search (0: any decrease, "
+                               "as Sutskever's code)"),
+        "l2": (0.0, "L2 weight cost l2/2 |theta|^2 on the loss, gradient and curvature"),
+        "learning_rate": (0.01, "sgd, adam: step size epsilon"),
         "momentum": (0.9, "sgd: momentum mu"),
         "nesterov": (False, "sgd: Nesterov's momentum (Sutskever et al. 2013)"),
-        "clip_norm": (0.0, "sgd: rescale gradients to at most this norm (0: off)"),
-        "sgd_batch": (100, "sgd: rows per minibatch (global, over all ranks)"),
-        "sgd_steps": (100, "sgd: minibatch steps per update (per metrics row)"),
+        "clip_norm": (0.0, "sgd, adam: rescale gradients to at most this norm (0: off)"),
+        "sgd_batch": (100, "sgd, adam: rows per minibatch (global, over all ranks)"),
+        "sgd_steps": (100, "sgd, adam: minibatch steps per update (per metrics row)"),
+        "adam_beta1": (0.9, "adam: decay of the gradient's running mean"),
+        "adam_beta2": (0.999, "adam: decay of the squared gradient's running mean"),
+        "adam_epsilon": (1e-8, "adam: added to the root mean square"),
     },
     "run": {
         "seed": (0, "seed of the model initialisation and the batch sampler"),
@@ -95,7 +115,10 @@ _RANGES = {
     ("optimizer", "max_damping"): (0.0, None), ("optimizer", "structural_damping"): (0.0, None),
     ("optimizer", "learning_rate"): (0.0, None), ("optimizer", "momentum"): (0.0, 1.0),
     ("optimizer", "clip_norm"): (0.0, None), ("optimizer", "sgd_batch"): (1, None),
-    ("optimizer", "sgd_steps"): (1, None),
+    ("optimizer", "sgd_steps"): (1, None), ("optimizer", "linesearch_batch"): (0, None),
+    ("optimizer", "linesearch_c"): (0.0, 1.0), ("optimizer", "l2"): (0.0, None),
+    ("optimizer", "adam_beta1"): (0.0, 1.0), ("optimizer", "adam_beta2"): (0.0, 1.0),
+    ("optimizer", "adam_epsilon"): (0.0, None),
     ("run", "checkpoint_every"): (0, None), ("run", "valid_every"): (1, None),
     ("run", "check_replicas_every"): (0, None), ("run", "max_minutes"): (0.0, None), ("run", "patience"): (0, None),
 }
@@ -103,7 +126,11 @@ _CHOICES = {
     ("model", "cell"): ("tanh", "lstm"),
     ("model", "nonlinearity"): ("tanh", "logistic", "relu", "softplus", "linear"),
     ("model", "init"): ("sparse", "gaussian", "uniform", "orthogonal"),
-    ("optimizer", "name"): ("hf", "sgd"),
+    ("optimizer", "name"): ("hf", "sgd", "adam"),
+    ("optimizer", "structural_d"): ("paper", "release"),
+    ("optimizer", "rho_model"): ("undamped", "damped"),
+    ("optimizer", "backtrack"): ("martens", "release"),
+    ("model", "loss_average"): ("sequence", "output"),
     ("run", "backend"): ("numba", "c", "jax", "default"),
     ("run", "dtype"): ("float64", "float32"),
 }
@@ -117,27 +144,38 @@ def defaults() -> dict:
 def load(path: str | Path | None = None, overrides: list[str] = (),
          base: dict | None = None) -> dict:
     """Defaults (or ``base``), then the chosen task's recommended settings, then the TOML
-    file at ``path``, then ``--set`` overrides, in that order."""
+    file at ``path``, then ``--set`` overrides, in that order.
+
+    A task's recommendations may depend on the sequence length (Sutskever's λ₀ grows with
+    the number of outputs, T of them for random permutation): they are taken at the
+    ``task.T`` the whole config ends with.
+    """
     values = read_toml(path) if path is not None else {}
     if base is not None:
         config = copy.deepcopy(base)
     else:
         config = defaults()
         name = _task_name(values, overrides, str(path))
-        merge(config, _task_defaults(name), source=f"task {name!r} defaults")
-    merge(config, values, source=str(path))
+        probe = defaults()
+        merge(probe, _task_defaults(name), source=f"task {name!r} defaults")
+        T = _apply_user_values(probe, values, overrides, str(path))["task"]["T"]
+        merge(config, _task_defaults(name, T), source=f"task {name!r} defaults")
+    _apply_user_values(config, values, overrides, str(path))
+    validate(config)
+    return config
+
+
+def _apply_user_values(config: dict, values: dict, overrides, source: str) -> dict:
+    """``config`` with the file's ``values``, then the ``--set`` overrides, applied."""
+    merge(config, values, source=source)
     for item in overrides:
         apply_override(config, item)
-    validate(config)
     return config
 
 
 def _task_name(values: dict, overrides, source: str) -> str:
     """The task the file and overrides choose (a data file's own task if they name one)."""
-    probe = defaults()
-    merge(probe, values, source=source)
-    for item in overrides:
-        apply_override(probe, item)
+    probe = _apply_user_values(defaults(), values, overrides, source)
     if probe["data"]["path"]:
         from dhf.dataset import file_task
 
@@ -148,10 +186,10 @@ def _task_name(values: dict, overrides, source: str) -> str:
     return probe["task"]["name"]
 
 
-def _task_defaults(name: str) -> dict:
+def _task_defaults(name: str, T: int | None = None) -> dict:
     from dhf import tasks
 
-    return tasks.defaults(name)
+    return tasks.defaults(name, T)
 
 
 def read_toml(path: str | Path) -> dict:
@@ -224,6 +262,9 @@ def validate(config: dict) -> None:
         if config[section][key] not in choices:
             raise ConfigError(f"{section}.{key} = {config[section][key]!r}; expected one "
                               f"of {', '.join(choices)}")
+    if config["data"]["fresh"] and config["data"]["path"]:
+        raise ConfigError(f"data.fresh = true generates the training data; it cannot read "
+                          f"data.path = {config['data']['path']!r} (set one of them)")
     opt = config["optimizer"]
     if opt["curvature_batch"] > opt["gradient_batch"]:
         raise ConfigError(f"optimizer.curvature_batch = {opt['curvature_batch']} must be <= "

@@ -22,17 +22,18 @@ from dhf import checkpoint, dataset, tasks
 from dhf.comm import Communicator, check_replicas
 from dhf.config import read_toml, to_toml
 from dhf.coordinator import HFConfig, HFOptimizer, StopRequested
-from dhf.data import BatchSampler, shard_bounds
-from dhf.dataset import ArraySource, StackedSource
+from dhf.data import BatchSampler, FreshSampler, shard_bounds
+from dhf.dataset import ArraySource, FreshSource, StackedSource
 from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
-from dhf.sgd import SGDConfig, SGDOptimizer
+from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
 from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
 
 MODES = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "default": None}
+FIRST_ORDER = {"sgd": SGDOptimizer, "adam": AdamOptimizer}
 
 
 def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
@@ -72,9 +73,10 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
                 "update": int(saved["best_update"])}
         logger.info("resumed %s at update %d", out, state.update)
     _on_root(comm, lambda: _start_outputs(out, config_toml, state.update))
-    logger.info("dhf: %s, %s, %d parameters, %d ranks, %d train / %d valid rows; "
+    logger.info("dhf: %s, %s, %d parameters, %d ranks, %s train / %d valid rows; "
                 "compiled in %.1fs", config["task"]["name"] if data is None else "own model",
-                optimizer.name, theta0.size, comm.size, n_train, n_valid,
+                optimizer.name, theta0.size, comm.size,
+                "fresh" if getattr(train_rows, "on_demand", False) else n_train, n_valid,
                 worker.compile_seconds)
 
     run_cfg = config["run"]
@@ -140,18 +142,26 @@ def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: in
                    should_stop=None):
     """The optimiser ``optimizer.name`` names, with its batches checked against the data."""
     opt_cfg, seed = config["optimizer"], config["run"]["seed"]
-    if opt_cfg["name"] == "sgd":
+    fresh = config["data"]["fresh"]
+    if opt_cfg["name"] in FIRST_ORDER:
         if opt_cfg["sgd_batch"] > n_train:
             raise ConfigError(f"optimizer.sgd_batch = {opt_cfg['sgd_batch']} exceeds the "
                               f"{n_train} training rows")
-        return SGDOptimizer(worker, comm, SGDConfig.from_config(opt_cfg), n_train, seed,
-                            should_stop)
-    needed = opt_cfg["gradient_batch"] + opt_cfg["backtrack_batch"]
-    if needed > n_train:
-        raise ConfigError(f"optimizer.gradient_batch + optimizer.backtrack_batch = {needed} "
-                          f"exceeds the {n_train} training rows")
-    sampler = BatchSampler(n_train, opt_cfg["gradient_batch"], opt_cfg["curvature_batch"],
-                           opt_cfg["backtrack_batch"], seed)
+        return FIRST_ORDER[opt_cfg["name"]](worker, comm, SGDConfig.from_config(opt_cfg),
+                                            n_train, seed, should_stop, fresh=fresh)
+    sizes = [opt_cfg[f"{name}_batch"] for name in ("gradient", "curvature", "backtrack",
+                                                   "linesearch")]
+    if fresh:
+        sampler = FreshSampler(*sizes)
+    else:
+        needed = sizes[0] + sizes[2] + sizes[3]
+        if needed > n_train:
+            raise ConfigError(
+                f"optimizer.gradient_batch + backtrack_batch + linesearch_batch = {needed} "
+                f"exceeds the {n_train} training rows; lower them (linesearch_batch = 0 "
+                "searches on the backtracking batch) or set data.fresh = true")
+        sampler = BatchSampler(n_train, sizes[0], sizes[1], sizes[2], seed,
+                               linesearch=sizes[3])
     return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop)
 
 
@@ -193,6 +203,14 @@ def load_data(config: dict, comm: Communicator):
     """The training and validation row sources: generated from ``[task]`` or read from the
     HDF5 file ``data.path`` (whose task then sets ``[task]``), checked for every rank."""
     path = config["data"]["path"]
+    if config["data"]["fresh"]:
+        task_cfg, task = config["task"], tasks.get(config["task"]["name"])
+        if not hasattr(task, "generate"):
+            raise ConfigError(f"data.fresh = true needs a task that generates its data; "
+                              f"task {task_cfg['name']!r} has a fixed data set")
+        train = FreshSource(lambda n, rng: task.generate(task_cfg, n, rng),
+                            task_cfg["seed"], config["run"]["seed"])
+        return train, ArraySource(tasks.generate_splits(config, train=False)["valid"])
     if not path:
         splits = tasks.generate_splits(config)
         return ArraySource(splits["train"]), ArraySource(splits["valid"])

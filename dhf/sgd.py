@@ -1,21 +1,32 @@
-r"""The first-order baseline: minibatch SGD with momentum, run data-parallel like HF.
+r"""The first-order baselines: minibatch SGD with momentum, and Adam, run data-parallel
+like HF.
 
-``optimizer.name = "sgd"`` trains the same models on the same data, so a user can see
-what the curvature buys (the ``hessianfree`` package's ``use_hf=False``).  Classical
-momentum, or Nesterov's (Sutskever, Martens, Dahl & Hinton 2013, eqs. 1–4):
+``optimizer.name = "sgd"`` or ``"adam"`` trains the same models on the same data, so a user
+can see what the curvature buys (the ``hessianfree`` package's ``use_hf=False``).
+Classical momentum, or Nesterov's (Sutskever, Martens, Dahl & Hinton 2013, eqs. 1–4):
 
 .. math::
 
     v_{k+1} = \mu v_k - \varepsilon\, \nabla f(\theta_k + [\text{nesterov}]\,\mu v_k),
     \qquad \theta_{k+1} = \theta_k + v_{k+1}
 
-with the gradient optionally rescaled to norm at most ``clip_norm`` (Pascanu, Mikolov &
-Bengio 2013), the usual remedy for exploding RNN gradients.
+and Adam (Kingma & Ba 2015, Algorithm 1), with :math:`k` counting every step of the run:
+
+.. math::
+
+    m_k = \beta_1 m_{k-1} + (1 - \beta_1) g_k, \quad
+    v_k = \beta_2 v_{k-1} + (1 - \beta_2) g_k^2, \quad
+    \theta_k = \theta_{k-1} - \varepsilon\,
+        \frac{m_k / (1 - \beta_1^k)}{\sqrt{v_k / (1 - \beta_2^k)} + \epsilon}
+
+with the gradient optionally rescaled to norm at most ``clip_norm`` first (Pascanu,
+Mikolov & Bengio 2013), the usual remedy for exploding RNN gradients.
 
 One *update* (a metrics row, a checkpoint) is ``sgd_steps`` minibatch steps, so runs of
-both optimisers read alike.  Minibatch ``k`` of update ``u`` is drawn from
-``default_rng([seed, u, k])``: the same rows at any rank count, nothing to restore on
-resume.  Each step is one Allreduce of ``[Σ∇f, Σf, n]``.
+every optimiser read alike.  Minibatch ``k`` of update ``u`` is drawn from
+``default_rng([seed, u, k])``, or is ``sgd_batch`` fresh rows with ``data.fresh``: the
+same rows at any rank count, nothing to restore on resume.  Each step is one Allreduce of
+``[Σ∇f, Σf, n]``.
 """
 from __future__ import annotations
 
@@ -29,7 +40,7 @@ import numpy as np
 
 from dhf.comm import Communicator
 from dhf.coordinator import StopRequested, evaluate
-from dhf.data import minibatch
+from dhf.data import fresh_minibatch, minibatch
 from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -43,6 +54,9 @@ class SGDConfig:
     clip_norm: float = 0.0  # 0: no clipping
     sgd_batch: int = 100
     sgd_steps: int = 100
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
 
     @classmethod
     def from_config(cls, optimizer: dict) -> "SGDConfig":
@@ -53,6 +67,14 @@ class SGDConfig:
 class SGDState:
     theta: np.ndarray
     velocity: np.ndarray
+    update: int = 0
+
+
+@dataclass(frozen=True)
+class AdamState:
+    theta: np.ndarray
+    first_moment: np.ndarray
+    second_moment: np.ndarray
     update: int = 0
 
 
@@ -75,14 +97,24 @@ class SGDOptimizer:
     State = SGDState
 
     def __init__(self, worker: Worker, comm: Communicator, config: SGDConfig,
-                 n_rows: int, seed: int, should_stop: Callable[[], bool] | None = None):
+                 n_rows: int, seed: int, should_stop: Callable[[], bool] | None = None,
+                 fresh: bool = False):
         self.worker, self.comm, self.config = worker, comm, config
-        self.n_rows, self.seed = n_rows, seed
+        self.n_rows, self.seed, self.fresh = n_rows, seed, fresh
         self.should_stop = should_stop or (lambda: False)
 
     def init(self, theta0: np.ndarray) -> SGDState:
         theta = np.asarray(self.comm.bcast(np.asarray(theta0, np.float64)), np.float64)
-        return SGDState(theta, np.zeros_like(theta))
+        return self.State(theta, *(np.zeros_like(theta) for _ in self._moments), 0)
+
+    #: The state's per-parameter arrays besides θ.
+    _moments = ("velocity",)
+
+    def _rows(self, update: int, step: int) -> np.ndarray:
+        size = self.config.sgd_batch
+        if self.fresh:
+            return fresh_minibatch(size, update, step)
+        return minibatch(self.n_rows, size, self.seed, update, step)
 
     def gradient(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, float]:
         """Global mean gradient and loss over ``rows`` (global indices)."""
@@ -94,24 +126,24 @@ class SGDOptimizer:
         P = theta.size
         return buf[:P] / buf[P + 1], buf[P] / buf[P + 1]
 
-    def step(self, state: SGDState, on_iter: Callable[[int, float], None] | None = None
-             ) -> tuple[SGDState, SGDInfo]:
+    def step(self, state, on_iter: Callable[[int, float], None] | None = None):
         """``sgd_steps`` minibatch steps from ``state``; ``on_iter(k, loss)`` after each."""
         t0 = time.perf_counter()
         cfg = self.config
         update = state.update + 1
-        theta, v = state.theta.copy(), state.velocity.copy()
+        theta = state.theta.copy()
+        moments = [getattr(state, name).copy() for name in self._moments]
         losses, norms, clipped = [], [], 0
         for k in range(cfg.sgd_steps):
-            rows = minibatch(self.n_rows, cfg.sgd_batch, self.seed, update, k)
-            at = theta + cfg.momentum * v if cfg.nesterov else theta
-            g, loss = self.gradient(at, rows)
+            # Nesterov's look-ahead is momentum SGD's alone.
+            at = theta + cfg.momentum * moments[0] if cfg.nesterov and self.name == "sgd" \
+                else theta
+            g, loss = self.gradient(at, self._rows(update, k))
             norm = float(np.linalg.norm(g))
             if cfg.clip_norm and norm > cfg.clip_norm:
                 g *= cfg.clip_norm / norm
                 clipped += 1
-            v = cfg.momentum * v - cfg.learning_rate * g
-            theta = theta + v
+            theta = self._move(theta, moments, g, (update - 1) * cfg.sgd_steps + k + 1)
             losses.append(loss)
             norms.append(norm)
             if on_iter is not None:
@@ -119,12 +151,38 @@ class SGDOptimizer:
         info = SGDInfo(update, float(np.mean(losses)), float(np.mean(norms)), clipped,
                        time.perf_counter() - t0)
         if not (np.all(np.isfinite(theta)) and math.isfinite(info.loss)):
-            logger.warning("sgd diverged in update %d (non-finite loss or parameters); "
+            logger.warning("%s diverged in update %d (non-finite loss or parameters); "
                            "keeping the previous parameters: lower "
-                           "optimizer.learning_rate or set optimizer.clip_norm", update)
+                           "optimizer.learning_rate or set optimizer.clip_norm",
+                           self.name, update)
             info = info._replace(loss=math.nan)  # NaN marks a diverged update
-            return SGDState(state.theta, np.zeros_like(v), update), info
-        return SGDState(theta, v, update), info
+            zeros = (np.zeros_like(theta) for _ in self._moments)
+            return self.State(state.theta, *zeros, update), info
+        return self.State(theta, *moments, update), info
+
+    def _move(self, theta, moments, g, k):
+        """Momentum's step (``moments = [v]``, updated in place); returns the new θ."""
+        cfg = self.config
+        moments[0] = cfg.momentum * moments[0] - cfg.learning_rate * g
+        return theta + moments[0]
 
     def evaluate(self, theta: np.ndarray, first_row: int, n_rows: int) -> tuple[float, float]:
         return evaluate(self.worker, self.comm, theta, first_row, n_rows)
+
+
+class AdamOptimizer(SGDOptimizer):
+    """Adam (Kingma & Ba 2015) with :class:`SGDOptimizer`'s minibatches and clipping."""
+
+    name = "adam"
+    State = AdamState
+    _moments = ("first_moment", "second_moment")
+
+    def _move(self, theta, moments, g, k):
+        """Adam's step number ``k`` (counted over the whole run, from 1)."""
+        cfg = self.config
+        b1, b2 = cfg.adam_beta1, cfg.adam_beta2
+        moments[0] = b1 * moments[0] + (1.0 - b1) * g
+        moments[1] = b2 * moments[1] + (1.0 - b2) * g * g
+        m_hat = moments[0] / (1.0 - b1 ** k)
+        v_hat = moments[1] / (1.0 - b2 ** k)
+        return theta - cfg.learning_rate * m_hat / (np.sqrt(v_hat) + cfg.adam_epsilon)

@@ -23,7 +23,7 @@ from pytensor.gradient import grad
 from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
 from dhf.data import local
-from dhf.dataset import ArraySource
+from dhf.dataset import ArraySource, mask_lengths
 from dhf.errors import DataError
 from dhf.layout import ParamLayout
 from dhf.model import ModelSpec
@@ -64,7 +64,11 @@ class Worker:
         self.explicit_gv = (explicit_gv and spec.gauss_newton is not None
                             and str(mode).upper() != "JAX")
         self._cache: list[np.ndarray] | None = None
-        self.lengths = _row_lengths(self.source, spec) if spec.trim_padding else None
+        # Row lengths, for trimming padding: read once from the mask, or, for rows that
+        # are generated when read (fresh data), from each batch's own mask.
+        self.on_demand = getattr(self.source, "on_demand", False)
+        self.lengths = (_row_lengths(self.source, spec)
+                        if spec.trim_padding and not self.on_demand else None)
         t0 = time.perf_counter()
         self._compile()
         self.compile_seconds = time.perf_counter() - t0
@@ -127,21 +131,36 @@ class Worker:
         its longest row, so padded steps cost nothing.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        if self.lengths is not None:
-            rows = rows[np.argsort(self.lengths[rows], kind="stable")]
+        lengths = self._lengths(rows)
+        if lengths is not None:
+            order = np.argsort(lengths, kind="stable")
+            rows, lengths = rows[order], lengths[order]
         for start in range(0, len(rows), self.chunk_rows):
             chunk = rows[start:start + self.chunk_rows]
             data = self._read(chunk)
-            if self.lengths is not None and len(chunk):
-                steps = int(self.lengths[chunk].max())
+            if lengths is not None and len(chunk):
+                steps = int(lengths[start:start + self.chunk_rows].max())
                 data = [a[:, :steps] if a.ndim >= 2 and v.ndim >= 2 else a
                         for a, v in zip(data, self.spec.data_vars)]
             yield data
 
+    def _lengths(self, rows: np.ndarray) -> np.ndarray | None:
+        """The rows' lengths when padding is trimmed, else None."""
+        if not self.spec.trim_padding:
+            return None
+        if self.lengths is not None:
+            return self.lengths[rows]
+        where = self.spec.data_vars.index(self.spec.mask)
+        return mask_lengths(self.source.read(rows, fields=[where])[0])
+
     def shard(self, rows: np.ndarray, rank: int, size: int) -> np.ndarray:
         """Rank ``rank``'s share of the global ``rows``: a contiguous slice, or, with
         padding trimmed, every ``size``-th row by length, so that every rank gets as many
-        steps to compute as the others and they reach each Allreduce together."""
+        steps to compute as the others and they reach each Allreduce together.  Rows
+        generated when read (fresh data) are dealt in contiguous slices, so that no rank
+        generates another's: their lengths are independent draws, and a slice of a few
+        hundred of them holds as many steps as another to within a fraction of a
+        percent."""
         rows = np.asarray(rows)
         if self.lengths is None:
             return local(rows, rank, size)
@@ -218,10 +237,7 @@ def _row_lengths(source, spec: ModelSpec, block: int = 4096) -> np.ndarray:
     lengths = np.zeros(source.n_rows, dtype=np.int64)
     for lo in range(0, source.n_rows, block):
         rows = np.arange(lo, min(lo + block, source.n_rows))
-        mask = np.asarray(source.read(rows, fields=[where])[0])
-        kept = mask != 0
-        lengths[lo:lo + len(mask)] = np.where(
-            kept.any(axis=1), mask.shape[1] - np.argmax(kept[:, ::-1], axis=1), 0)
+        lengths[lo:lo + len(rows)] = mask_lengths(source.read(rows, fields=[where])[0])
     return lengths
 
 

@@ -1,5 +1,6 @@
-"""Write ``configs/<task>.toml``, a commented config for every built-in problem, and
-``docs/config.md``, the reference of every config key.
+"""Write ``configs/<task>.toml``, a commented config for every built-in problem,
+``configs/ms2011/<problem>.toml``, Martens & Sutskever's recipe for each of their
+problems, and ``docs/config.md``, the reference of every config key.
 
 Each file holds every key with the value ``dhf-train --set task.name=<task>`` would use
 (dhf's defaults under the task's recommended settings) and the key's description as a
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from dhf import config as config_mod
 from dhf import tasks
+from dhf.tasks import pathological
 
 ROOT = Path(__file__).resolve().parents[1]
 HAND_WRITTEN = {"memorization"}
@@ -40,6 +42,72 @@ def render(name: str) -> str:
             lines.append(f"{f'{key} = {value}':<30} # {mark} {text}")
         lines.append("")
     return "\n".join(lines)
+
+
+#: Where each value of Martens & Sutskever's recipe comes from (Sutskever's HF-RNN
+#: release, barapa/HF-RNN: ``opt/r/demo.py``, ``opt/hf.py``, ``opt/d/seq/``).
+MS2011_NOTES = {
+    ("task", "n_valid"): "test set: 10 minibatches of 1,000, generated once",
+    ("data", "fresh"): "10 new minibatches of 1,000 every update, never reused",
+    ("model", "hidden"): "demo.py: h = 100",
+    ("model", "cell"): "hid_nonlin = nonlin.Tanh",
+    ("model", "init_scale"): "no gain on top of the 1/sqrt(15) scale",
+    ("model", "init"): "initialize_self(num_in=15, scale=1/sqrt(15)): sparse",
+    ("model", "input_scale"): "model.W_vh *= 0.25, 'a VERY IMPORTANT LINE'",
+    ("model", "loss_average"): "DataAccess.size(): the loss is divided by the mask's sum",
+    ("optimizer", "gradient_batch"): "grad_batches: all 10 minibatches",
+    ("optimizer", "curvature_batch"): "GN_batches = [0]",
+    ("optimizer", "backtrack_batch"): "BT_batches = [1], BT_eval = 'objective'",
+    ("optimizer", "linesearch_batch"): "line_search_batches = [2]",
+    ("optimizer", "cg_max_iters"): "max_cg_iter = 300 (the progress rule still stops it)",
+    ("optimizer", "init_damping"): "0.01 x data_object.num_outputs",
+    ("optimizer", "structural_damping"): "init_damping = [1, 0.03] x ...: mu = 0.03",
+    ("optimizer", "structural_d"): "nonlin.Tanh.H_prod: 0.25 (1 - h^2)",
+    ("optimizer", "rho_model"): "RHO_denom = model(..., damp=True)",
+    ("optimizer", "backtrack"): "cg_eval_freq = 10 and the last iterate, argmin",
+    ("optimizer", "linesearch_c"): "line_search: first 0.8^i that lowers the loss",
+    ("optimizer", "l2"): "L2_decay = 2e-5 on loss, gradient and Gv",
+    ("optimizer", "max_updates"): "an upper bound; run.max_minutes is the budget",
+    ("run", "stop_valid_error"): "test_losses_threshold_fn: zero-one loss < 0.001",
+    ("run", "dtype"): "dhf's choice: 2 x faster; CG and sums stay float64",
+}
+MS2011_T = 100  # the release's T of the table these configs reproduce
+
+
+def render_ms2011(name: str) -> str:
+    """``configs/ms2011/<name>.toml``: the recipe's keys only, each with its source."""
+    task = tasks.get(name)
+    problem = task.problem
+    T = MS2011_T // problem.release_T_factor
+    recipe = tasks.defaults(name, T)
+    doc = " ".join((task.__doc__ or "").split())
+    t_note = ("the release's T = 100: xor's sequences are half its global T"
+              if problem.release_T_factor != 1 else "the release's T = 100 (its default: 200)")
+    lines = [f"# Martens & Sutskever (2011): {name}, {doc}.",
+             "# The recipe of Sutskever's released HF-RNN code (barapa/HF-RNN), which is "
+             "also",
+             "# this task's recommended settings; the file lists it to say where each value",
+             "# comes from. Any T: --set task.T=... (lambda_0 follows the task's outputs).",
+             f"#   mpirun -n 2 dhf-train configs/ms2011/{name}.toml --out runs/{name}",
+             "# Success: under 1 % of the 10,000 test sequences wrong (the release stops "
+             "at 0.1 %).",
+             "# Written by scripts/make_configs.py.", "",
+             "[task]", f'name = {config_mod._toml_value(name)}',
+             f'{f"T = {T}":<30} # {t_note}']
+    for section in config_mod.SCHEMA:
+        keys = recipe.get(section, {})
+        if section != "task":
+            lines += ["", f"[{section}]"]
+        for key, value in keys.items():
+            if (section, key) in (("task", "n_train"), ("task", "T")):
+                continue  # T is above; n_train is unused with fresh data
+            text = f"{key} = {config_mod._toml_value(value)}"
+            if key == "init_damping":  # left to the task, so that it follows task.T
+                lines.append(f"# {text} here: the task sets 0.01 x the release's "
+                             f"num_outputs ({problem.num_outputs(T)} at T = {T})")
+                continue
+            lines.append(f"{text:<30} # {MS2011_NOTES.get((section, key), '')}".rstrip())
+    return "\n".join(lines) + "\n"
 
 
 def reference() -> str:
@@ -75,6 +143,9 @@ def main() -> None:
     for name in sorted(tasks.TASKS):
         if name not in HAND_WRITTEN:
             (ROOT / "configs" / f"{name}.toml").write_text(render(name))
+    (ROOT / "configs" / "ms2011").mkdir(exist_ok=True)
+    for name in sorted(pathological.PROBLEMS):
+        (ROOT / "configs" / "ms2011" / f"{name}.toml").write_text(render_ms2011(name))
     (ROOT / "docs" / "config.md").write_text(reference())
 
 

@@ -18,7 +18,8 @@ def small(name, *extra):
     settings = [f"task.name={name!r}", f"task.T={SMALL_T.get(name, 12)}",
                 "task.n_train=300", "task.n_valid=60", "model.hidden=6",
                 "optimizer.gradient_batch=100", "optimizer.curvature_batch=50",
-                "optimizer.backtrack_batch=50", "optimizer.cg_max_iters=5",
+                "optimizer.backtrack_batch=50", "optimizer.linesearch_batch=50",
+                "optimizer.cg_max_iters=5",
                 "optimizer.max_updates=1", "run.backend='default'",
                 "run.check_replicas_every=1", *extra]
     return config_mod.load(None, settings)
@@ -72,7 +73,7 @@ def test_random_permutation_is_judged_at_the_last_step_only():
     import pytensor
 
     predict = pytensor.function([spec.inputs[0]], spec.output)
-    s = predict(x.astype(float))
+    s = predict(x.astype(spec.inputs[0].dtype))
     y_last = y.astype(float).copy()
     y_last[:, -1] = np.eye(y.shape[-1])[s[:, -1].argmax(-1)]
     _, errors, _ = Worker(spec, ArraySource([x, y_last, mask])).loss_sum(theta, np.arange(40))

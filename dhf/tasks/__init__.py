@@ -22,26 +22,32 @@ from __future__ import annotations
 
 import numpy as np
 
+from dhf.dataset import TEST_TAG, VALID_TAG, generate_blocks
 from dhf.errors import ConfigError
 from dhf.tasks import demos, digits, memorization, pathological, plant
 from dhf.tasks.problem import ProblemTask
 
-#: Martens & Sutskever's settings (reference/distributed_anchors.md §2.2, Sutskever's
-#: ``opt/r/demo.py``): 100 tanh units, sparse init with input weights × 0.25, gradient on
-#: 10000 sequences, curvature on 1000, up to 300 CG steps, μ = 0.03, and λ₀ = 0.01 × the
-#: number of outputs their code counts per sequence.
-_PATHOLOGICAL = {
+#: Martens & Sutskever's recipe, as Sutskever's released HF-RNN code ran it
+#: (``opt/r/demo.py``, ``opt/hf.py``; reference/ms2011_recipe.md): 100 tanh units, sparse
+#: init with input weights × 0.25; fresh data every update, the gradient on 10,000
+#: sequences, the curvature on 1,000 of them, backtracking and the line search on 1,000
+#: more each; up to 300 CG steps; μ = 0.03 with the release's D = ¼(1 − h²); ρ from the
+#: damped model; the best of every tenth CG iterate; any decrease accepted by the line
+#: search; L2 2e-5; the loss averaged over outputs; λ₀ = 0.01 × the release's number of
+#: outputs (:class:`_Pathological`).  Success: under 0.1 % of the 10,000 test sequences
+#: wrong (the release's stop; under 1 % is the usual criterion).
+MS2011 = {
+    "task": {"n_train": 20000, "n_valid": 10000},
+    "data": {"fresh": True},
     "model": {"hidden": 100, "cell": "tanh", "init": "sparse", "init_scale": 1.0,
-              "input_scale": 0.25},
-    "optimizer": {"gradient_batch": 10000, "curvature_batch": 1000,
-                  "backtrack_batch": 1000, "cg_max_iters": 300, "structural_damping": 0.03},
-    "task": {"n_train": 20000, "n_valid": 1000},
-    "run": {"stop_valid_error": 0.001},
+              "input_scale": 0.25, "loss_average": "output"},
+    "optimizer": {"max_updates": 1000, "gradient_batch": 10000, "curvature_batch": 1000,
+                  "backtrack_batch": 1000, "linesearch_batch": 1000, "cg_max_iters": 300,
+                  "structural_damping": 0.03, "structural_d": "release",
+                  "rho_model": "damped", "backtrack": "release", "linesearch_c": 0.0,
+                  "l2": 2e-5},
+    "run": {"stop_valid_error": 0.001, "dtype": "float32"},
 }
-_INIT_DAMPING = {"addition": 0.01, "multiplication": 0.01, "xor": 0.01,
-                 "temporal_order_2bit": 0.08, "temporal_order_3bit": 0.08,
-                 "random_permutation": 2.0, "noiseless_memorization_5bit": 20.0,
-                 "noiseless_memorization_20bit": 100.0}
 
 
 def _with(base: dict, **sections) -> dict:
@@ -50,9 +56,14 @@ def _with(base: dict, **sections) -> dict:
             for sec in set(base) | set(sections)}
 
 
-def _pathological(problem) -> ProblemTask:
-    return ProblemTask(problem, _with(_PATHOLOGICAL, optimizer={
-        "init_damping": _INIT_DAMPING[problem.name]}))
+class _Pathological(ProblemTask):
+    """A Martens & Sutskever problem with their recipe as its recommended settings;
+    λ₀ follows T where the release's number of outputs does."""
+
+    def recommended(self, T: int | None = None) -> dict:
+        T = self.problem.default_T if T is None else T
+        lam0 = 0.01 * self.problem.num_outputs(T)
+        return _with(self.defaults, optimizer={"init_damping": lam0})
 
 
 _SMALL_BATCHES = {"gradient_batch": 1000, "curvature_batch": 1000, "backtrack_batch": 500,
@@ -88,7 +99,7 @@ _DIGITS = {"model": {"hidden": 64, "init": "gaussian", "init_scale": 1.0},
 
 TASKS = {
     "memorization": memorization,
-    **{name: _pathological(p) for name, p in pathological.PROBLEMS.items()},
+    **{name: _Pathological(p, MS2011) for name, p in pathological.PROBLEMS.items()},
     **{name: ProblemTask(p, _DEMOS[name]) for name, p in demos.PROBLEMS.items()},
     "plant": plant,
     "digits": digits.DigitsTask("digits", False, _DIGITS,
@@ -108,20 +119,36 @@ def get(name: str):
                           f"{', '.join(sorted(TASKS))}") from None
 
 
-def defaults(name: str) -> dict:
-    """The task's recommended settings by section (empty for an unknown name: the
-    config's validation reports that)."""
+def defaults(name: str, T: int | None = None) -> dict:
+    """The task's recommended settings by section, at sequence length ``T`` (the task's
+    own default when None); empty for an unknown name: the config's validation reports
+    that."""
     task = TASKS.get(name)
-    return getattr(task, "defaults", {}) if task is not None else {}
+    if task is None:
+        return {}
+    if hasattr(task, "recommended"):
+        return task.recommended(T)
+    return getattr(task, "defaults", {})
 
 
-def generate_splits(config: dict, test: bool = False) -> dict[str, list[np.ndarray]]:
+def generate_splits(config: dict, test: bool = False, train: bool = True
+                    ) -> dict[str, list[np.ndarray]]:
     """``{"train": [inputs, targets, ...], "valid": [...]}`` for the configured task, and a
-    ``"test"`` split of ``n_valid`` rows when asked."""
+    ``"test"`` split of ``n_valid`` rows when asked.
+
+    ``train=False`` (fresh data: :class:`dhf.dataset.FreshSource` makes the training rows)
+    generates the other splits only, in blocks keyed on ``task.seed`` and the split, so
+    that a large test set needs no more than a block's temporaries.
+    """
     task_cfg = config["task"]
     task = get(task_cfg["name"])
     if hasattr(task, "splits"):
         return task.splits(task_cfg, test)
+    if not train:
+        def split(tag):
+            return generate_blocks(lambda n, r: task.generate(task_cfg, n, r),
+                                   task_cfg["n_valid"], (task_cfg["seed"], 0, 0, tag), 1000)
+        return {"valid": split(VALID_TAG), **({"test": split(TEST_TAG)} if test else {})}
     rng = np.random.default_rng(task_cfg["seed"])
     splits = {"train": task.generate(task_cfg, task_cfg["n_train"], rng),
               "valid": task.generate(task_cfg, task_cfg["n_valid"], rng)}

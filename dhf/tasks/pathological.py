@@ -45,7 +45,10 @@ class Problem:
 
     ``error`` says how one prediction is judged wrong: ``"abs"`` when ``|s − y| >
     tolerance`` on any output, ``"sign"`` when ``(s > 0) != (y > 0.5)`` (sigmoid outputs),
-    ``"argmax"`` when ``argmax s != argmax y`` (softmax outputs).
+    ``"argmax"`` when ``argmax s != argmax y`` (softmax outputs).  ``num_outputs(T)`` is
+    the release's ``num_outputs``, which sets its λ₀ = 0.01 × num_outputs
+    (``opt/d/seq/utils``: 8 for both temporal-order problems, T for random permutation,
+    symbols × alphabet × T for the memorisations).
     """
 
     name: str
@@ -59,6 +62,8 @@ class Problem:
     error_last_step_only: bool = False
     default_T: int = 200
     doc: str = ""
+    num_outputs: Callable[[int], int] = lambda T: 1
+    release_T_factor: int = 1  # the release's global T over this T (2 for xor)
 
 
 # -- shared helpers ------------------------------------------------------------------------
@@ -350,28 +355,32 @@ MULTIPLICATION = Problem(
     doc="product of the two marked U[0,1) values, read out at the end of the sequence")
 XOR = Problem(
     "xor", n_in=2, n_out=1, loss="sigmoid_xent", error="sign", tolerance=0.0,
-    recurrent=True, generate=_xor, default_T=100,
+    recurrent=True, generate=_xor, default_T=100, release_T_factor=2,
     doc="xor of the two marked bits among random bits, read out at the end")
 TEMPORAL_ORDER_2BIT = Problem(
     "temporal_order_2bit", n_in=N_TEMPORAL_SYMBOLS, n_out=4, loss="softmax_xent",
     error="argmax", tolerance=0.0, recurrent=True, generate=_temporal_order_2bit,
+    num_outputs=lambda T: 8,
     doc="class of the order of two X/Y markers among distractor symbols")
 TEMPORAL_ORDER_3BIT = Problem(
     "temporal_order_3bit", n_in=N_TEMPORAL_SYMBOLS, n_out=8, loss="softmax_xent",
     error="argmax", tolerance=0.0, recurrent=True, generate=_temporal_order_3bit,
+    num_outputs=lambda T: 8,
     doc="class of the order of three X/Y markers among distractor symbols")
 RANDOM_PERMUTATION = Problem(
     "random_permutation", n_in=N_PERMUTATION_SYMBOLS, n_out=N_PERMUTATION_SYMBOLS,
     loss="softmax_xent", error="argmax", tolerance=0.0, recurrent=True,
-    generate=_random_permutation, error_last_step_only=True,
+    generate=_random_permutation, error_last_step_only=True, num_outputs=lambda T: T,
     doc="predict the next of 100 symbols; the last target is the first symbol (0 or 1)")
 NOISELESS_MEMORIZATION_5BIT = Problem(
     "noiseless_memorization_5bit", n_in=4, n_out=3, loss="softmax_xent", error="argmax",
     tolerance=0.0, recurrent=True, generate=_memorization_5bit,
+    num_outputs=lambda T: 2 * 5 * T,
     doc="reproduce 5 bits after a blank delay and a cue; output required at every step")
 NOISELESS_MEMORIZATION_20BIT = Problem(
     "noiseless_memorization_20bit", n_in=7, n_out=6, loss="softmax_xent", error="argmax",
     tolerance=0.0, recurrent=True, generate=_memorization_20bit,
+    num_outputs=lambda T: 5 * 10 * T,
     doc="reproduce ten 5-ary symbols after a blank delay and a cue, at every step")
 
 PROBLEMS = {p.name: p for p in (ADDITION, MULTIPLICATION, XOR, TEMPORAL_ORDER_2BIT,

@@ -46,7 +46,8 @@ class ProblemTask:
             spec = nets.recurrent(
                 p.n_in, [model["hidden"]] * model["layers"], p.n_out, cell=model["cell"],
                 output_steps="all", mask=True, input_scale=model["input_scale"],
-                spectral_radius=model["spectral_radius"] or None, **common)
+                spectral_radius=model["spectral_radius"] or None,
+                loss_average=model["loss_average"], **common)
         else:
             sizes = [p.n_in] + [model["hidden"]] * model["layers"] + [p.n_out]
             spec = nets.feedforward(sizes, nonlinearities=model["nonlinearity"], **common)
