@@ -3,9 +3,10 @@
 Layout (format version 1)::
 
     /theta, /best_theta                     float64 datasets
-    /<array field of the optimiser state>   HF: /cg_init; SGD: /velocity
-    attrs: format_version, optimizer ("hf" or "sgd"), the state's scalar fields
-           (HF: damping, update; SGD: update), best_valid_error, best_update,
+    /<array field of the optimiser state>   HF: /cg_init; SGD: /velocity; Adam:
+                                            /first_moment, /second_moment
+    attrs: format_version, optimizer ("hf", "sgd" or "adam"), the state's scalar fields
+           (HF: damping, update; SGD, Adam: update), best_valid_error, best_update,
            config (the resolved TOML), param_names, param_shapes (JSON lists)
 
 ``best.h5`` (:func:`save_params`) holds the best parameters by name, ``/params/<name>``,
@@ -36,8 +37,8 @@ def save(path: str | Path, *, state: dict, optimizer: str, best_theta,
     """Atomically write a checkpoint (call on rank 0 only).
 
     ``state`` holds the optimiser's state by field name (``dataclasses.asdict`` of
-    :class:`~dhf.coordinator.HFState` or :class:`~dhf.sgd.SGDState`): arrays become
-    datasets, scalars attributes.
+    :class:`~dhf.coordinator.HFState`, :class:`~dhf.sgd.SGDState` or
+    :class:`~dhf.sgd.AdamState`): arrays become datasets, scalars attributes.
     """
     with atomic_h5(path) as f:
         for name, value in state.items():

@@ -75,7 +75,7 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     if comm.rank == 0 and sys.stdout.isatty() and args.quiet == 0:
         opt = config["optimizer"]
         progress = (CGProgress(opt["cg_max_iters"]) if opt["name"] == "hf" else
-                    CGProgress(opt["sgd_steps"], desc="SGD", value="loss"))
+                    CGProgress(opt["sgd_steps"], desc=opt["name"].upper(), value="loss"))
     limit = config["run"]["max_minutes"] * 60
     deadline = time.monotonic() + limit
 
@@ -164,8 +164,8 @@ def _dry_run(config: dict, comm: Communicator) -> int:
         print(config_mod.to_toml(config))
         print(f"# parameters: {n_params}")
         opt = config["optimizer"]
-        batches = (("gradient_batch", "curvature_batch", "backtrack_batch")
-                   if opt["name"] == "hf" else ("sgd_batch",))
+        batches = (("gradient_batch", "curvature_batch", "backtrack_batch",
+                    "linesearch_batch") if opt["name"] == "hf" else ("sgd_batch",))
         for key in batches:
             split = [hi - lo for lo, hi in (shard_bounds(opt[key], r, comm.size)
                                             for r in range(comm.size))]

@@ -392,3 +392,11 @@ def test_docstring_example():
     b = np.array([1.0, 2.0])
     x, _ = pcg(lambda v: A @ v, b, max_iters=10)
     assert np.allclose(x, np.linalg.solve(A, b))
+
+
+def test_every_tenth_iterate_is_kept_with_store_every():
+    rng = np.random.default_rng(3)
+    A = random_spd(rng, 40, 1e3)
+    b = rng.standard_normal(40)
+    _, info = pcg(lambda v: A @ v, b, max_iters=35, tol=0.0, store_every=10)
+    assert [i for i, _ in info.kept] == [1, 11, 21, 31, 35]

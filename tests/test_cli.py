@@ -117,6 +117,43 @@ def test_two_and_four_ranks_follow_the_one_rank_trajectory(tmp_path):
                 assert many[key] == pytest.approx(one[key], rel=1e-8), (n, key)
 
 
+#: Martens & Sutskever's recipe (fresh data, the release's options) on a tiny addition.
+FRESH = ["task.name='addition'", "task.T=8", "task.n_valid=200", "model.hidden=8",
+         "optimizer.gradient_batch=300", "optimizer.curvature_batch=100",
+         "optimizer.backtrack_batch=100", "optimizer.linesearch_batch=100",
+         "optimizer.cg_max_iters=30", "run.dtype='float64'", "run.stop_valid_error=-1.0"]
+
+
+def fresh_args(*extra):
+    return [a for item in FRESH + list(extra) for a in ("--set", item)]
+
+
+@pytest.mark.slow
+def test_fresh_data_trajectory_is_the_same_at_1_2_and_4_ranks_and_across_resume(tmp_path):
+    """Every update draws new sequences (data.fresh), the same ones at any rank count:
+    4 updates at 1 rank, at 2, and 2 at 4 ranks resumed for 2 more at 2 agree."""
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        done = run_mpi(n, fresh_args("optimizer.max_updates=4") + ["--out", str(out)])
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs[n] = metrics(out)
+    out = tmp_path / "resumed"
+    for n, updates, resume in ((4, 2, []), (2, 4, ["--resume"])):
+        done = run_mpi(n, fresh_args(f"optimizer.max_updates={updates}")
+                       + ["--out", str(out)] + resume)
+        assert done.returncode == 0, done.stdout + done.stderr
+    runs["resumed"] = metrics(out)
+    assert tomllib.loads((out / "config.toml").read_text())["data"]["fresh"] is True
+    assert len({r["loss"] for r in runs[1]}) == 4  # a new batch, a new loss, every update
+    for other in (2, "resumed"):
+        assert [r["update"] for r in runs[other]] == [1, 2, 3, 4]
+        for one, many in zip(runs[1], runs[other]):
+            assert one["cg_iters"] == many["cg_iters"], other
+            for key in ("loss", "valid_loss", "damping", "held_out_loss"):
+                assert many[key] == pytest.approx(one[key], rel=1e-7), (other, key)
+
+
 FAILING_RANK = """
 import sys, time
 from dhf.comm import get_comm, run_or_abort

@@ -57,3 +57,43 @@ def test_an_unknown_key_in_a_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match=f"^{path}: unknown key model.hiden; did you mean "
                                           "model.hidden"):
         config.load(path)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.fresh=true", "data.path='x.h5'"], "data.fresh = true generates the training "
+                                               "data; it cannot read data.path = 'x.h5'"),
+    (["model.loss_average='step'"], "model.loss_average = 'step'; expected one of "
+                                    "sequence, output"),
+    (["optimizer.rho_model='exact'"], "optimizer.rho_model = 'exact'; expected one of "
+                                      "undamped, damped"),
+    (["optimizer.linesearch_c=2"], "optimizer.linesearch_c = 2.0 is out of range"),
+], ids=["fresh-and-path", "loss-average", "rho-model", "armijo-c"])
+def test_bad_recipe_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        config.load(None, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fresh_data_needs_a_generated_task(tmp_path):
+    from dhf import run
+    from dhf.comm import SerialComm
+
+    pytest.importorskip("sklearn")
+    cfg = config.load(None, ["task.name='digits'", "data.fresh=true"])
+    with pytest.raises(ConfigError, match="^data.fresh = true needs a task that generates "
+                                          "its data; task 'digits' has a fixed data set$"):
+        run.train(cfg, SerialComm(), tmp_path / "r")
+
+
+def test_a_fixed_set_too_small_for_the_batches_names_the_keys_and_the_way_out(tmp_path):
+    from dhf import run
+    from dhf.comm import SerialComm
+
+    cfg = config.load(None, ["task.T=4", "task.n_train=500", "task.n_valid=10",
+                             "model.hidden=4", "optimizer.gradient_batch=300",
+                             "optimizer.curvature_batch=50", "optimizer.backtrack_batch=100",
+                             "optimizer.linesearch_batch=200"])
+    with pytest.raises(ConfigError, match=r"gradient_batch \+ backtrack_batch \+ "
+                                          r"linesearch_batch = 600 exceeds the 500 training "
+                                          r"rows.*data.fresh = true"):
+        run.train(cfg, SerialComm(), tmp_path / "r")

@@ -140,3 +140,30 @@ def test_nonfinite_values_reject_the_step_and_raise_damping(linear_problem, pois
     assert state.damping == pytest.approx(1.5)
     np.testing.assert_array_equal(state.theta, state0.theta)
     assert not np.any(state.cg_init)
+
+
+class NegativeCurvatureWorker(FaultyWorker):
+    """Gv that turns negative after ``good`` calls: CG meets a direction of negative
+    curvature (what a non-PSD curvature estimate, or a bug in one, would do)."""
+
+    def __init__(self, worker, good):
+        super().__init__(worker, poison=None)
+        self.calls, self.good = 0, good
+
+    def gv_sum(self, v, structural_weight=0.0):
+        self.calls += 1
+        sign = 1.0 if self.calls <= self.good else -1.0
+        return sign * 1e3 * self.worker.gv_sum(v, structural_weight)
+
+
+@pytest.mark.parametrize("good", [0, 2])
+def test_a_cg_breakdown_raises_damping_and_resets_the_warm_start(linear_problem, good):
+    spec, data, _ = linear_problem
+    worker = NegativeCurvatureWorker(Worker(spec, data), good)
+    opt = optimizer_for(worker, N, init_damping=1.0)
+    state, info = opt.step(opt.init(np.zeros(D + 1)))
+    assert info.cg_status == "negative_curvature" and info.cg_breakdown
+    assert info.metrics()["cg_breakdown"] is True
+    assert info.cg_iters == good
+    assert state.damping == pytest.approx(1.5)
+    assert not np.any(state.cg_init)

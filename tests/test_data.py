@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dhf.data import BatchSampler, local, shard_bounds
+from dhf.data import FRESH_STRIDE, BatchSampler, FreshSampler, local, shard_bounds
 
 
 @pytest.mark.parametrize("n,size", [(10, 1), (10, 3), (7, 4), (3, 4), (1000, 16)])
@@ -35,3 +35,38 @@ def test_local_slices_reassemble_the_global_batch(size):
 def test_sampler_refuses_impossible_sizes():
     with pytest.raises(ValueError):
         BatchSampler(100, 90, 10, 20, seed=0)
+
+
+def test_line_search_batch_is_disjoint_from_the_others():
+    b = BatchSampler(1000, 300, 50, 100, seed=7, linesearch=200).draw(2)
+    assert len(b.linesearch) == 200
+    assert not set(b.linesearch) & (set(b.gradient) | set(b.backtrack))
+    # Without one, the draws are those of a sampler that never had the option.
+    old = BatchSampler(1000, 300, 50, 100, seed=7).draw(2)
+    assert all(np.array_equal(x, y) for x, y in zip(old[:3], BatchSampler(
+        1000, 300, 50, 100, seed=7, linesearch=0).draw(2)[:3]))
+    assert len(old.linesearch) == 0
+
+
+def test_fresh_batches_are_new_rows_every_update():
+    sampler = FreshSampler(1000, 100, 200, 300)
+    b3, b4 = sampler.draw(3), sampler.draw(4)
+    assert [len(x) for x in b3] == [1000, 100, 200, 300]
+    assert set(b3.curvature) <= set(b3.gradient)
+    parts = [set(b3.gradient), set(b3.backtrack), set(b3.linesearch)]
+    assert sum(map(len, parts)) == len(set().union(*parts))  # disjoint
+    assert set().union(*parts).isdisjoint(set(b4.gradient) | set(b4.backtrack))
+    assert (b3.gradient // FRESH_STRIDE == 3).all()
+    assert all(np.array_equal(x, y) for x, y in zip(b3, FreshSampler(1000, 100, 200,
+                                                                     300).draw(3)))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_each_ranks_fresh_curvature_rows_lie_in_its_gradient_rows(size):
+    """So that no rank generates rows another rank generates (the curvature batch is
+    spread evenly through the gradient batch)."""
+    b = FreshSampler(10000, 1000, 1000).draw(1)
+    for r in range(size):
+        grad = local(b.gradient, r, size)
+        curv = local(b.curvature, r, size)
+        assert set(curv) <= set(grad)

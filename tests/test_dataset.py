@@ -160,3 +160,51 @@ def test_stop_reasons(update, valid_error, best, patience, expect):
 def test_unreadable_data_error_type():
     with pytest.raises(DataError, match="data file not found"):
         dataset.file_task("/nonexistent/x.h5")
+
+
+# -- fresh data -------------------------------------------------------------------------
+def addition_generator(T=12):
+    task = tasks.get("addition")
+    return lambda n, rng: task.generate({"T": T}, n, rng)
+
+
+def test_fresh_rows_are_the_documented_draws():
+    """Row ``u·FRESH_STRIDE + i`` is row ``i mod block`` of ``generate(block,
+    default_rng([data_seed, run_seed, u, i // block, 1]))``, read in any order."""
+    from dhf.data import FRESH_STRIDE
+
+    generate = addition_generator()
+    source = dataset.FreshSource(generate, data_seed=11, run_seed=4, block=50)
+    rows = 7 * FRESH_STRIDE + np.array([130, 3, 49, 50, 149])
+    got = source.read(rows)
+    for k, row in enumerate(rows):
+        i = row - 7 * FRESH_STRIDE
+        block = generate(50, np.random.default_rng([11, 4, 7, i // 50, 1]))
+        for g, b in zip(got, block):
+            np.testing.assert_array_equal(g[k], b[i % 50])
+    # Another run seed or update draws other sequences.
+    other = dataset.FreshSource(generate, data_seed=11, run_seed=5, block=50)
+    assert not np.array_equal(other.read(rows)[0], got[0])
+    assert not np.array_equal(source.read(rows + FRESH_STRIDE)[0], got[0])
+
+
+def test_fresh_source_keeps_only_the_update_being_read():
+    source = dataset.FreshSource(addition_generator(), data_seed=1, run_seed=0, block=10)
+    from dhf.data import FRESH_STRIDE
+
+    first = source.read(FRESH_STRIDE + np.arange(25))
+    assert {u for u, _ in source._blocks} == {1}
+    source.read(2 * FRESH_STRIDE + np.arange(5))
+    assert {u for u, _ in source._blocks} == {2}
+    again = source.read(FRESH_STRIDE + np.arange(25))  # regenerated, identical
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fresh_valid_and_test_sets_are_fixed_by_the_data_seed():
+    cfg = load(None, ["task.name='addition'", "task.T=12", "task.n_valid=250"])
+    a = tasks.generate_splits(cfg, test=True, train=False)
+    b = tasks.generate_splits(cfg, test=True, train=False)
+    assert set(a) == {"valid", "test"} and len(a["valid"][0]) == 250
+    np.testing.assert_array_equal(a["valid"][0], b["valid"][0])
+    assert not np.array_equal(a["valid"][0], a["test"][0])

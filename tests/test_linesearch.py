@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from dhf import linesearch
 from dhf.linesearch import armijo, backtrack
 
 
@@ -217,3 +218,27 @@ def test_armijo_custom_constants():
     info = armijo(f, 0.09, -0.6, c=0.5, shrink=0.5)
     assert info.step_size == pytest.approx(expected, rel=1e-12)
     assert info.tries == tries
+
+
+def test_backtrack_argmin_takes_the_best_of_all_kept_iterates():
+    """The release's rule: the lowest loss over every kept iterate, where Martens' walk
+    back would stop at the first iterate that is no better."""
+    kept = [(i, np.array([float(i)])) for i in (1, 11, 21, 31)]
+    table = {1: 3.0, 11: 1.0, 21: 2.0, 31: 1.5}
+    delta, info = linesearch.backtrack_argmin(kept, lambda x: table[int(x[0])])
+    assert info.iteration == 11 and info.loss == 1.0 and info.evaluations == 4
+    assert linesearch.backtrack(kept, lambda x: table[int(x[0])])[1].iteration == 31
+    nan_last = {**table, 31: math.nan, 11: 5.0}
+    assert linesearch.backtrack_argmin(kept, lambda x: nan_last[int(x[0])])[1].iteration == 21
+    ties = {1: 1.0, 11: 1.0, 21: 1.0, 31: 1.0}
+    assert linesearch.backtrack_argmin(kept, lambda x: ties[int(x[0])])[1].iteration == 1
+
+
+def test_armijo_with_c_zero_takes_the_first_decrease():
+    """c = 0: the first α = 0.8^k with f(α) < f(0), however small the decrease (the
+    release's line search); an equal loss is not a decrease."""
+    f = {1.0: 2.0, 0.8: 2.0, 0.64: 1.999999}
+    info = linesearch.armijo(lambda a: f.get(round(a, 12), 5.0), 2.0, -100.0, c=0.0)
+    assert info.accepted and info.tries == 3 and info.step_size == pytest.approx(0.64)
+    strict = linesearch.armijo(lambda a: f.get(round(a, 12), 5.0), 2.0, -100.0, c=1e-2)
+    assert not strict.accepted

@@ -245,15 +245,16 @@ def test_masked_steps_change_nothing(masked):
     assert not np.allclose(gv["unmasked"], gv["clean"])
 
 
-def test_mask_weighs_structural_damping_per_step():
+def test_structural_damping_weighs_every_step_up_to_the_last_target():
     spec = recurrent(2, [3], 2, mask=True)
     (a, name, weights), = spec.hidden
     m = spec.mask
     f = pytensor.function([spec.inputs[0], m], pt.ones_like(a) * weights)
-    mask = np.array([[1, 1, 0], [1, 0, 0]], dtype=float)
-    out = f(np.zeros((2, 3, 2)), mask)
-    assert name == "tanh" and out.shape == (3, 2, 3)  # time-major like a
-    np.testing.assert_array_equal(out, np.repeat(mask.T[:, :, None], 3, axis=2))
+    mask = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=float)
+    steps = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], dtype=float)
+    out = f(np.zeros((4, 4, 2)), mask)
+    assert name == "tanh" and out.shape == (4, 4, 3)  # time-major like a
+    np.testing.assert_array_equal(out, np.repeat(steps.T[:, :, None], 3, axis=2))
 
 
 def test_mask_needs_every_step_output():

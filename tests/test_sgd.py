@@ -8,7 +8,7 @@ from dhf import model
 from dhf.cli import main
 from dhf.comm import SerialComm
 from dhf.data import minibatch
-from dhf.sgd import SGDConfig, SGDOptimizer
+from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
 from dhf.worker import Worker
 from tests.conftest import tiny_args
 
@@ -23,13 +23,17 @@ def linear_problem():
     return spec, X, Y
 
 
+def analytic_grad(th, X, Y, rows):
+    """The gradient of the mean of ½‖xW + b − y‖² over ``rows``."""
+    W, b = th[:6].reshape(3, 2), th[6:]
+    r = X[rows] @ W + b - Y[rows]
+    return np.concatenate([(X[rows].T @ r).ravel(), r.sum(0)]) / len(rows)
+
+
 def reference(theta, X, Y, cfg, updates):
-    """Classical or Nesterov momentum with clipping, on the analytic gradient of the mean
-    of ½‖xW + b − y‖²."""
+    """Classical or Nesterov momentum with clipping, on the analytic gradient."""
     def grad(th, rows):
-        W, b = th[:6].reshape(3, 2), th[6:]
-        r = X[rows] @ W + b - Y[rows]
-        return np.concatenate([(X[rows].T @ r).ravel(), r.sum(0)]) / len(rows)
+        return analytic_grad(th, X, Y, rows)
 
     v = np.zeros_like(theta)
     for u in range(1, updates + 1):
@@ -44,10 +48,28 @@ def reference(theta, X, Y, cfg, updates):
     return theta
 
 
-def run_sgd(cfg, updates, comm=None):
+def adam_reference(theta, X, Y, cfg, updates):
+    """Kingma & Ba (2015), Algorithm 1, with the step counted over the whole run and the
+    gradient clipped first."""
+    m, v, k = np.zeros_like(theta), np.zeros_like(theta), 0
+    for u in range(1, updates + 1):
+        for step in range(cfg.sgd_steps):
+            g = analytic_grad(theta, X, Y, minibatch(N, cfg.sgd_batch, SEED, u, step))
+            norm = np.linalg.norm(g)
+            if cfg.clip_norm and norm > cfg.clip_norm:
+                g = g * cfg.clip_norm / norm
+            k += 1
+            m = cfg.adam_beta1 * m + (1 - cfg.adam_beta1) * g
+            v = cfg.adam_beta2 * v + (1 - cfg.adam_beta2) * g ** 2
+            m_hat, v_hat = m / (1 - cfg.adam_beta1 ** k), v / (1 - cfg.adam_beta2 ** k)
+            theta = theta - cfg.learning_rate * m_hat / (np.sqrt(v_hat) + cfg.adam_epsilon)
+    return theta
+
+
+def run_sgd(cfg, updates, comm=None, optimizer=SGDOptimizer):
     spec, X, Y = linear_problem()
     worker = Worker(spec, [X, Y])
-    opt = SGDOptimizer(worker, comm or SerialComm(), cfg, N, SEED)
+    opt = optimizer(worker, comm or SerialComm(), cfg, N, SEED)
     state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
     theta0 = state.theta
     infos = []
@@ -69,6 +91,29 @@ def test_sgd_follows_the_momentum_recursion(cfg):
     assert [i.update for i in infos] == [1, 2, 3]
     if cfg.clip_norm:
         assert infos[0].clipped > 0
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_adam_follows_kingma_and_ba(clip):
+    cfg = SGDConfig(learning_rate=0.01, sgd_batch=20, sgd_steps=5, clip_norm=clip,
+                    adam_beta1=0.8, adam_beta2=0.99, adam_epsilon=1e-6)
+    theta0, state, infos, X, Y = run_sgd(cfg, updates=3, optimizer=AdamOptimizer)
+    np.testing.assert_allclose(state.theta, adam_reference(theta0, X, Y, cfg, 3),
+                               rtol=1e-10, atol=1e-12)
+    assert state.update == 3 and state.second_moment.min() >= 0
+
+
+def test_dhf_train_adam_resumes_exactly(tmp_path):
+    args = ["optimizer.name='adam'", "optimizer.sgd_batch=50", "optimizer.sgd_steps=10",
+            "optimizer.learning_rate=0.003"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(tiny_args(*args, "optimizer.max_updates=4") + ["--out", str(straight)]) == 0
+    assert main(tiny_args(*args, "optimizer.max_updates=2") + ["--out", str(split)]) == 0
+    assert main(tiny_args(*args, "optimizer.max_updates=4") + ["--out", str(split),
+                                                                "--resume"]) == 0
+    rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (straight, split)]
+    assert [r["loss"] for r in rows[0]] == [r["loss"] for r in rows[1]]
 
 
 def test_sgd_descends():
