@@ -68,6 +68,7 @@ MS2011_NOTES = {
     ("optimizer", "linesearch_c"): "line_search: first 0.8^i that lowers the loss",
     ("optimizer", "l2"): "L2_decay = 2e-5 on loss, gradient and Gv",
     ("optimizer", "max_updates"): "an upper bound; run.max_minutes is the budget",
+    ("optimizer", "clip_norm"): "sgd and adam only: clipped (Pascanu et al. 2013)",
     ("run", "stop_valid_error"): "test_losses_threshold_fn: zero-one loss < 0.001",
     ("run", "dtype"): "dhf's choice: 2 x faster; CG and sums stay float64",
 }
