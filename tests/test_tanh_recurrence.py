@@ -59,3 +59,20 @@ def test_kernel_matches_numpy_recurrence(which, dtype, mode):
 def test_wrong_ranks_are_refused():
     with pytest.raises(TypeError, match="ndims"):
         tanh_backward(pt.matrix(), pt.tensor3(), pt.matrix(), pt.matrix())
+
+
+@pytest.mark.parametrize("mode", ["NUMBA", "FAST_COMPILE"])
+@pytest.mark.parametrize("which", ["forward", "backward"])
+def test_nan_and_inf_come_out_as_nan_or_inf(which, mode):
+    """A NaN or Inf in the state must reach the optimiser's isfinite checks: the kernels
+    are compiled without fastmath, which would let LLVM assume there are none."""
+    from dhf.curvature import tanh_recurrence
+
+    assert not any(f.targetoptions.get("fastmath") for f in tanh_recurrence._compiled.values())
+    op = {"forward": tanh_r_forward, "backward": tanh_backward}[which]
+    arrays = [a.copy() for a in _inputs(np.random.default_rng(1), "float64")[which]]
+    arrays[0][2, 1, 0] = np.nan
+    arrays[0][3, 0, 1] = np.inf
+    symbols = [pt.tensor(dtype="float64", shape=(None,) * a.ndim) for a in arrays]
+    sequence, state = pytensor.function(symbols, op(*symbols), mode=mode)(*arrays)
+    assert not np.isfinite(sequence).all() and not np.isfinite(state).all()
