@@ -49,7 +49,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
                                      "over its number of targets, as Sutskever's release)"),
     },
     "optimizer": {
-        "name": ("hf", "optimiser: hf (Hessian-free), or sgd or adam (first-order baselines)"),
+        "name": ("hf", "optimiser: hf (Hessian-free), sgd or adam (first-order baselines)"),
         "max_updates": (100, "updates in the whole run, resumed ones included"),
         "gradient_batch": (5000, "sequences per gradient (global, over all ranks)"),
         "curvature_batch": (1000, "sequences per Gv product, a subset of the gradient batch"),

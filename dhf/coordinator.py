@@ -195,25 +195,19 @@ class HFOptimizer:
             Gv = self._reduce(worker.gv_sum(v, structural_weight)) / n_curv
             return Gv + (lam + cfg.l2) * v
 
+        release_bt = cfg.backtrack == "release"
         x, cg_info = cg.pcg(damped_Gv, -g, cfg.cg_decay * state.cg_init, precond=precond,
                             min_iters=cfg.cg_min_iters, max_iters=cfg.cg_max_iters,
-                            tol=cfg.cg_tol, store_every=10 if cfg.backtrack == "release" else 0,
+                            tol=cfg.cg_tol, store_every=10 if release_bt else 0,
                             callback=on_cg_iter)
         breakdown = cg_info.status in CG_BREAKDOWNS
 
-        choose = linesearch.backtrack_argmin if cfg.backtrack == "release" else linesearch.backtrack
+        choose = linesearch.backtrack_argmin if release_bt else linesearch.backtrack
         delta, bt = choose(cg_info.kept, lambda d: self.objective(theta + d, bt_rows))
 
-        # ρ on the curvature batch: one Allreduce of [Σ Gδ (+ λμ Sδ if damped), Σ f_c].
-        damped = cfg.rho_model == "damped"
-        buf = comm.allreduce_sum(np.concatenate([
-            worker.gv_sum(delta, structural_weight if damped else 0.0),
-            worker.loss_sum(theta + delta, curv_rows)[[0, 2]]]))
-        curvature = float(delta @ buf[:P]) / n_curv + (cfg.l2 + (lam if damped else 0.0)) \
-            * float(delta @ delta)
         slope = float(g @ delta)
-        rho = damping.reduction_ratio(loss_curv, buf[P] / buf[P + 1]
-                                      + self._l2_term(theta + delta), slope, curvature)
+        rho = self._rho(theta, delta, slope, loss_curv, curv_rows, n_curv, lam,
+                        structural_weight)
         new_lam = damping.update_damping(lam, -math.inf if breakdown else rho,
                                          min_damping=cfg.min_damping,
                                          max_damping=cfg.max_damping)
@@ -236,6 +230,21 @@ class HFOptimizer:
                         bt.iteration, ls.step_size, ls.accepted, ls.loss,
                         time.perf_counter() - t0, breakdown)
         return new_state, info
+
+    def _rho(self, theta, delta, slope, loss_curv, curv_rows, n_curv, lam,
+             structural_weight) -> float:
+        """ρ on the curvature batch, from the undamped model's curvature ``δᵀGδ`` or the
+        damped one's ``δᵀ(G + λμS + λI)δ`` (L2 in both): one Allreduce of ``[Σ Gδ,
+        Σ f_c(θ + δ), n_c]``."""
+        cfg, P = self.config, theta.size
+        damped = cfg.rho_model == "damped"
+        buf = self.comm.allreduce_sum(np.concatenate([
+            self.worker.gv_sum(delta, structural_weight if damped else 0.0),
+            self.worker.loss_sum(theta + delta, curv_rows)[[0, 2]]]))
+        curvature = (float(delta @ buf[:P]) / n_curv
+                     + (cfg.l2 + (lam if damped else 0.0)) * float(delta @ delta))
+        loss_after = buf[P] / buf[P + 1] + self._l2_term(theta + delta)
+        return damping.reduction_ratio(loss_curv, loss_after, slope, curvature)
 
     def _reject(self, state, update, loss, status, t0):
         lam = damping.update_damping(state.damping, -math.inf,

@@ -143,14 +143,16 @@ class FreshSource:
             self._blocks[update, b] = self.generate(self.block, rng)
         return self._blocks[update, b]
 
-    def read(self, rows: np.ndarray, fields: Sequence[int] | None = None) -> list[np.ndarray]:
+    def read(self, rows: np.ndarray, fields: Sequence[int] | None = None
+             ) -> list[np.ndarray]:
         rows = np.asarray(rows, dtype=np.int64)
         update, index = np.divmod(rows, FRESH_STRIDE)
         blocks, within = np.divmod(index, self.block)
         wanted = set(np.unique(update).tolist())
         for key in [k for k in self._blocks if k[0] not in wanted]:
             del self._blocks[key]
-        template = self._get(int(update[0]), int(blocks[0])) if len(rows) else self._get(0, 0)
+        first = (int(update[0]), int(blocks[0])) if len(rows) else (0, 0)
+        template = self._get(*first)
         fields = range(len(template)) if fields is None else fields
         out = [np.empty((len(rows),) + template[f].shape[1:], template[f].dtype)
                for f in fields]

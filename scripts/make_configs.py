@@ -83,12 +83,13 @@ def render_ms2011(name: str) -> str:
     recipe = tasks.defaults(name, T)
     doc = " ".join((task.__doc__ or "").split())
     t_note = ("the release's T = 100: xor's sequences are half its global T"
-              if problem.release_T_factor != 1 else "the release's T = 100 (its default: 200)")
+              if problem.release_T_factor != 1
+              else "the release's T = 100 (its default: 200)")
     lines = [f"# Martens & Sutskever (2011): {name}, {doc}.",
              "# The recipe of Sutskever's released HF-RNN code (barapa/HF-RNN), which is "
              "also",
-             "# this task's recommended settings; the file lists it to say where each value",
-             "# comes from. Any T: --set task.T=... (lambda_0 follows the task's outputs).",
+             "# this task's recommended settings; the file lists it to say where each",
+             "# value comes from. Any T: --set task.T=... (lambda_0 follows the task's outputs).",
              f"#   mpirun -n 2 dhf-train configs/ms2011/{name}.toml --out runs/{name}",
              "# Success: under 1 % of the 10,000 test sequences wrong (the release stops "
              "at 0.1 %).",

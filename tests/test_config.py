@@ -91,9 +91,10 @@ def test_a_fixed_set_too_small_for_the_batches_names_the_keys_and_the_way_out(tm
 
     cfg = config.load(None, ["task.T=4", "task.n_train=500", "task.n_valid=10",
                              "model.hidden=4", "optimizer.gradient_batch=300",
-                             "optimizer.curvature_batch=50", "optimizer.backtrack_batch=100",
+                             "optimizer.curvature_batch=50",
+                             "optimizer.backtrack_batch=100",
                              "optimizer.linesearch_batch=200"])
     with pytest.raises(ConfigError, match=r"gradient_batch \+ backtrack_batch \+ "
-                                          r"linesearch_batch = 600 exceeds the 500 training "
-                                          r"rows.*data.fresh = true"):
+                                          r"linesearch_batch = 600 exceeds the 500 "
+                                          r"training rows.*data.fresh = true"):
         run.train(cfg, SerialComm(), tmp_path / "r")

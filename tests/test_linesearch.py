@@ -229,7 +229,8 @@ def test_backtrack_argmin_takes_the_best_of_all_kept_iterates():
     assert info.iteration == 11 and info.loss == 1.0 and info.evaluations == 4
     assert linesearch.backtrack(kept, lambda x: table[int(x[0])])[1].iteration == 31
     nan_last = {**table, 31: math.nan, 11: 5.0}
-    assert linesearch.backtrack_argmin(kept, lambda x: nan_last[int(x[0])])[1].iteration == 21
+    _, info = linesearch.backtrack_argmin(kept, lambda x: nan_last[int(x[0])])
+    assert info.iteration == 21
     ties = {1: 1.0, 11: 1.0, 21: 1.0, 31: 1.0}
     assert linesearch.backtrack_argmin(kept, lambda x: ties[int(x[0])])[1].iteration == 1
 

@@ -35,8 +35,8 @@ def single_target_rows(rng, n_in=2):
 
 
 def dense_structural(spec, data, theta, weights_per_step):
-    """``Σ_{i,t} w_{it} J_{a_{it}}ᵀ D_{it} J_{a_{it}}`` with ``D = 1 − tanh²(a)``, ``J_a`` by
-    central differences of a separately compiled function of the pre-activations, and the
+    """``Σ_{i,t} w_{it} J_{a_{it}}ᵀ D_{it} J_{a_{it}}`` with ``D = 1 − tanh²(a)``,
+    ``J_a`` by central differences of a separately compiled function of the pre-activations, and the
     weights ``w`` (N, T) given by the caller."""
     (a_var, _, _), = spec.hidden
     f = pytensor.function(spec.inputs, a_var, on_unused_input="ignore")

@@ -68,7 +68,8 @@ def test_nan_and_inf_come_out_as_nan_or_inf(which, mode):
     are compiled without fastmath, which would let LLVM assume there are none."""
     from dhf.curvature import tanh_recurrence
 
-    assert not any(f.targetoptions.get("fastmath") for f in tanh_recurrence._compiled.values())
+    kernels = tanh_recurrence._compiled.values()
+    assert not any(f.targetoptions.get("fastmath") for f in kernels)
     op = {"forward": tanh_r_forward, "backward": tanh_backward}[which]
     arrays = [a.copy() for a in _inputs(np.random.default_rng(1), "float64")[which]]
     arrays[0][2, 1, 0] = np.nan

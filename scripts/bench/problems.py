@@ -15,8 +15,8 @@ sweep can be continued.
 
 ``--report RUN_DIR ...`` prints the table of existing run directories instead (any runs
 of ``dhf-train``): for each, the updates and wall time until the validation error first
-fell below 1 % and to 0.1 % or less (Martens & Sutskever's problems: under 1 % of 10,000 test
-sequences wrong is success, the release stops at 0.1 %), the CG iterations spent until
+fell below 1 % and to 0.1 % or less (Martens & Sutskever's problems: under 1 % of 10,000
+test sequences wrong is success, the release stops at 0.1 %), the CG iterations spent until
 then, and the best error seen.  Wall time is the sum of the updates' ``seconds``
 (compilation before the first update is not in it).
 """
@@ -96,7 +96,8 @@ def table(results: list[dict]) -> str:
     for r in sorted(results, key=lambda r: (r["task"], r["T"], r["opt"], r["run"])):
         best = "—" if r["best_error"] is None else f"{r['best_error']:.4f}"
         lines.append(f"| {r['run']} | {r['task']} | {r['T']} | {r['opt']} | {r['seed']} | "
-                     f"{_reached(r, THRESHOLDS[0])} | {_reached(r, THRESHOLDS[1])} | {best} | "
+                     f"{_reached(r, THRESHOLDS[0])} | {_reached(r, THRESHOLDS[1])} | "
+                     f"{best} | "
                      f"{r['updates']} ({r['seconds'] / 60:.1f} min) |")
     return "\n".join(lines)
 
