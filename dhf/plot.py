@@ -32,27 +32,35 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _series(rows, key, x):
-    """``(xs, ys)`` of ``key`` against ``x`` ("update" or "time": cumulative seconds)."""
+def _series(rows, key, x, clip=None):
+    """``(xs, ys)`` of ``key`` against ``x`` ("update" or "time": cumulative seconds);
+    values outside ``clip = (lo, hi)`` are drawn at its edge, ±inf (``±1e308`` in
+    ``metrics.jsonl``) included."""
     xs, ys, elapsed = [], [], 0.0
     for r in rows:
         elapsed += r.get("seconds") or 0.0
         value = r.get(key)
-        if value is not None and math.isfinite(value):
-            xs.append(r["update"] if x == "update" else elapsed)
-            ys.append(value)
+        if value is None or math.isnan(value):
+            continue
+        if clip is not None:
+            value = min(max(value, clip[0]), clip[1])
+        elif not abs(value) < 1e300:
+            continue
+        xs.append(r["update"] if x == "update" else elapsed)
+        ys.append(value)
     return xs, ys
 
 
-#: (metrics key, title, x axis, y scale) of each panel.
-PANELS = [("loss", "training loss", "update", "log"),
-          ("loss", "training loss", "time", "log"),
-          ("valid_error", "validation error", "update", "linear"),
-          ("valid_error", "validation error", "time", "linear"),
-          ("damping", "damping λ", "update", "log"),
-          ("rho", "reduction ratio ρ", "update", "linear"),
-          ("cg_iters", "CG iterations", "update", "linear"),
-          ("seconds", "seconds per update", "update", "linear")]
+#: (metrics key, title, x axis, y scale, clip) of each panel.  ρ is drawn in [−1, 2]:
+#: a rejected or failed step's ρ (down to −∞) sits on the lower edge.
+PANELS = [("loss", "training loss", "update", "log", None),
+          ("loss", "training loss", "time", "log", None),
+          ("valid_error", "validation error", "update", "linear", None),
+          ("valid_error", "validation error", "time", "linear", None),
+          ("damping", "damping λ", "update", "log", None),
+          ("rho", "reduction ratio ρ (clipped to [−1, 2])", "update", "linear", (-1.0, 2.0)),
+          ("cg_iters", "CG iterations", "update", "linear", None),
+          ("seconds", "seconds per update", "update", "linear", None)]
 
 
 def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
@@ -67,9 +75,9 @@ def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
                         "(or pip install matplotlib)") from None
     runs = {str(d): read_metrics(d) for d in run_dirs}
     fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
-    for ax, (key, title, x, scale) in zip(axes.flat, PANELS):
+    for ax, (key, title, x, scale, clip) in zip(axes.flat, PANELS):
         for name, rows in runs.items():
-            ax.plot(*_series(rows, key, x), marker=".", label=Path(name).name)
+            ax.plot(*_series(rows, key, x, clip), marker=".", label=Path(name).name)
         ax.set_title(title)
         ax.set_xlabel("update" if x == "update" else "wall time (s)")
         ax.set_yscale(scale)

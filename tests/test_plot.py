@@ -41,3 +41,14 @@ def test_missing_matplotlib_says_how_to_install(run_dir, tmp_path, capsys, monke
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert plot_main([str(run_dir), "--out", str(tmp_path / "x.png")]) == 2
     assert "pip install 'dhf[plot]'" in capsys.readouterr().out
+
+
+def test_infinite_rho_is_drawn_on_the_panels_edge():
+    """A failed step's ρ = −∞ is written as −1e308; it must not squash the panel."""
+    from dhf.plot import PANELS, _series
+
+    rows = [{"update": 1, "rho": 0.9, "seconds": 1.0}, {"update": 2, "rho": -1e308},
+            {"update": 3, "rho": float("nan")}, {"update": 4, "damping": 1e308}]
+    clip = next(p[4] for p in PANELS if p[0] == "rho")
+    assert _series(rows, "rho", "update", clip) == ([1, 2], [0.9, -1.0])
+    assert _series(rows, "damping", "update") == ([], [])
