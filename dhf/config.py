@@ -74,7 +74,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
                                  "or release (every 10th iterate and the last, best one)"),
         "linesearch_c": (0.01, "Armijo constant c of the line search (0: any decrease, "
                                "as Sutskever's code)"),
-        "l2": (0.0, "L2 weight cost l2/2 |theta|^2 on the loss, gradient and curvature"),
+        "l2": (0.0, "L2 weight cost: l2/2 times the squared norm of theta, on the loss, "
+                    "gradient and curvature"),
         "learning_rate": (0.01, "sgd, adam: step size epsilon"),
         "momentum": (0.9, "sgd: momentum mu"),
         "nesterov": (False, "sgd: Nesterov's momentum (Sutskever et al. 2013)"),
