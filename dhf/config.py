@@ -44,6 +44,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "input_scale": (1.0, "multiplier on the input weights (Sutskever: 0.25)"),
         "spectral_radius": (0.0, "rescale recurrent matrices to this (0: leave)"),
         "code": (8, "digits_autoencoder: code units"),
+        "h0_scale": (0.0, "recurrent nets: learned initial states h0 start N(0, s^2) "
+                          "(0: zeros; Sutskever's code: 1/sqrt(15))"),
         "loss_average": ("sequence", "masked recurrent tasks: the objective averages over "
                                      "sequences or over outputs (each sequence's terms "
                                      "over its number of targets, as Sutskever's release)"),
@@ -53,10 +55,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "max_updates": (100, "updates in the whole run, resumed ones included"),
         "gradient_batch": (5000, "sequences per gradient (global, over all ranks)"),
         "curvature_batch": (1000, "sequences per Gv product, a subset of the gradient batch"),
-        "backtrack_batch": (1000, "held-out sequences for CG backtracking (and the line "
-                                  "search when linesearch_batch = 0)"),
-        "linesearch_batch": (0, "held-out sequences for the line search, disjoint from the "
-                                "others (0: search on the backtracking batch)"),
+        "backtrack_batch": (1000, "sequences for CG backtracking (and the line search when "
+                                  "linesearch_batch = 0)"),
+        "linesearch_batch": (0, "sequences for the line search, disjoint from the others "
+                                "(0: search on the backtracking batch)"),
+        "held_out": (True, "backtracking and line-search sequences are disjoint from the "
+                           "gradient batch (false: rows of it, as Sutskever's code)"),
         "cg_min_iters": (1, "minimum CG iterations per update"),
         "cg_max_iters": (250, "maximum CG iterations per update"),
         "cg_tol": (5e-4, "Martens' relative-progress tolerance epsilon"),
@@ -74,6 +78,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
                                  "or release (every 10th iterate and the last, best one)"),
         "linesearch_c": (0.01, "Armijo constant c of the line search (0: any decrease, "
                                "as Sutskever's code)"),
+        "boost_on_reject": (True, "a rejected line search raises lambda whatever rho says "
+                                  "(false: lambda follows rho alone, as Sutskever's code)"),
         "l2": (0.0, "L2 weight cost: l2/2 times the squared norm of theta, on the loss, "
                     "gradient and curvature"),
         "learning_rate": (0.01, "sgd, adam: step size epsilon"),
@@ -108,6 +114,7 @@ _RANGES = {
     ("model", "hidden"): (1, None), ("model", "init_scale"): (0.0, None),
     ("model", "layers"): (1, None), ("model", "input_scale"): (0.0, None),
     ("model", "spectral_radius"): (0.0, None), ("model", "code"): (1, None),
+    ("model", "h0_scale"): (0.0, None),
     ("optimizer", "max_updates"): (0, None), ("optimizer", "gradient_batch"): (1, None),
     ("optimizer", "curvature_batch"): (1, None), ("optimizer", "backtrack_batch"): (1, None),
     ("optimizer", "cg_min_iters"): (0, None), ("optimizer", "cg_max_iters"): (1, None),

@@ -26,9 +26,15 @@ option              Martens (2010)               the release (M&S 2011's code)
 ==================  ===========================  ================================
 ``rho_model``       undamped model               damped model (λI and λμS in it)
 ``structural_d``    D = 1 − h² ("paper")         D = ¼(1 − h²) ("release")
-``backtrack``       ⌈1.3^j⌉, walk back           every 10th and the last, argmin
+``backtrack``       ⌈1.3^j⌉, walk back           1, 11, 21, … and the iterate CG
+                                                 stopped at (unless at its cap), argmin
 ``linesearch_c``    Armijo, c = 1e-2             any decrease, c = 0
+``boost_on_reject`` a rejected step raises λ     λ follows ρ alone
 ==================  ===========================  ================================
+
+Both restart CG from zero after a rejected step.  dhf adds one rule of its own: a CG run
+that meets non-positive or non-finite curvature (``cg_status`` ``negative_curvature`` or
+``nonfinite``) raises λ as ρ = −∞ would and restarts the next CG from zero.
 """
 from __future__ import annotations
 
@@ -72,6 +78,7 @@ class HFConfig:
     l2: float = 0.0
     backtrack: str = "martens"  # or "release"
     linesearch_c: float = 1e-2
+    boost_on_reject: bool = True  # False: the release
 
     @classmethod
     def from_config(cls, optimizer: dict) -> "HFConfig":
@@ -202,8 +209,11 @@ class HFOptimizer:
                             callback=on_cg_iter)
         breakdown = cg_info.status in CG_BREAKDOWNS
 
+        kept = cg_info.kept
+        if release_bt and cg_info.status == "max_iters" and (kept[-1][0] - 1) % 10:
+            kept = kept[:-1] or kept  # at its cap the release looks at every 10th only
         choose = linesearch.backtrack_argmin if release_bt else linesearch.backtrack
-        delta, bt = choose(cg_info.kept, lambda d: self.objective(theta + d, bt_rows))
+        delta, bt = choose(kept, lambda d: self.objective(theta + d, bt_rows))
 
         slope = float(g @ delta)
         rho = self._rho(theta, delta, slope, loss_curv, curv_rows, n_curv, lam,
@@ -222,9 +232,10 @@ class HFOptimizer:
             # After a breakdown the last iterate is no warm start: CG restarts from zero.
             new_state = HFState(theta + ls.step_size * delta, new_lam,
                                 np.zeros_like(x) if breakdown else x, update)
-        else:  # keep θ, restart CG from zero, and damp harder
-            new_lam = damping.update_damping(lam, -math.inf, min_damping=cfg.min_damping,
-                                             max_damping=cfg.max_damping)
+        else:  # keep θ, restart CG from zero, and (Martens) damp harder
+            if cfg.boost_on_reject:
+                new_lam = damping.update_damping(lam, -math.inf, min_damping=cfg.min_damping,
+                                                 max_damping=cfg.max_damping)
             new_state = HFState(theta, new_lam, np.zeros_like(x), update)
         info = StepInfo(update, loss, rho, new_lam, cg_info.iters, cg_info.status,
                         bt.iteration, ls.step_size, ls.accepted, ls.loss,

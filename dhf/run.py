@@ -23,7 +23,7 @@ from dhf.comm import Communicator, check_replicas
 from dhf.config import read_toml, to_toml
 from dhf.coordinator import HFConfig, HFOptimizer, StopRequested
 from dhf.data import BatchSampler, FreshSampler, shard_bounds
-from dhf.dataset import ArraySource, FreshSource, StackedSource
+from dhf.dataset import ArraySource, FreshSource, StackedSource, fresh_block
 from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
@@ -151,17 +151,25 @@ def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: in
                                             n_train, seed, should_stop, fresh=fresh)
     sizes = [opt_cfg[f"{name}_batch"] for name in ("gradient", "curvature", "backtrack",
                                                    "linesearch")]
+    held_out = opt_cfg["held_out"]
+    if not held_out and sizes[1] + sizes[2] + sizes[3] > sizes[0]:
+        raise ConfigError(
+            f"optimizer.curvature_batch + backtrack_batch + linesearch_batch = "
+            f"{sizes[1] + sizes[2] + sizes[3]} exceeds optimizer.gradient_batch = {sizes[0]}"
+            "; with optimizer.held_out = false they are disjoint rows of the gradient batch")
     if fresh:
-        sampler = FreshSampler(*sizes)
+        sampler = FreshSampler(*sizes, held_out=held_out)
     else:
-        needed = sizes[0] + sizes[2] + sizes[3]
+        needed = sizes[0] + (sizes[2] + sizes[3] if held_out else 0)
         if needed > n_train:
+            keys = ("optimizer.gradient_batch + backtrack_batch + linesearch_batch"
+                    if held_out else "optimizer.gradient_batch")
             raise ConfigError(
-                f"optimizer.gradient_batch + backtrack_batch + linesearch_batch = {needed} "
-                f"exceeds the {n_train} training rows; lower them (linesearch_batch = 0 "
-                "searches on the backtracking batch) or set data.fresh = true")
+                f"{keys} = {needed} exceeds the {n_train} training rows; lower them "
+                "(linesearch_batch = 0 searches on the backtracking batch) or set "
+                "data.fresh = true")
         sampler = BatchSampler(n_train, sizes[0], sizes[1], sizes[2], seed,
-                               linesearch=sizes[3])
+                               linesearch=sizes[3], held_out=held_out)
     return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop)
 
 
@@ -208,8 +216,14 @@ def load_data(config: dict, comm: Communicator):
         if not hasattr(task, "generate"):
             raise ConfigError(f"data.fresh = true needs a task that generates its data; "
                               f"task {task_cfg['name']!r} has a fixed data set")
-        train = FreshSource(lambda n, rng: task.generate(task_cfg, n, rng),
-                            task_cfg["seed"], config["run"]["seed"])
+        opt = config["optimizer"]
+        sizes = ([opt["sgd_batch"]] if opt["name"] in FIRST_ORDER else
+                 [opt[f"{b}_batch"] for b in ("gradient", "curvature", "backtrack",
+                                              "linesearch")])
+        train = FreshSource(lambda n, rng, first_row: task.generate(task_cfg, n, rng,
+                                                                    first_row),
+                            task_cfg["seed"], config["run"]["seed"],
+                            block=fresh_block(sizes))
         return train, ArraySource(tasks.generate_splits(config, train=False)["valid"])
     if not path:
         splits = tasks.generate_splits(config)

@@ -10,7 +10,8 @@ Classical momentum, or Nesterov's (Sutskever, Martens, Dahl & Hinton 2013, eqs. 
     v_{k+1} = \mu v_k - \varepsilon\, \nabla f(\theta_k + [\text{nesterov}]\,\mu v_k),
     \qquad \theta_{k+1} = \theta_k + v_{k+1}
 
-and Adam (Kingma & Ba 2015, Algorithm 1), with :math:`k` counting every step of the run:
+and Adam (Kingma & Ba 2015, Algorithm 1), with :math:`k` counting the steps since the
+moments were zero (the start, or the reset after a diverged update):
 
 .. math::
 
@@ -76,6 +77,7 @@ class AdamState:
     first_moment: np.ndarray
     second_moment: np.ndarray
     update: int = 0
+    step: int = 0  # minibatch steps since the moments were last zero (bias correction)
 
 
 class SGDInfo(NamedTuple):
@@ -105,7 +107,15 @@ class SGDOptimizer:
 
     def init(self, theta0: np.ndarray) -> SGDState:
         theta = np.asarray(self.comm.bcast(np.asarray(theta0, np.float64)), np.float64)
-        return self.State(theta, *(np.zeros_like(theta) for _ in self._moments), 0)
+        return self._state(theta, [np.zeros_like(theta) for _ in self._moments], 0, 0)
+
+    def _state(self, theta, moments, update: int, step: int):
+        """The state from θ, the moment arrays, the update and the step count."""
+        return self.State(theta, *moments, update)
+
+    def _steps(self, state) -> int:
+        """Minibatch steps since the moments were zero (Adam's bias correction)."""
+        return 0
 
     #: The state's per-parameter arrays besides θ.
     _moments = ("velocity",)
@@ -143,7 +153,7 @@ class SGDOptimizer:
             if cfg.clip_norm and norm > cfg.clip_norm:
                 g *= cfg.clip_norm / norm
                 clipped += 1
-            theta = self._move(theta, moments, g, (update - 1) * cfg.sgd_steps + k + 1)
+            theta = self._move(theta, moments, g, self._steps(state) + k + 1)
             losses.append(loss)
             norms.append(norm)
             if on_iter is not None:
@@ -156,9 +166,9 @@ class SGDOptimizer:
                            "optimizer.learning_rate or set optimizer.clip_norm",
                            self.name, update)
             info = info._replace(loss=math.nan)  # NaN marks a diverged update
-            zeros = (np.zeros_like(theta) for _ in self._moments)
-            return self.State(state.theta, *zeros, update), info
-        return self.State(theta, *moments, update), info
+            zeros = [np.zeros_like(theta) for _ in self._moments]
+            return self._state(state.theta, zeros, update, 0), info
+        return self._state(theta, moments, update, self._steps(state) + cfg.sgd_steps), info
 
     def _move(self, theta, moments, g, k):
         """Momentum's step (``moments = [v]``, updated in place); returns the new θ."""
@@ -177,8 +187,15 @@ class AdamOptimizer(SGDOptimizer):
     State = AdamState
     _moments = ("first_moment", "second_moment")
 
+    def _state(self, theta, moments, update: int, step: int):
+        return AdamState(theta, *moments, update, step)
+
+    def _steps(self, state) -> int:
+        return state.step
+
     def _move(self, theta, moments, g, k):
-        """Adam's step number ``k`` (counted over the whole run, from 1)."""
+        """Adam's step number ``k`` (counted from 1 since the moments were zero: the start
+        of the run, or the reset after a diverged update)."""
         cfg = self.config
         b1, b2 = cfg.adam_beta1, cfg.adam_beta2
         moments[0] = b1 * moments[0] + (1.0 - b1) * g

@@ -163,23 +163,24 @@ def test_unreadable_data_error_type():
 
 
 # -- fresh data -------------------------------------------------------------------------
-def addition_generator(T=12):
-    task = tasks.get("addition")
-    return lambda n, rng: task.generate({"T": T}, n, rng)
+def task_generator(name="addition", T=12):
+    task = tasks.get(name)
+    return lambda n, rng, first_row: task.generate({"T": T}, n, rng, first_row)
 
 
 def test_fresh_rows_are_the_documented_draws():
     """Row ``u·FRESH_STRIDE + i`` is row ``i mod block`` of ``generate(block,
-    default_rng([data_seed, run_seed, u, i // block, 1]))``, read in any order."""
+    default_rng([data_seed, run_seed, u, i // block, 1]), first_row)``, read in any
+    order."""
     from dhf.data import FRESH_STRIDE
 
-    generate = addition_generator()
+    generate = task_generator()
     source = dataset.FreshSource(generate, data_seed=11, run_seed=4, block=50)
     rows = 7 * FRESH_STRIDE + np.array([130, 3, 49, 50, 149])
     got = source.read(rows)
     for k, row in enumerate(rows):
         i = row - 7 * FRESH_STRIDE
-        block = generate(50, np.random.default_rng([11, 4, 7, i // 50, 1]))
+        block = generate(50, np.random.default_rng([11, 4, 7, i // 50, 1]), i // 50 * 50)
         for g, b in zip(got, block):
             np.testing.assert_array_equal(g[k], b[i % 50])
     # Another run seed or update draws other sequences.
@@ -189,10 +190,17 @@ def test_fresh_rows_are_the_documented_draws():
 
 
 def test_fresh_source_keeps_only_the_update_being_read():
-    source = dataset.FreshSource(addition_generator(), data_seed=1, run_seed=0, block=10)
+    source = dataset.FreshSource(task_generator(), data_seed=1, run_seed=0, block=10)
     from dhf.data import FRESH_STRIDE
 
     first = source.read(FRESH_STRIDE + np.arange(25))
+    assert {u for u, _ in source._blocks} == {1}
+    # A validation read through the stack reads no fresh row: the update's blocks stay.
+    valid = dataset.ArraySource([np.zeros((5, 13, 2)), np.zeros((5, 13, 1)),
+                                 np.ones((5, 13))])
+    stacked = dataset.StackedSource([source, valid])
+    x, y, mask = stacked.read(source.n_rows + np.arange(3))
+    assert x.shape == (3, 13, 2) and mask.shape == (3, 13)
     assert {u for u, _ in source._blocks} == {1}
     source.read(2 * FRESH_STRIDE + np.arange(5))
     assert {u for u, _ in source._blocks} == {2}
@@ -208,3 +216,36 @@ def test_fresh_valid_and_test_sets_are_fixed_by_the_data_seed():
     assert set(a) == {"valid", "test"} and len(a["valid"][0]) == 250
     np.testing.assert_array_equal(a["valid"][0], b["valid"][0])
     assert not np.array_equal(a["valid"][0], a["test"][0])
+
+
+@pytest.mark.parametrize("name, classes, block, sizes", [
+    ("temporal_order_3bit", 8, 100, (1000, 10000)),
+    ("noiseless_memorization_5bit", 32, 32, (32, 320)),
+    ("random_permutation", 2, 100, (1000, 10000))])
+def test_fresh_batches_are_class_balanced_as_the_releases_minibatches(name, classes, block,
+                                                                      sizes):
+    """The release balances each minibatch exactly (class ``b % k`` for row ``b``); fresh
+    rows balance every batch of whole blocks the same way (5-bit memorisation: its 32
+    patterns, each as often as the others)."""
+    from dhf.data import FRESH_STRIDE
+
+    T = {"noiseless_memorization_5bit": 11}.get(name, 12)
+    source = dataset.FreshSource(task_generator(name, T), data_seed=3, run_seed=1,
+                                 block=block)
+    for n in sizes:
+        x, y, mask = source.read(5 * FRESH_STRIDE + np.arange(n))
+        if name == "temporal_order_3bit":
+            label = y.max(axis=1).argmax(axis=1)
+        elif name == "random_permutation":
+            label = x[:, 0].argmax(axis=1)
+        else:
+            label = (x[:, :5].argmax(axis=2) * 2 ** np.arange(4, -1, -1)).sum(axis=1)
+        counts = np.bincount(label, minlength=classes)
+        assert counts.max() - counts.min() <= 1, (n, counts)
+
+
+@pytest.mark.parametrize("sizes, block", [((10000, 1000, 1000, 1000), 100),
+                                          ((320, 32, 32, 32), 32), ((100,), 100),
+                                          ((300, 30), 30), ((7,), 7), ((1024, 512), 64)])
+def test_fresh_blocks_divide_every_batch(sizes, block):
+    assert dataset.fresh_block(sizes) == block

@@ -217,3 +217,87 @@ def test_l2_weight_cost_makes_the_step_land_on_the_ridge_solution():
     np.testing.assert_allclose(state.theta, np.linalg.solve(A + 0.7 * np.eye(3), -b),
                                rtol=1e-8)
     assert info.rho == pytest.approx(1.0, abs=1e-6)
+
+
+class QuadraticWorker:
+    """f(θ) = ½θᵀAθ + bᵀθ on every row, Gv = Av (G = A), in P dimensions; rows of
+    ``uphill`` see f(θ) + 100 wherever θ moved from ``theta0`` (a line-search batch on
+    which no step is a decrease)."""
+
+    def __init__(self, A, b, theta0=None, uphill=()):
+        self.A, self.b, self.theta0, self.uphill = A, b, theta0, set(uphill)
+        self.layout = type("Layout", (), {"size": len(b)})
+
+    def f(self, theta):
+        return 0.5 * theta @ self.A @ theta + self.b @ theta
+
+    def shard(self, rows, rank, size):
+        return rows
+
+    def grad_sum(self, theta, rows):
+        return np.r_[(self.A @ theta + self.b) * len(rows), self.f(theta) * len(rows),
+                     len(rows)]
+
+    def prepare_curvature(self, theta, rows):
+        return np.array([self.f(theta) * len(rows), len(rows)])
+
+    def gv_sum(self, v, w=0.0):
+        return 10 * (self.A @ v)  # curvature batch of 10 rows
+
+    def loss_sum(self, theta, rows):
+        f = self.f(theta)
+        if set(rows.tolist()) & self.uphill and not np.array_equal(theta, self.theta0):
+            f += 100.0
+        return np.array([f * len(rows), 0.0, len(rows)])
+
+
+def test_release_backtracking_skips_the_iterate_at_the_cg_cap():
+    """The release evaluates iterates 1, 11, 21, … and the one where CG's own rule
+    stopped it; when CG runs to its cap the capped iterate is not a candidate (Martens'
+    rule, walking back from the last, takes it)."""
+    rng = np.random.default_rng(SEED)
+    P = 40
+    Q = rng.standard_normal((P, P))
+    A = Q @ Q.T / P + np.diag(np.logspace(-3, 1, P))
+    worker = QuadraticWorker(A, rng.standard_normal(P))
+    picked = {}
+    for rule in ("release", "martens"):
+        cfg = HFConfig(init_damping=1e-3, cg_max_iters=15, cg_tol=0.0, backtrack=rule)
+        opt = HFOptimizer(worker, SerialComm(), cfg, BatchSampler(60, 10, 10, 10, seed=0))
+        _, info = opt.step(opt.init(np.zeros(P)))
+        assert info.cg_status == "max_iters" and info.cg_iters == 15
+        picked[rule] = info.backtrack_iter
+    assert picked == {"release": 11, "martens": 15}
+
+
+@pytest.mark.parametrize("boost, factor", [(True, 1.5), (False, 2 / 3)])
+def test_a_rejected_line_search_raises_lambda_only_with_boost_on_reject(boost, factor):
+    """The release updates λ from ρ alone, before its line search (which only resets the
+    warm start when it fails); Martens' rule also boosts λ after a rejection."""
+    rng = np.random.default_rng(SEED)
+    Q = rng.standard_normal((3, 3))
+    A, b = Q @ Q.T + np.eye(3), rng.standard_normal(3)
+    theta0 = np.zeros(3)
+    sampler = BatchSampler(60, 10, 10, 10, seed=0, linesearch=10)
+    uphill = sampler.draw(1).linesearch
+    worker = QuadraticWorker(A, b, theta0, uphill)
+    cfg = HFConfig(init_damping=0.3, cg_max_iters=10, boost_on_reject=boost)
+    opt = HFOptimizer(worker, SerialComm(), cfg, sampler)
+    state, info = opt.step(opt.init(theta0))
+    assert not info.accepted and info.rho > 0.75
+    assert state.damping == pytest.approx(0.3 * factor)
+    np.testing.assert_array_equal(state.theta, theta0)
+    assert not state.cg_init.any()
+
+
+def test_h0_starts_as_the_releases_sparsified_initial_state():
+    spec = recurrent(2, [400], 1, mask=True, h0_scale=15 ** -0.5, seed=1)
+    values = {p.name: p.get_value() for p in spec.params}
+    assert values["h0_0"].std() == pytest.approx(15 ** -0.5, rel=0.1)
+    # The weights are those of a net without it: h0 is drawn after them.
+    plain = {p.name: p.get_value() for p in recurrent(2, [400], 1, mask=True, seed=1).params}
+    assert not plain["h0_0"].any()
+    for name in ("W_in_0", "W_rec_0", "W_out"):
+        np.testing.assert_array_equal(values[name], plain[name])
+    cfg = config_mod.load(None, ["task.name='xor'", "task.T=10"])
+    assert cfg["model"]["h0_scale"] == pytest.approx(15 ** -0.5)

@@ -129,6 +129,28 @@ def test_divergence_keeps_the_last_good_parameters():
     np.testing.assert_array_equal(state.theta, theta0)
 
 
+def test_adam_restarts_its_bias_correction_with_its_moments():
+    """After a diverged update Adam's moments are zero again, and so is its step count:
+    its next step is the first step of Kingma & Ba's algorithm, lr·sign(g) per
+    coordinate (a step count carried on would make it lr·(1 − β₁)/√(1 − β₂) ≈ 3.2 lr)."""
+    spec, X, Y = linear_problem()
+    worker = Worker(spec, [X, Y])
+
+    def adam(lr, steps):
+        return AdamOptimizer(worker, SerialComm(), SGDConfig(learning_rate=lr, sgd_batch=20,
+                                                             sgd_steps=steps), N, SEED)
+
+    state = adam(0.01, 3).init(worker.layout.flatten([p.get_value() for p in spec.params]))
+    state, _ = adam(0.01, 3).step(state)
+    assert state.step == 3
+    reset, info = adam(1e200, 5).step(state)  # θ overflows: the update is discarded
+    assert np.isnan(info.loss) and reset.step == 0 and not reset.first_moment.any()
+    np.testing.assert_array_equal(reset.theta, state.theta)
+    after, _ = adam(0.01, 1).step(reset)
+    moved = np.abs(after.theta - reset.theta)
+    assert after.step == 1 and moved.max() == pytest.approx(0.01, rel=1e-4)
+
+
 def sgd_args(*extra):
     return tiny_args("optimizer.name='sgd'", "optimizer.sgd_batch=50",
                      "optimizer.sgd_steps=10", *extra)

@@ -17,7 +17,7 @@ SMALL_T = {"noiseless_memorization_5bit": 11, "noiseless_memorization_20bit": 21
 def small(name, *extra):
     settings = [f"task.name={name!r}", f"task.T={SMALL_T.get(name, 12)}",
                 "task.n_train=300", "task.n_valid=60", "model.hidden=6",
-                "optimizer.gradient_batch=100", "optimizer.curvature_batch=50",
+                "optimizer.gradient_batch=150", "optimizer.curvature_batch=50",
                 "optimizer.backtrack_batch=50", "optimizer.linesearch_batch=50",
                 "optimizer.cg_max_iters=5",
                 "optimizer.max_updates=1", "run.backend='default'",

@@ -43,7 +43,10 @@ sequence**, whatever the loss mask, up to the row's last step with a nonzero mas
 after it are padding and are not damped.  That is Martens & Sutskever's definition: the
 damping keeps the state from moving at every step it exists, and a single-target problem
 (addition, xor, temporal order: one 1 in the mask, at the end) still carries its state
-through all T steps (Sutskever's release passes a mask of ones to the damping term).
+through all T steps (Sutskever's release passes a mask of ones to the damping term).  The
+release pads a batch to its longest sequence with more noise after each target and damps
+those steps too; here a sequence ends at its target, which leaves the variable-length
+problems about 4 % less damping than the release.
 
 ``loss_average`` says what the objective is an average over.  ``"sequence"``: each row's
 masked terms are summed and the sum is averaged over rows.  ``"output"``: each row's terms
@@ -78,7 +81,8 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
               output_steps: str = "all", mask: bool = False, loss="squared_error",
               init="sparse", init_scale: float = 1.0, spectral_radius: float | None = None,
               input_scale: float = 1.0, forget_bias: float = 1.0, seed: int = 0,
-              loss_average: str = "sequence", dtype: str = "float64") -> ModelSpec:
+              loss_average: str = "sequence", h0_scale: float = 0.0,
+              dtype: str = "float64") -> ModelSpec:
     """A stack of recurrent (and feed-forward) tanh or LSTM layers; see the module docstring.
 
     Parameters
@@ -110,9 +114,13 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
     seed : seeds every weight.
     loss_average : ``"sequence"`` or ``"output"`` (with ``mask``; see the module
         docstring).
+    h0_scale : the learned initial states ``h0_k`` start N(0, h0_scale²) instead of 0
+        (Sutskever's release sparsifies every parameter, its (1, H) initial state
+        included, which keeps all of them: N(0, 1/15)).  Drawn after every weight, so
+        that the weights do not depend on it.
 
     Parameters (shared variables), for each hidden layer ``k``: ``W_in_k``, then for a
-    recurrent layer ``W_rec_k``, ``b_k``, ``h0_k`` (learned initial state, zeros) and for
+    recurrent layer ``W_rec_k``, ``b_k``, ``h0_k`` (learned initial state) and for
     an LSTM ``c0_k`` (initial cell, zeros); for a feed-forward layer ``b_k``.  Then
     ``W_out``, ``b_out``.
     """
@@ -151,6 +159,11 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
     W_out = _shared(_matrix(rng, (hidden[-1], n_out), weights), "W_out", dtype)
     b_out = _shared(np.zeros(n_out), "b_out", dtype)
     params += [W_out, b_out]
+    if h0_scale:
+        for p in params:
+            if p.name.startswith("h0_"):
+                p.set_value(np.asarray(h0_scale * rng.standard_normal(p.get_value().shape),
+                                       dtype=dtype))
     if output_steps == "last":
         s = pt.dot(h[-1], W_out) + b_out
         y = pt.matrix("y", dtype=dtype)

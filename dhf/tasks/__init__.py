@@ -29,12 +29,13 @@ from dhf.tasks.problem import ProblemTask
 
 #: Martens & Sutskever's recipe, as Sutskever's released HF-RNN code ran it
 #: (``opt/r/demo.py``, ``opt/hf.py``; reference/ms2011_recipe.md): 100 tanh units, sparse
-#: init with input weights × 0.25; fresh data every update, the gradient on 10,000
-#: sequences, the curvature on 1,000 of them, backtracking and the line search on 1,000
-#: more each; up to 300 CG steps; μ = 0.03 with the release's D = ¼(1 − h²); ρ from the
-#: damped model; the best of every tenth CG iterate; any decrease accepted by the line
-#: search; L2 2e-5; the loss averaged over outputs; λ₀ = 0.01 × the release's number of
-#: outputs (:class:`_Pathological`).  The first-order baselines on the same problems
+#: init with input weights × 0.25 and h0 drawn like them; fresh data every update, the
+#: gradient on 10 minibatches of 1,000 sequences, the curvature on the first, backtracking
+#: on the second and the line search on the third (32-sequence minibatches for 5-bit
+#: memorisation); up to 300 CG steps; μ = 0.03 with the release's D = ¼(1 − h²); ρ from
+#: the damped model, and λ from ρ alone; the best of every tenth CG iterate; any decrease
+#: accepted by the line search; L2 2e-5; the loss averaged over outputs; λ₀ = 0.01 × the
+#: release's number of outputs (:class:`_Pathological`).  The first-order baselines on the same problems
 #: (``optimizer.name = "sgd"`` or ``"adam"``) clip gradients to norm 1 (Pascanu,
 #: Mikolov & Bengio 2013).  Success: under 0.1 % of the 10,000 test sequences
 #: wrong (the release's stop; under 1 % is the usual criterion).
@@ -42,12 +43,12 @@ MS2011 = {
     "task": {"n_train": 20000, "n_valid": 10000},
     "data": {"fresh": True},
     "model": {"hidden": 100, "cell": "tanh", "init": "sparse", "init_scale": 1.0,
-              "input_scale": 0.25, "loss_average": "output"},
+              "input_scale": 0.25, "h0_scale": 15 ** -0.5, "loss_average": "output"},
     "optimizer": {"max_updates": 1000, "gradient_batch": 10000, "curvature_batch": 1000,
-                  "backtrack_batch": 1000, "linesearch_batch": 1000, "cg_max_iters": 300,
-                  "structural_damping": 0.03, "structural_d": "release",
+                  "backtrack_batch": 1000, "linesearch_batch": 1000, "held_out": False,
+                  "cg_max_iters": 300, "structural_damping": 0.03, "structural_d": "release",
                   "rho_model": "damped", "backtrack": "release", "linesearch_c": 0.0,
-                  "l2": 2e-5, "clip_norm": 1.0},
+                  "boost_on_reject": False, "l2": 2e-5, "clip_norm": 1.0},
     "run": {"stop_valid_error": 0.001, "dtype": "float32"},
 }
 
@@ -64,8 +65,17 @@ class _Pathological(ProblemTask):
 
     def recommended(self, T: int | None = None) -> dict:
         T = self.problem.default_T if T is None else T
-        lam0 = 0.01 * self.problem.num_outputs(T)
-        return _with(self.defaults, optimizer={"init_damping": lam0})
+        optimizer = {"init_damping": 0.01 * self.problem.num_outputs(T)}
+        minibatch = _RELEASE_MINIBATCH.get(self.name)
+        if minibatch:
+            optimizer.update(gradient_batch=10 * minibatch, curvature_batch=minibatch,
+                             backtrack_batch=minibatch, linesearch_batch=minibatch)
+        return _with(self.defaults, optimizer=optimizer)
+
+
+#: Problems whose release minibatch is not 1,000 sequences (``pathological.raw_mem5``:
+#: the 32 patterns, each once).
+_RELEASE_MINIBATCH = {"noiseless_memorization_5bit": 32}
 
 
 _SMALL_BATCHES = {"gradient_batch": 1000, "curvature_batch": 1000, "backtrack_batch": 500,
@@ -148,7 +158,7 @@ def generate_splits(config: dict, test: bool = False, train: bool = True
         return task.splits(task_cfg, test)
     if not train:
         def split(tag):
-            return generate_blocks(lambda n, r: task.generate(task_cfg, n, r),
+            return generate_blocks(lambda n, r, first: task.generate(task_cfg, n, r, first),
                                    task_cfg["n_valid"], (task_cfg["seed"], 0, 0, tag), 1000)
         return {"valid": split(VALID_TAG), **({"test": split(TEST_TAG)} if test else {})}
     rng = np.random.default_rng(task_cfg["seed"])

@@ -14,8 +14,10 @@ import numpy as np
 defaults: dict = {}
 
 
-def generate(params: dict, n: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``[x (n, T, 1), y (n, 1)]`` with ``y = x[:, 0]``."""
+def generate(params: dict, n: int, rng: np.random.Generator, first_row: int = 0
+             ) -> list[np.ndarray]:
+    """``[x (n, T, 1), y (n, 1)]`` with ``y = x[:, 0]`` (rows are independent draws:
+    ``first_row`` is not needed)."""
     x = rng.integers(0, 2, size=(n, params["T"], 1)).astype(np.float64)
     return [x, x[:, 0, :].copy()]
 

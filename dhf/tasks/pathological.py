@@ -64,14 +64,21 @@ class Problem:
     doc: str = ""
     num_outputs: Callable[[int], int] = lambda T: 1
     release_T_factor: int = 1  # the release's global T over this T (2 for xor)
+    balanced_classes: bool = False  # generate(..., first_row=) balances its classes
 
 
 # -- shared helpers ------------------------------------------------------------------------
 
-def balanced_labels(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+def balanced_labels(n: int, k: int, rng: np.random.Generator, first_row: int = 0
+                    ) -> np.ndarray:
     """``n`` labels in ``0..k-1``, each used ``⌊n/k⌋`` or ``⌈n/k⌉`` times, in random
-    order."""
-    return rng.permutation(np.arange(n) % k)
+    order: the classes ``(first_row + i) mod k`` of rows ``first_row …``, shuffled.
+
+    Rows generated a block at a time (fresh data) pass each block's first global row, so
+    that any run of consecutive rows, a whole batch of them, is balanced as the release's
+    ``b % k`` balances each minibatch.
+    """
+    return rng.permutation((first_row + np.arange(n)) % k)
 
 
 def one_hot(symbols: np.ndarray, size: int) -> np.ndarray:
@@ -221,7 +228,8 @@ CUE, START = 6, 7        # the LSTM paper's E (predict now) and B (begin)
 
 
 def _temporal_order(T: int, n: int, rng: np.random.Generator, *,
-                    windows: tuple[tuple[int, int], ...], cue_lag: int) -> list:
+                    windows: tuple[tuple[int, int], ...], cue_lag: int,
+                    first_row: int = 0) -> list:
     r"""Temporal order (Hochreiter & Schmidhuber 1997, task 6), as Sutskever codes it.
 
     Inputs are 1-of-8 symbols: distractors ``0..3`` drawn uniformly at every step, ``START``
@@ -242,7 +250,7 @@ def _temporal_order(T: int, n: int, rng: np.random.Generator, *,
     steps = _marker_windows([(_steps(T, lo), _steps(T, hi) + 1) for lo, hi in windows],
                             stop=t_min - cue_lag)
     rows = np.arange(n)
-    labels = balanced_labels(n, n_classes, rng)
+    labels = balanced_labels(n, n_classes, rng, first_row)
     t_end = rng.integers(t_min, t_max, size=n)
     symbols = rng.integers(0, DISTRACTORS, size=(n, t_max))
     symbols[:, 0] = START
@@ -257,21 +265,25 @@ def _temporal_order(T: int, n: int, rng: np.random.Generator, *,
     return [x, y, mask]
 
 
-def _temporal_order_2bit(T: int, n: int, rng: np.random.Generator) -> list:
+def _temporal_order_2bit(T: int, n: int, rng: np.random.Generator, first_row: int = 0
+                         ) -> list:
     """2-bit temporal order: markers in ``[T/100, T/10]`` and ``[0.4T, 0.5T]`` (inclusive),
     4 classes (XX, XY, YX, YY).  As in the original's ``temporal2``, the cue is at
     ``t_end − 1`` and the target step ``t_end`` shows one more distractor.
     Martens & Sutskever (2011); Sutskever's ``pathological.temporal2``."""
-    return _temporal_order(T, n, rng, windows=((1, 10), (40, 50)), cue_lag=1)
+    return _temporal_order(T, n, rng, windows=((1, 10), (40, 50)), cue_lag=1,
+                           first_row=first_row)
 
 
-def _temporal_order_3bit(T: int, n: int, rng: np.random.Generator) -> list:
+def _temporal_order_3bit(T: int, n: int, rng: np.random.Generator, first_row: int = 0
+                         ) -> list:
     """3-bit temporal order: markers in ``[T/100, T/10]``, ``[0.3T, 0.4T]`` and
     ``[0.5T, 0.6T]`` (inclusive), 8 classes.  As in the original's ``temporal3``, the cue is
     the input at the target step ``t_end`` itself.  (The released ``temporal3`` cannot run:
     it reads the undefined attributes ``self.v`` and ``self.o``; the intent is clear.)
     Martens & Sutskever (2011); Sutskever's ``pathological.temporal3``."""
-    return _temporal_order(T, n, rng, windows=((1, 10), (30, 40), (50, 60)), cue_lag=0)
+    return _temporal_order(T, n, rng, windows=((1, 10), (30, 40), (50, 60)), cue_lag=0,
+                           first_row=first_row)
 
 
 # -- random permutation (the released code's ``perm_mem``) ---------------------------------
@@ -279,7 +291,8 @@ def _temporal_order_3bit(T: int, n: int, rng: np.random.Generator) -> list:
 N_PERMUTATION_SYMBOLS = 100
 
 
-def _random_permutation(T: int, n: int, rng: np.random.Generator) -> list:
+def _random_permutation(T: int, n: int, rng: np.random.Generator, first_row: int = 0
+                        ) -> list:
     r"""Random permutation: predict the next symbol; the last one is the first one.
 
     1-of-100 inputs over exactly ``T`` steps: ``s_0 ∈ {0, 1}`` (exactly balanced), then
@@ -290,7 +303,7 @@ def _random_permutation(T: int, n: int, rng: np.random.Generator) -> list:
     Martens & Sutskever (2011); Sutskever's ``pathological.rand_perm``."""
     if T < 2:
         raise ValueError(f"T is too small for random_permutation: {T} < 2")
-    first = balanced_labels(n, 2, rng)
+    first = balanced_labels(n, 2, rng, first_row)
     rest = rng.integers(2, N_PERMUTATION_SYMBOLS, size=(n, T - 1))
     x = one_hot(np.column_stack([first, rest]), N_PERMUTATION_SYMBOLS)
     y = one_hot(np.column_stack([rest, first]), N_PERMUTATION_SYMBOLS)
@@ -326,12 +339,13 @@ def _memorization(T: int, patterns: np.ndarray, alphabet: int) -> list:
     return [one_hot(inputs, alphabet + 2), one_hot(targets, alphabet + 1), np.ones((n, T))]
 
 
-def _memorization_5bit(T: int, n: int, rng: np.random.Generator) -> list:
+def _memorization_5bit(T: int, n: int, rng: np.random.Generator, first_row: int = 0
+                       ) -> list:
     """5-bit noiseless memorization: 5 binary symbols.  The original's batch is the 32
     possible patterns, each once; here the ``n`` rows tile the 32 patterns in random order
     (each used ``⌊n/32⌋`` or ``⌈n/32⌉`` times), bits most significant first.
     Martens & Sutskever (2011); Sutskever's ``pathological.raw_mem5``."""
-    codes = balanced_labels(n, 2 ** 5, rng)
+    codes = balanced_labels(n, 2 ** 5, rng, first_row)
     patterns = (codes[:, None] >> np.arange(4, -1, -1)) & 1
     return _memorization(T, patterns, alphabet=2)
 
@@ -360,21 +374,25 @@ XOR = Problem(
 TEMPORAL_ORDER_2BIT = Problem(
     "temporal_order_2bit", n_in=N_TEMPORAL_SYMBOLS, n_out=4, loss="softmax_xent",
     error="argmax", tolerance=0.0, recurrent=True, generate=_temporal_order_2bit,
+    balanced_classes=True,
     num_outputs=lambda T: 8,
     doc="class of the order of two X/Y markers among distractor symbols")
 TEMPORAL_ORDER_3BIT = Problem(
     "temporal_order_3bit", n_in=N_TEMPORAL_SYMBOLS, n_out=8, loss="softmax_xent",
     error="argmax", tolerance=0.0, recurrent=True, generate=_temporal_order_3bit,
+    balanced_classes=True,
     num_outputs=lambda T: 8,
     doc="class of the order of three X/Y markers among distractor symbols")
 RANDOM_PERMUTATION = Problem(
     "random_permutation", n_in=N_PERMUTATION_SYMBOLS, n_out=N_PERMUTATION_SYMBOLS,
     loss="softmax_xent", error="argmax", tolerance=0.0, recurrent=True,
-    generate=_random_permutation, error_last_step_only=True, num_outputs=lambda T: T,
+    generate=_random_permutation, balanced_classes=True, error_last_step_only=True,
+    num_outputs=lambda T: T,
     doc="predict the next of 100 symbols; the last target is the first symbol (0 or 1)")
 NOISELESS_MEMORIZATION_5BIT = Problem(
     "noiseless_memorization_5bit", n_in=4, n_out=3, loss="softmax_xent", error="argmax",
     tolerance=0.0, recurrent=True, generate=_memorization_5bit,
+    balanced_classes=True,
     num_outputs=lambda T: 2 * 5 * T,
     doc="reproduce 5 bits after a blank delay and a cue; output required at every step")
 NOISELESS_MEMORIZATION_20BIT = Problem(

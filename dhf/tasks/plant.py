@@ -36,8 +36,10 @@ defaults = {"task": {"T": 15, "n_train": 2000, "n_valid": 200},
                           "init_damping": 1.0, "structural_damping": 0.03}}
 
 
-def generate(params: dict, n: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``[z0 (n, 2), target (n, 2)]``: initial states and the state to reach."""
+def generate(params: dict, n: int, rng: np.random.Generator, first_row: int = 0
+             ) -> list[np.ndarray]:
+    """``[z0 (n, 2), target (n, 2)]``: initial states and the state to reach (rows are
+    independent draws: ``first_row`` is not needed)."""
     return [rng.uniform(-0.5, 0.5, (n, 2)), np.tile(TARGET, (n, 1))]
 
 

@@ -29,9 +29,15 @@ class ProblemTask:
                          "task": {"T": problem.default_T, **defaults.get("task", {})}}
         self.__doc__ = problem.doc
 
-    def generate(self, params: dict, n: int, rng: np.random.Generator) -> list[np.ndarray]:
-        """``[x, y, mask]`` (feed-forward problems: ``[x, y]``), 0/1 arrays as uint8."""
-        arrays = self.problem.generate(params["T"], n, rng)
+    def generate(self, params: dict, n: int, rng: np.random.Generator, first_row: int = 0
+                 ) -> list[np.ndarray]:
+        """``[x, y, mask]`` (feed-forward problems: ``[x, y]``), 0/1 arrays as uint8.
+
+        ``first_row`` is the global index of the first row: a problem with balanced
+        classes balances them over consecutive rows, across calls (fresh data).
+        """
+        extra = {"first_row": first_row} if self.problem.balanced_classes else {}
+        arrays = self.problem.generate(params["T"], n, rng, **extra)
         if not self.problem.recurrent:
             arrays = arrays[:2]
         return [compact(a) for a in arrays]
@@ -47,7 +53,7 @@ class ProblemTask:
                 p.n_in, [model["hidden"]] * model["layers"], p.n_out, cell=model["cell"],
                 output_steps="all", mask=True, input_scale=model["input_scale"],
                 spectral_radius=model["spectral_radius"] or None,
-                loss_average=model["loss_average"], **common)
+                loss_average=model["loss_average"], h0_scale=model["h0_scale"], **common)
         else:
             sizes = [p.n_in] + [model["hidden"]] * model["layers"] + [p.n_out]
             spec = nets.feedforward(sizes, nonlinearities=model["nonlinearity"], **common)
