@@ -70,7 +70,7 @@ MS2011_NOTES = {
     ("optimizer", "linesearch_c"): "line_search: first 0.8^i that lowers the loss",
     ("optimizer", "boost_on_reject"): "damping_heuristic(rho) only; no boost on reject",
     ("optimizer", "l2"): "L2_decay = 2e-5 on loss, gradient and Gv",
-    ("optimizer", "max_updates"): "an upper bound; run.max_minutes is the budget",
+    ("optimizer", "max_updates"): "maxnum_iter = 5e4; run.max_minutes is the budget",
     ("optimizer", "clip_norm"): "sgd and adam only: clipped (Pascanu et al. 2013)",
     ("run", "stop_valid_error"): "the release: zero-one loss < 0.001; dhf: <= 0.1 % of "
                                  "sequences",

@@ -44,7 +44,7 @@ MS2011 = {
     "data": {"fresh": True},
     "model": {"hidden": 100, "cell": "tanh", "init": "sparse", "init_scale": 1.0,
               "input_scale": 0.25, "h0_scale": 15 ** -0.5, "loss_average": "output"},
-    "optimizer": {"max_updates": 1000, "gradient_batch": 10000, "curvature_batch": 1000,
+    "optimizer": {"max_updates": 50000, "gradient_batch": 10000, "curvature_batch": 1000,
                   "backtrack_batch": 1000, "linesearch_batch": 1000, "held_out": False,
                   "cg_max_iters": 300, "structural_damping": 0.03, "structural_d": "release",
                   "rho_model": "damped", "backtrack": "release", "linesearch_c": 0.0,
