@@ -112,7 +112,11 @@ def render_ms2011(name: str) -> str:
                 lines.append(f"# {text} here: the task sets 0.01 x the release's "
                              f"num_outputs ({problem.num_outputs(T)} at T = {T})")
                 continue
-            lines.append(f"{text:<30} # {MS2011_NOTES.get((section, key), '')}".rstrip())
+            note = MS2011_NOTES.get((section, key), "")
+            if (section, key) == ("model", "loss_average") and value == "sequence":
+                note = ("dhf: per sequence; the release's per-output average stalls "
+                        "(docs/results.md)")
+            lines.append(f"{text:<30} # {note}".rstrip())
     return "\n".join(lines) + "\n"
 
 

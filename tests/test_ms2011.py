@@ -301,3 +301,21 @@ def test_h0_starts_as_the_releases_sparsified_initial_state():
         np.testing.assert_array_equal(values[name], plain[name])
     cfg = config_mod.load(None, ["task.name='xor'", "task.T=10"])
     assert cfg["model"]["h0_scale"] == pytest.approx(15 ** -0.5)
+
+
+@pytest.mark.parametrize("name, average", [
+    ("addition", "output"), ("random_permutation", "output"),
+    ("noiseless_memorization_5bit", "sequence"), ("noiseless_memorization_20bit", "sequence")])
+def test_memorisations_average_their_loss_per_sequence(name, average):
+    """dhf's one deliberate departure from the release's loss units: the memorisation
+    problems average per sequence (the release's per-output average with its λ₀ stalls
+    them, docs/results.md); the others keep the release's per-output average.  The config
+    file and the task agree, and the user's value wins."""
+    from tests.conftest import ROOT
+
+    path = ROOT / f"configs/ms2011/{name}.toml"
+    for cfg in (config_mod.load(path, []), config_mod.load(None, [f"task.name={name!r}"])):
+        assert cfg["model"]["loss_average"] == average
+    other = "output" if average == "sequence" else "sequence"
+    assert config_mod.load(path, [f"model.loss_average={other!r}"])["model"][
+        "loss_average"] == other
