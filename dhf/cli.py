@@ -15,6 +15,7 @@ if launched_under_mpi():
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -22,7 +23,7 @@ import tomllib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from dhf import config as config_mod  # noqa: E402
-from dhf.comm import Communicator, get_comm, run_or_abort  # noqa: E402
+from dhf.comm import Communicator, get_comm, on_root, run_or_abort  # noqa: E402
 from dhf.errors import UserError  # noqa: E402
 from dhf.log import CGProgress, setup_logging  # noqa: E402
 
@@ -61,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, comm: Communicator) -> int:
-    config = config_mod.load(args.config, args.set)
+    config = on_root(comm, lambda: config_mod.load(args.config, args.set))
     if args.dry_run:
         return _dry_run(config, comm)
-    out = Path(comm.bcast(_choose_out(config, args) if comm.rank == 0 else None))
+    out = Path(on_root(comm, lambda: _choose_out(config, args)))
     if args.resume:
-        config = _resumed_config(out, args, comm) or config
+        config = on_root(comm, lambda: _resumed_config(out, args)) or config
     config["run"]["out"] = str(out)
     from dhf.run import train  # heavy imports (PyTensor) only when training
 
@@ -101,17 +102,16 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     return 0
 
 
-def _resumed_config(out: Path, args, comm: Communicator) -> dict | None:
+def _resumed_config(out: Path, args) -> dict | None:
     """The config of the run being resumed: its own ``config.toml`` (but for its time
     limit), then the config file and ``--set`` given now (a time limit, more updates).
     None if it has no ``config.toml``.  What may not change on resume is checked by
     :mod:`dhf.run`."""
     path = out / "config.toml"
-    saved = comm.bcast(path.read_text() if comm.rank == 0 and path.exists() else None)
-    if saved is None:
+    if not path.exists():
         return None
     try:
-        base = tomllib.loads(saved)
+        base = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path}: not valid TOML ({err}); pass the run's config "
                         "file and --set options instead") from None
@@ -122,16 +122,22 @@ def _resumed_config(out: Path, args, comm: Communicator) -> dict | None:
 
 def _catch_stop_signals() -> list:
     """SIGTERM and SIGUSR1 (what Slurm and PBS send before preemption or the time limit)
-    ask for a checkpoint and a clean exit instead of killing the process; the returned
-    list receives the signal numbers."""
+    and SIGINT (Ctrl-C) ask for a checkpoint and a clean exit instead of killing the
+    process; the returned list receives the signal numbers.  A second SIGINT stops at
+    once (exit 130), keeping the last checkpoint written."""
     received: list = []
 
     def handler(signum, frame):
+        if signum == signal.SIGINT and signal.SIGINT in received:
+            logger.warning("interrupted again: stopping now; the last checkpoint stays")
+            logging.shutdown()
+            os._exit(128 + signal.SIGINT)
         received.append(signum)
-        logger.warning("received %s: stopping after a checkpoint",
-                       signal.Signals(signum).name)
+        logger.warning("received %s: stopping after a checkpoint%s",
+                       signal.Signals(signum).name,
+                       " (Ctrl-C again to stop now)" if signum == signal.SIGINT else "")
 
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, handler)
     return received
 

@@ -102,6 +102,11 @@ def _check_buffer(buf: np.ndarray) -> None:
                         f"shape {getattr(buf, 'shape', '')}")
 
 
+#: How long a rank holding an error that rank 0 also has (and prints) waits for rank 0's
+#: abort before aborting itself.
+ROOT_GRACE_SECONDS = 5.0
+
+
 def get_comm() -> Communicator:
     """An :class:`MPIComm` when launched by an MPI launcher, else a :class:`SerialComm`.
 
@@ -132,19 +137,46 @@ def check_replicas(comm: Communicator, theta: np.ndarray) -> bool:
                              + float(not np.isfinite(checksum)))[0] == 0.0
 
 
+def on_root(comm: Communicator, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 and broadcast its result, or its
+    :class:`~dhf.errors.UserError`, to every rank: one decision (a config read, a
+    directory made, a checkpoint loaded) that all ranks then share.
+
+    Every rank raises a broadcast error; :func:`run_or_abort` lets rank 0 alone print it.
+    """
+    from dhf.errors import UserError
+
+    outcome = None
+    if comm.rank == 0:
+        try:
+            outcome = ("ok", fn())
+        except UserError as err:
+            outcome = ("error", err)
+    outcome = comm.bcast(outcome) if comm.size > 1 else outcome
+    if outcome[0] == "error":
+        err = outcome[1]
+        err.reported_by_root = comm.rank != 0
+        raise err
+    return outcome[1]
+
+
 def run_or_abort(comm: Communicator, fn: Callable[[], int]) -> int:
     """Run ``fn``; on an uncaught exception log it with the rank and abort every rank.
 
-    Errors a user caused (:class:`dhf.errors.UserError`) are logged as one line; other
-    exceptions with their traceback.  At size 1 the exit code is returned instead of
-    aborting, so in-process callers (tests, notebooks) see it.
+    Errors a user caused (:class:`dhf.errors.UserError`) are logged as one line, once
+    (by rank 0 where :func:`on_root` gave it to every rank); other exceptions with their
+    traceback.  At size 1 the exit code is returned instead of aborting, so in-process
+    callers (tests, notebooks) see it.
     """
     from dhf.errors import UserError
 
     try:
         return fn()
     except UserError as err:
-        logger.error("rank %d: error: %s", comm.rank, err)
+        if getattr(err, "reported_by_root", False):
+            time.sleep(ROOT_GRACE_SECONDS)  # rank 0 prints it and aborts the job
+        else:
+            logger.error("rank %d: error: %s", comm.rank, err)
         code = 2
     except KeyboardInterrupt:
         logger.error("rank %d: interrupted", comm.rank)

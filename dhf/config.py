@@ -283,6 +283,9 @@ def validate(config: dict) -> None:
     if not opt["min_damping"] <= opt["init_damping"] <= opt["max_damping"]:
         raise ConfigError("optimizer.init_damping must lie in [optimizer.min_damping, "
                           "optimizer.max_damping]")
+    from dhf import tasks
+
+    tasks.check(config)
 
 
 def to_toml(config: dict) -> str:

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from dhf import checkpoint, dataset, tasks
-from dhf.comm import Communicator, check_replicas
+from dhf.comm import Communicator, check_replicas, on_root
 from dhf.config import read_toml, to_toml
 from dhf.coordinator import HFConfig, HFOptimizer, StopRequested
 from dhf.data import BatchSampler, FreshSampler, shard_bounds
@@ -49,7 +49,7 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     ``stopped = True``.
     """
     t_start = time.perf_counter()
-    _on_root(comm, lambda: _prepare_out(out, resume, config))
+    on_root(comm, lambda: _prepare_out(out, resume, config))
     train_rows, valid_rows = data if data is not None else load_data(config, comm)
     n_train = train_rows.n_rows
     n_valid = valid_rows.n_rows if valid_rows is not None else 0
@@ -65,14 +65,14 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     config_toml = to_toml(config)
     best = {"theta": state.theta, "error": math.inf, "update": 0}
     if resume:
-        saved = _on_root(comm, lambda: checkpoint.load(
+        saved = on_root(comm, lambda: checkpoint.load(
             out / "checkpoint.h5", layout=worker.layout, optimizer=optimizer.name))
         state = optimizer.State(**{f.name: _scalar(saved[f.name])
                                    for f in dataclasses.fields(optimizer.State)})
         best = {"theta": saved["best_theta"], "error": float(saved["best_valid_error"]),
                 "update": int(saved["best_update"])}
         logger.info("resumed %s at update %d", out, state.update)
-    _on_root(comm, lambda: _start_outputs(out, config_toml, state.update))
+    on_root(comm, lambda: _start_outputs(out, config_toml, state.update))
     logger.info("dhf: %s, %s, %d parameters, %d ranks, %s train / %d valid rows; "
                 "compiled in %.1fs", config["task"]["name"] if data is None else "own model",
                 optimizer.name, theta0.size, comm.size,
@@ -338,17 +338,3 @@ def _jsonable(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
     return v
-
-
-def _on_root(comm: Communicator, fn: Callable):
-    """Run ``fn`` on rank 0 and broadcast its result, or its UserError, to every rank."""
-    outcome = None
-    if comm.rank == 0:
-        try:
-            outcome = ("ok", fn())
-        except UserError as err:
-            outcome = ("error", err)
-    outcome = comm.bcast(outcome) if comm.size > 1 else outcome
-    if outcome[0] == "error":
-        raise outcome[1]
-    return outcome[1]

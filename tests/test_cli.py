@@ -210,3 +210,50 @@ def test_time_limit_at_two_ranks_exits_zero_on_every_rank(tmp_path):
     done = run_mpi(2, tiny_args("run.max_minutes=0.002") + ["--out", str(tmp_path / "r")])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "result: updates=" in done.stdout
+
+
+def test_a_problem_parameter_it_cannot_lay_out_is_one_line_and_exit_2(tmp_path, capsys):
+    from dhf.cli import data_main
+
+    bad = ["--set", "task.name='noiseless_memorization_20bit'", "--set", "task.T=15"]
+    expected = ["rank 0: error: task.T = 15 is too small for noiseless_memorization_20bit: "
+                "must be >= 21"]
+    assert main(bad + ["--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().out.strip().splitlines() == expected
+    assert data_main(["noiseless_memorization_20bit", "--out", str(tmp_path / "d.h5"),
+                      "--set", "task.T=15"]) == 2
+    assert capsys.readouterr().out.strip().splitlines() == expected
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_problem_parameter_error_under_mpiexec_is_one_line_and_exit_2(tmp_path):
+    done = run_mpi(2, ["--set", "task.name='noiseless_memorization_20bit'", "--set",
+                       "task.T=15", "--out", str(tmp_path / "run")], timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [ln for ln in (done.stdout + done.stderr).splitlines() if "error" in ln]
+    assert errors == ["rank 0: error: task.T = 15 is too small for "
+                      "noiseless_memorization_20bit: must be >= 21"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    """The first SIGINT only asks for a stop (a flag the run polls); the second exits 130
+    there and then."""
+    script = ("import os, signal, time\n"
+              "from dhf.cli import _catch_stop_signals\n"
+              "from dhf.log import setup_logging\n"
+              "setup_logging(0)\n"
+              "received = _catch_stop_signals()\n"
+              "os.kill(os.getpid(), signal.SIGINT)\n"
+              "print('asked', received, flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGINT)\n"
+              "time.sleep(30)\n"
+              "print('not stopped')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 130, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("received SIGINT: stopping after a checkpoint")
+    assert lines[1:] == ["asked [2]",
+                         "interrupted again: stopping now; the last checkpoint stays"]

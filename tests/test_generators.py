@@ -143,6 +143,18 @@ def test_too_small_T_is_refused(name, T):
         generate(name, T, 4)
 
 
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_min_T_is_the_shortest_T_the_generator_lays_out(name):
+    """``min_T`` (what the config checks before any work) is exact: the generator
+    accepts it and refuses one step less."""
+    p = ALL[name]
+    for T in range(p.min_T, p.min_T + 12):
+        generate(name, T, 4)
+    if p.min_T > 1:
+        with pytest.raises(ValueError, match="too small"):
+            generate(name, p.min_T - 1, 4)
+
+
 def test_sequence_lengths():
     x = np.zeros((4, 6, 2))
     mask = np.zeros((4, 6))

@@ -33,7 +33,9 @@ def test_resume_at_another_rank_count_follows_the_trajectory(tmp_path):
 
 
 def start(n, args):
-    cmd = [venv_bin("mpiexec"), "-n", str(n), venv_bin("dhf-train")] + args
+    """``dhf-train args`` under ``mpiexec -n n`` (serially when n is None)."""
+    launch = [] if n is None else [venv_bin("mpiexec"), "-n", str(n)]
+    cmd = launch + [venv_bin("dhf-train")] + args
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
 
@@ -114,3 +116,37 @@ def test_checkpoint_of_another_model_is_refused_under_two_ranks(tmp_path):
     assert done.returncode != 0
     assert "--resume with model.hidden = 9 (the run has 8)" in done.stdout
     assert (out / "checkpoint.h5").read_bytes() == before
+
+
+@pytest.mark.parametrize("ranks", [None, 2])
+def test_ctrl_c_is_a_stop_with_a_checkpoint_and_a_second_one_is_prompt(tmp_path, ranks):
+    """SIGINT takes SIGTERM's path (checkpoint, best.h5, exit 130, no traceback), serially
+    and through mpiexec, which forwards it to the ranks; a second one stops at once."""
+    out = tmp_path / "run"
+    args = tiny_args("optimizer.max_updates=40", "task.T=12", "optimizer.cg_max_iters=60")
+    proc = start(ranks, args + ["--out", str(out)])
+    wait_for_rows(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT, stdout + stderr
+    assert "continue with --resume" in stdout and "Traceback" not in stdout + stderr
+    assert (out / "best.h5").exists()
+    with h5py.File(out / "checkpoint.h5") as f:
+        assert int(f.attrs["update"]) == len(metrics(out))
+
+    proc = start(ranks, args + ["--out", str(out), "--resume"])
+    wait_for_rows(out, len(metrics(out)) + 1, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10
+    # Serially 130 (or death by SIGINT, which a shell also shows as 130, when the second
+    # one lands after Python has restored its default handler on the way out); mpiexec
+    # answers a second Ctrl-C by aborting the job itself.
+    assert proc.returncode in ((130, -signal.SIGINT) if ranks is None else (255,)), \
+        stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    with h5py.File(out / "checkpoint.h5") as f:  # the last checkpoint stays readable
+        assert np.all(np.isfinite(f["theta"][()]))

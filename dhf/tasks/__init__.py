@@ -154,6 +154,15 @@ def defaults(name: str, T: int | None = None) -> dict:
     return getattr(task, "defaults", {})
 
 
+def check(config: dict) -> None:
+    """The task's own constraints on ``[task]`` (a T too short for its layout), as a
+    one-line :class:`~dhf.errors.ConfigError`; nothing to check when the data come from
+    ``data.path``."""
+    task = get(config["task"]["name"])
+    if hasattr(task, "check") and not config["data"]["path"]:
+        task.check(config["task"])
+
+
 def generate_splits(config: dict, test: bool = False, train: bool = True
                     ) -> dict[str, list[np.ndarray]]:
     """``{"train": [inputs, targets, ...], "valid": [...]}`` for the configured task, and a

@@ -113,7 +113,7 @@ INTEGRATOR = Problem(
     doc="hessianfree demos.integrator: running integral of a constant input")
 ADDING = Problem(
     "adding", n_in=2, n_out=1, loss="squared_error", error="abs", tolerance=0.04,
-    recurrent=True, generate=_adding, default_T=50,
+    recurrent=True, generate=_adding, default_T=50, min_T=2,
     doc="hessianfree demos.adding: sum of two marked values, read out at step T-1")
 
 PROBLEMS = {p.name: p for p in (FF_XOR, FF_XOR_XENT, INTEGRATOR, ADDING)}

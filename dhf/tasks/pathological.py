@@ -64,6 +64,7 @@ class Problem:
     doc: str = ""
     num_outputs: Callable[[int], int] = lambda T: 1
     release_T_factor: int = 1  # the release's global T over this T (2 for xor)
+    min_T: int = 1  # the shortest T the generator can lay out (tests check it is exact)
     balanced_classes: bool = False  # generate(..., first_row=) balances its classes
 
 
@@ -362,43 +363,51 @@ def _memorization_20bit(T: int, n: int, rng: np.random.Generator) -> list:
 ADDITION = Problem(
     "addition", n_in=2, n_out=1, loss="squared_error", error="abs", tolerance=0.04,
     recurrent=True, generate=_addition,
+    min_T=6,
     doc="sum of the two marked U[0,1) values, read out at the end of a T..1.1T sequence")
 MULTIPLICATION = Problem(
     "multiplication", n_in=2, n_out=1, loss="squared_error", error="abs", tolerance=0.04,
     recurrent=True, generate=_multiplication,
+    min_T=6,
     doc="product of the two marked U[0,1) values, read out at the end of the sequence")
 XOR = Problem(
     "xor", n_in=2, n_out=1, loss="sigmoid_xent", error="sign", tolerance=0.0,
     recurrent=True, generate=_xor, default_T=100, release_T_factor=2,
+    min_T=6,
     doc="xor of the two marked bits among random bits, read out at the end")
 TEMPORAL_ORDER_2BIT = Problem(
     "temporal_order_2bit", n_in=N_TEMPORAL_SYMBOLS, n_out=4, loss="softmax_xent",
     error="argmax", tolerance=0.0, recurrent=True, generate=_temporal_order_2bit,
     balanced_classes=True,
     num_outputs=lambda T: 8,
+    min_T=4,
     doc="class of the order of two X/Y markers among distractor symbols")
 TEMPORAL_ORDER_3BIT = Problem(
     "temporal_order_3bit", n_in=N_TEMPORAL_SYMBOLS, n_out=8, loss="softmax_xent",
     error="argmax", tolerance=0.0, recurrent=True, generate=_temporal_order_3bit,
     balanced_classes=True,
     num_outputs=lambda T: 8,
+    min_T=4,
     doc="class of the order of three X/Y markers among distractor symbols")
 RANDOM_PERMUTATION = Problem(
     "random_permutation", n_in=N_PERMUTATION_SYMBOLS, n_out=N_PERMUTATION_SYMBOLS,
     loss="softmax_xent", error="argmax", tolerance=0.0, recurrent=True,
     generate=_random_permutation, balanced_classes=True, error_last_step_only=True,
     num_outputs=lambda T: T,
+    min_T=2,
     doc="predict the next of 100 symbols; the last target is the first symbol (0 or 1)")
 NOISELESS_MEMORIZATION_5BIT = Problem(
     "noiseless_memorization_5bit", n_in=4, n_out=3, loss="softmax_xent", error="argmax",
     tolerance=0.0, recurrent=True, generate=_memorization_5bit,
     balanced_classes=True,
     num_outputs=lambda T: 2 * 5 * T,
+    min_T=11,
     doc="reproduce 5 bits after a blank delay and a cue; output required at every step")
 NOISELESS_MEMORIZATION_20BIT = Problem(
     "noiseless_memorization_20bit", n_in=7, n_out=6, loss="softmax_xent", error="argmax",
     tolerance=0.0, recurrent=True, generate=_memorization_20bit,
     num_outputs=lambda T: 5 * 10 * T,
+    min_T=21,
     doc="reproduce ten 5-ary symbols after a blank delay and a cue, at every step")
 
 PROBLEMS = {p.name: p for p in (ADDITION, MULTIPLICATION, XOR, TEMPORAL_ORDER_2BIT,

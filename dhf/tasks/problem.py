@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from dhf.errors import ConfigError
 from dhf.tasks.pathological import Problem
 
 
@@ -28,6 +29,12 @@ class ProblemTask:
         self.defaults = {**defaults,
                          "task": {"T": problem.default_T, **defaults.get("task", {})}}
         self.__doc__ = problem.doc
+
+    def check(self, params: dict) -> None:
+        """Refuse, in one line, a ``[task]`` the generator cannot lay out."""
+        if params["T"] < self.problem.min_T:
+            raise ConfigError(f"task.T = {params['T']} is too small for {self.name}: "
+                              f"must be >= {self.problem.min_T}")
 
     def generate(self, params: dict, n: int, rng: np.random.Generator, first_row: int = 0
                  ) -> list[np.ndarray]:
