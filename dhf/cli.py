@@ -14,6 +14,7 @@ if launched_under_mpi():
     one_thread_per_rank()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -153,9 +154,10 @@ def _choose_out(config: dict, args) -> str:
         return config["run"]["out"]
     name = config["task"]["name"]
     if args.resume:
-        runs = sorted(Path("runs").glob(f"{name}-*"))
+        runs = sorted(p.parent for p in Path("runs").glob(f"{name}-*/checkpoint.h5"))
         if not runs:
-            raise UserError(f"--resume: no runs/{name}-* directory; pass --out DIR")
+            raise UserError(f"--resume: no runs/{name}-* directory with a checkpoint.h5; "
+                            "pass --out DIR")
         return str(runs[-1])
     return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -180,6 +182,17 @@ def _dry_run(config: dict, comm: Communicator) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _writing(path):
+    """An OS error while writing ``path`` (a missing or read-only directory, a full disk)
+    as one line naming it."""
+    try:
+        yield
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise UserError(f"{path}: cannot write: {reason}") from None
+
+
 def build_data_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dhf-data", description="Write a built-in problem to an HDF5 data set "
@@ -188,6 +201,9 @@ def build_data_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="HDF5 file to write")
     parser.add_argument("--set", action="append", default=[], metavar="task.KEY=VALUE",
                         help="task parameter, e.g. task.T=50; repeatable")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite --out if it exists (runs trained on it then "
+                             "resume on other data)")
     return parser
 
 
@@ -205,9 +221,12 @@ def _write_data(args) -> int:
         if not item.startswith("task."):
             raise UserError(f"--set {item}: dhf-data takes task.KEY=VALUE only")
     config = config_mod.load(None, [f"task.name={args.name!r}"] + args.set)
+    if Path(args.out).exists() and not args.force:
+        raise UserError(f"{args.out}: already exists; pass --force to overwrite it")
     splits = tasks.generate_splits(config, test=True)
-    dataset.write(args.out, splits, task=args.name, task_params=config["task"],
-                  seed=config["task"]["seed"])
+    with _writing(args.out):
+        dataset.write(args.out, splits, task=args.name, task_params=config["task"],
+                      seed=config["task"]["seed"])
     rows = ", ".join(f"{k} {len(v[0])}" for k, v in splits.items())
     logger.info("wrote %s: %s rows (task %s)", args.out, rows, args.name)
     return 0
@@ -239,10 +258,11 @@ def _export(args) -> int:
                     else "best.h5")
     params = read_params(source)
     target = run / f"params.{args.format}"
-    if args.format == "npz":
-        np.savez(target, **params)
-    else:
-        target.write_text(json.dumps({k: v.tolist() for k, v in params.items()}))
+    with _writing(target):
+        if args.format == "npz":
+            np.savez(target, **params)
+        else:
+            target.write_text(json.dumps({k: v.tolist() for k, v in params.items()}))
     logger.info("wrote %s from %s: %s", target, source.name,
                 ", ".join(f"{k} {v.shape}" for k, v in params.items()))
     return 0
@@ -262,7 +282,8 @@ def plot_main(argv: list[str] | None = None) -> int:
     def plot() -> int:
         from dhf.plot import plot_runs
 
-        logger.info("wrote %s", plot_runs(args.run_dirs, args.out))
+        with _writing(args.out):
+            logger.info("wrote %s", plot_runs(args.run_dirs, args.out))
         return 0
 
     return run_or_abort(get_comm(), plot)

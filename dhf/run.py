@@ -294,7 +294,8 @@ def _prepare_out(out: Path, resume: bool, config: dict) -> None:
     if (out / "checkpoint.h5").exists() or (out / "metrics.jsonl").exists():
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or "
                         "--out DIR to start a new one")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a directory")
 
 
 def _check_same_job(out: Path, config: dict) -> None:
@@ -318,8 +319,14 @@ def _check_same_job(out: Path, config: dict) -> None:
 
 
 def _start_outputs(out: Path, config_toml: str, update: int) -> None:
-    """Write config.toml; drop metrics rows past the checkpoint (updates to be redone)."""
-    (out / "config.toml").write_text(config_toml)
+    """Make ``out`` (only now that the model and data are ready, so that a failed start
+    leaves nothing behind), write config.toml, and drop metrics rows past the checkpoint
+    (updates to be redone)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(config_toml)
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot write the run there: {err.strerror}") from None
     metrics = out / "metrics.jsonl"
     if metrics.exists():
         rows = [ln for ln in metrics.read_text().splitlines()

@@ -257,3 +257,47 @@ def test_a_second_ctrl_c_stops_at_once():
     assert lines[0].startswith("received SIGINT: stopping after a checkpoint")
     assert lines[1:] == ["asked [2]",
                          "interrupted again: stopping now; the last checkpoint stays"]
+
+
+def test_a_failed_start_leaves_no_directory_and_a_bare_resume_skips_one(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    done = tmp_path / "runs" / "memorization-20260101-000000"
+    assert main(tiny_args("optimizer.max_updates=1") + ["--out", str(done)]) == 0
+    failed = tmp_path / "runs" / "memorization-20260102-000000"
+    assert main(tiny_args("data.path='missing.h5'") + ["--out", str(failed)]) == 2
+    assert not failed.exists()
+    failed.mkdir()  # as an older dhf left it
+    capsys.readouterr()
+    assert main(tiny_args("optimizer.max_updates=2") + ["--resume"]) == 0
+    assert f"resumed {done.relative_to(tmp_path)} at update 1" in capsys.readouterr().out
+    assert [r["update"] for r in metrics(done)] == [1, 2]
+
+
+@pytest.mark.parametrize("command", ["train-file", "train", "data", "plot"])
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys, command):
+    from dhf.cli import data_main, plot_main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    nowhere = "/proc/dhf-test/out"  # no one, not even root, can create it
+    run, expected = {
+        "train-file": (lambda: main(tiny_args() + ["--out", str(a_file)]),
+                       f"--out {a_file}: is a file, not a directory"),
+        "train": (lambda: main(tiny_args() + ["--out", nowhere]),
+                  f"--out {nowhere}: cannot write the run there: No such file or directory"),
+        "data": (lambda: data_main(["memorization", "--out", nowhere + ".h5"]),
+                 f"{nowhere}.h5: cannot write: No such file or directory"),
+        "plot": (lambda: plot_main([str(run_dir), "--out", nowhere + ".png"]),
+                 f"{nowhere}.png: cannot write: No such file or directory"),
+    }[command]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"update": u, "loss": 1.0 / u, "valid_loss": 1.0, "valid_error": 0.5,
+                    "seconds": 1.0}) + "\n" for u in (1, 2)))
+    if command == "plot":
+        pytest.importorskip("matplotlib")
+    code = run()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 2 and lines == ["rank 0: error: " + expected]

@@ -249,3 +249,16 @@ def test_fresh_batches_are_class_balanced_as_the_releases_minibatches(name, clas
                                           ((300, 30), 30), ((7,), 7), ((1024, 512), 64)])
 def test_fresh_blocks_divide_every_batch(sizes, block):
     assert dataset.fresh_block(sizes) == block
+
+
+def test_dhf_data_keeps_an_existing_file_unless_forced(data_file, capsys):
+    """A run trained on a file must not find other data there when it resumes."""
+    before = data_file.read_bytes()
+    assert data_main(["memorization", "--out", str(data_file), "--set", "task.T=5"]) == 2
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"rank 0: error: {data_file}: already exists; pass --force to overwrite it"]
+    assert data_file.read_bytes() == before
+    assert data_main(["memorization", "--out", str(data_file), "--force",
+                      "--set", "task.T=5"]) == 0
+    with h5py.File(data_file) as f:
+        assert json.loads(f.attrs["task_params"])["T"] == 5
