@@ -102,11 +102,6 @@ def _check_buffer(buf: np.ndarray) -> None:
                         f"shape {getattr(buf, 'shape', '')}")
 
 
-#: How long a rank holding an error that rank 0 also has (and prints) waits for rank 0's
-#: abort before aborting itself.
-ROOT_GRACE_SECONDS = 5.0
-
-
 def get_comm() -> Communicator:
     """An :class:`MPIComm` when launched by an MPI launcher, else a :class:`SerialComm`.
 
@@ -142,7 +137,7 @@ def on_root(comm: Communicator, fn: Callable[[], T]) -> T:
     :class:`~dhf.errors.UserError`, to every rank: one decision (a config read, a
     directory made, a checkpoint loaded) that all ranks then share.
 
-    Every rank raises a broadcast error; :func:`run_or_abort` lets rank 0 alone print it.
+    Every rank raises a broadcast error, marked :func:`on_every_rank`.
     """
     from dhf.errors import UserError
 
@@ -154,29 +149,37 @@ def on_root(comm: Communicator, fn: Callable[[], T]) -> T:
             outcome = ("error", err)
     outcome = comm.bcast(outcome) if comm.size > 1 else outcome
     if outcome[0] == "error":
-        err = outcome[1]
-        err.reported_by_root = comm.rank != 0
-        raise err
+        raise on_every_rank(outcome[1])
     return outcome[1]
+
+
+def on_every_rank(err: Exception) -> Exception:
+    """Mark ``err`` as raised by every rank at the same point (a decision they share):
+    :func:`run_or_abort` then prints it once, on rank 0, and ends the job without an
+    abort."""
+    err.on_every_rank = True
+    return err
 
 
 def run_or_abort(comm: Communicator, fn: Callable[[], int]) -> int:
     """Run ``fn``; on an uncaught exception log it with the rank and abort every rank.
 
-    Errors a user caused (:class:`dhf.errors.UserError`) are logged as one line, once
-    (by rank 0 where :func:`on_root` gave it to every rank); other exceptions with their
-    traceback.  At size 1 the exit code is returned instead of aborting, so in-process
-    callers (tests, notebooks) see it.
+    Errors a user caused (:class:`dhf.errors.UserError`) are logged as one line; other
+    exceptions with their traceback.  An error every rank raised (:func:`on_every_rank`)
+    is logged by rank 0 alone, and every rank returns its exit code: no rank is left
+    waiting, so no abort.  At size 1 the exit code is returned instead of aborting, so
+    in-process callers (tests, notebooks) see it.
     """
     from dhf.errors import UserError
 
     try:
         return fn()
     except UserError as err:
-        if getattr(err, "reported_by_root", False):
-            time.sleep(ROOT_GRACE_SECONDS)  # rank 0 prints it and aborts the job
-        else:
-            logger.error("rank %d: error: %s", comm.rank, err)
+        if getattr(err, "on_every_rank", False):
+            if comm.rank == 0:
+                logger.error("rank 0: error: %s", err)
+            return 2
+        logger.error("rank %d: error: %s", comm.rank, err)
         code = 2
     except KeyboardInterrupt:
         logger.error("rank %d: interrupted", comm.rank)

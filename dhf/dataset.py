@@ -237,7 +237,14 @@ def file_task(path: str | Path) -> tuple[str, dict]:
         if "task" not in f.attrs:
             raise DataError(f"{path}: attribute 'task' is missing; set it to the built-in "
                             "task whose model fits the data (e.g. 'memorization')")
-        return str(f.attrs["task"]), json.loads(f.attrs.get("task_params", "{}"))
+        try:
+            params = json.loads(f.attrs.get("task_params", "{}"))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: attribute 'task_params' is not JSON ({err})") from None
+        if not isinstance(params, dict):
+            raise DataError(f"{path}: attribute 'task_params' must be a JSON object, "
+                            f"got {params!r}")
+        return str(f.attrs["task"]), params
 
 
 def write(path: str | Path, splits: dict[str, list[np.ndarray]], *, task: str,

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from dhf import checkpoint, dataset, tasks
-from dhf.comm import Communicator, check_replicas, on_root
+from dhf.comm import Communicator, check_replicas, on_every_rank, on_root
 from dhf.config import read_toml, to_toml
 from dhf.coordinator import HFConfig, HFOptimizer, StopRequested
 from dhf.data import BatchSampler, FreshSampler, shard_bounds
@@ -228,16 +228,56 @@ def load_data(config: dict, comm: Communicator):
     if not path:
         splits = tasks.generate_splits(config)
         return ArraySource(splits["train"]), ArraySource(splits["valid"])
-    name, params = dataset.file_task(path)
+    name, params = on_root(comm, lambda: _inspect_file(path, config["task"], comm.size))
     config["task"].update({"name": name, **{k: v for k, v in params.items()
                                             if k in config["task"] and k != "name"}})
     train, valid = dataset.H5Source(path, "train"), dataset.H5Source(path, "valid")
-    for src in (train, valid):
-        if src.n_rows < comm.size:
-            raise DataError(f"{path}: /{src.split} has {src.n_rows} rows, fewer than the "
-                            f"{comm.size} ranks")
     _check_finite(path, (train, valid), comm)
     return train, valid
+
+
+def _inspect_file(path: str, task_cfg: dict, n_ranks: int) -> tuple[str, dict]:
+    """The data file's task and parameters, after checking (once, on rank 0) that it
+    opens, that each split has a row for every rank and that its rows fit the task."""
+    name, params = dataset.file_task(path)
+    task_cfg = {**task_cfg, "name": name, **{k: v for k, v in params.items()
+                                             if k in task_cfg and k != "name"}}
+    sources = dataset.H5Source(path, "train"), dataset.H5Source(path, "valid")
+    for src in sources:
+        if src.n_rows < n_ranks:
+            raise DataError(f"{path}: /{src.split} has {src.n_rows} rows, fewer than the "
+                            f"{n_ranks} ranks")
+    _check_shapes(path, task_cfg, "T" in params, sources)
+    return name, params
+
+
+def _check_shapes(path, task_cfg: dict, file_says_T: bool, sources) -> None:
+    """Before anything compiles: each dataset's rows have the shape the task's model reads,
+    a row the task generates (its width always; its length too when the file's
+    ``task_params`` state T), and the splits agree with each other."""
+    task = tasks.get(task_cfg["name"])
+    if not hasattr(task, "generate"):
+        return
+    try:
+        want = [a.shape[1:] for a in task.generate(task_cfg, 1, np.random.default_rng(0))]
+    except ValueError as err:
+        raise DataError(f"{path}: task_params {task_cfg} do not describe a "
+                        f"{task_cfg['name']} data set ({err})") from None
+    first = sources[0]
+    for src in sources:
+        for d, base, shape in zip(src.datasets, first.datasets, want):
+            found = d.shape[1:]
+            if len(found) != len(shape) or found[-1:] != shape[-1:] or (
+                    file_says_T and found != shape):
+                where = f" with T = {task_cfg['T']}" if file_says_T else ""
+                wanted = shape if file_says_T else str(
+                    tuple(["T"] * (len(shape) - 1) + [shape[-1]])).replace("'", "")
+                raise DataError(f"{path}: {d.name} has rows of shape {found}; task "
+                                f"{task_cfg['name']}{where} reads rows of shape {wanted}")
+            if found != base.shape[1:]:
+                raise DataError(f"{path}: {d.name} has rows of shape {found} but "
+                                f"{base.name} has {base.shape[1:]}; the splits must agree "
+                                "(pad shorter sequences, with a zero mask)")
 
 
 def _check_finite(path, sources, comm: Communicator) -> None:
@@ -256,7 +296,8 @@ def _check_finite(path, sources, comm: Communicator) -> None:
     for name, row in zip(names, slots):
         found = row[row > 0]
         if found.size:
-            raise DataError(f"{path}: {name} row {int(found.min()) - 1} holds NaN or Inf")
+            raise on_every_rank(DataError(f"{path}: {name} row {int(found.min()) - 1} "
+                                          "holds NaN or Inf"))
 
 
 def _mode(backend: str):

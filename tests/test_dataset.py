@@ -76,7 +76,28 @@ def bad_files(tmp_path):
     write_h5(tmp_path / "nan.h5", nan_x, y)
     cases["nan-row"] = (tmp_path / "nan.h5", "/train/inputs row 417 holds NaN or Inf")
     write_h5(tmp_path / "shape.h5", np.zeros((600, 6, 2)), y)
-    cases["wrong-shape"] = (tmp_path / "shape.h5", "the data does not fit the model")
+    cases["wrong-shape"] = (tmp_path / "shape.h5", "/train/inputs has rows of shape (6, 2); "
+                                                   "task memorization reads rows of shape "
+                                                   "(T, 1)")
+    write_h5(tmp_path / "targets.h5", x, np.zeros((600, 2)))
+    cases["wrong-targets"] = (tmp_path / "targets.h5", "/train/targets has rows of shape "
+                                                       "(2,); task memorization reads rows "
+                                                       "of shape (1,)")
+    with h5py.File(tmp_path / "lengths.h5", "w") as f:
+        f["train/inputs"], f["train/targets"] = x, y
+        f["valid/inputs"], f["valid/targets"] = np.zeros((20, 5, 1)), y[:20]
+        f.attrs["task"] = "memorization"
+    cases["split-lengths"] = (tmp_path / "lengths.h5", "/valid/inputs has rows of shape "
+                                                       "(5, 1) but /train/inputs has (6, 1)")
+    write_h5(tmp_path / "params.h5", x, y, attrs={"task": "memorization",
+                                                   "task_params": "T = 6"})
+    cases["task-params-not-json"] = (tmp_path / "params.h5",
+                                     "attribute 'task_params' is not JSON")
+    write_h5(tmp_path / "claims.h5", x, y, attrs={"task": "memorization",
+                                                   "task_params": '{"T": 30}'})
+    cases["task-params-T"] = (tmp_path / "claims.h5", "/train/inputs has rows of shape "
+                                                      "(6, 1); task memorization with "
+                                                      "T = 30 reads rows of shape (30, 1)")
     write_h5(tmp_path / "notask.h5", x, y, attrs={})
     cases["no-task"] = (tmp_path / "notask.h5", "attribute 'task' is missing")
     with h5py.File(tmp_path / "nodata.h5", "w") as f:
@@ -97,13 +118,16 @@ def bad_files(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "not-hdf5", "nan-row", "wrong-shape", "no-task",
-                                  "missing-dataset", "wrong-dtype", "truncated"])
+                                  "missing-dataset", "wrong-dtype", "truncated",
+                                  "wrong-targets", "split-lengths", "task-params-not-json",
+                                  "task-params-T"])
 def test_bad_data_files_give_one_line_errors(tmp_path, capsys, case):
     path, message = bad_files(tmp_path)[case]
     code = main(tiny_args(f"data.path={str(path)!r}") + ["--out", str(tmp_path / "run")])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 2
     assert len(out) == 1 and message in out[0] and str(path) in out[0], out
+    assert not (tmp_path / "run").exists()
 
 
 def test_checkpoint_and_best_round_trip(tmp_path):
