@@ -18,8 +18,10 @@ rank then computes its share of every batch and all ranks return the same result
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,10 +29,12 @@ from typing import Sequence
 import numpy as np
 
 from dhf import config as config_mod
-from dhf.comm import Communicator, get_comm
+from dhf.comm import Communicator, get_comm, on_every_rank
 from dhf.dataset import ArraySource
 from dhf.errors import DataError
 from dhf.model import ModelSpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,6 +89,11 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
     comm = comm if comm is not None else get_comm()
     sources = (_source(spec, train, "train"),
                _source(spec, valid, "valid") if valid is not None else None)
+    for split, source in zip(("train", "valid"), sources):
+        if source is not None:
+            _check_same_on_every_rank(comm, split, source.arrays)
+    if comm.rank == 0:
+        _warn_frozen(spec)
     temporary = out is None
     if temporary:
         out = comm.bcast(tempfile.mkdtemp(prefix="dhf-") if comm.rank == 0 else None)
@@ -100,6 +109,37 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
                        train_loss=summary["train_loss"], valid_loss=summary["valid_loss"],
                        valid_error=summary["valid_error"], seconds=summary["seconds"],
                        out=None if temporary else out)
+
+
+def _check_same_on_every_rank(comm: Communicator, split: str, arrays) -> None:
+    """Every rank must pass the same data (dhf shards it itself): the row counts and a
+    CRC-32 of the bytes, compared with rank 0's in one small Allreduce."""
+    rows = len(arrays[0])
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8), crc)
+    reference = comm.bcast((rows, crc))
+    differs = np.zeros(comm.size)
+    differs[comm.rank] = float((rows, crc) != reference)
+    differs = comm.allreduce_sum(differs)
+    if differs.any():
+        others = ", ".join(str(r) for r in np.flatnonzero(differs))
+        raise on_every_rank(DataError(
+            f"{split}: ranks {others} passed other data than rank 0 ({rows} rows here); "
+            "pass every rank the whole data set, dhf shards it"))
+
+
+def _warn_frozen(spec: ModelSpec) -> None:
+    """A shared variable the model uses but ``params`` leaves out is silently fixed."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import graph_inputs
+
+    trained = {id(p) for p in spec.params}
+    frozen = sorted({v.name or "unnamed" for v in graph_inputs([spec.output])
+                     if isinstance(v, SharedVariable) and id(v) not in trained})
+    if frozen:
+        logger.warning("shared variables %s are used by the model but not in params: "
+                       "they stay fixed", ", ".join(frozen))
 
 
 def _source(spec: ModelSpec, arrays, split: str) -> ArraySource:

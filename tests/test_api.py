@@ -1,4 +1,6 @@
 """``dhf.train`` on a user's own graph: results, metrics, and one-line errors."""
+import logging
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -142,3 +144,31 @@ def test_ranks_train_to_the_serial_result(comm):
                 for k in alone.params)
     failures = comm.allreduce_sum(np.array([0.0 if close else 1.0]))[0]
     assert failures == 0, f"rank {comm.rank}: {spread.metrics} vs {alone.metrics}"
+
+
+@pytest.mark.mpi
+def test_other_data_on_another_rank_is_refused_on_every_rank(comm):
+    """Each rank passing its own slice (or other rows) would train on a mixture: every
+    rank refuses, naming the ranks that differ, before any work."""
+    X = binary_data(300 - 10 * (comm.rank % 2))
+    if comm.size == 1:
+        pytest.skip("one rank: nothing to differ")
+    with pytest.raises(DataError) as err:
+        dhf.train(autoencoder(), train=X, config=FAST, comm=comm)
+    odd = ", ".join(str(r) for r in range(1, comm.size, 2))
+    assert str(err.value).startswith(f"train: ranks {odd} passed other data than rank 0")
+    assert err.value.on_every_rank
+
+
+def test_a_shared_variable_left_out_of_params_is_reported(caplog):
+    spec = autoencoder()
+    spec = dhf.ModelSpec(inputs=spec.inputs, targets=spec.targets, params=spec.params[:2],
+                         output=spec.output, loss=spec.loss)
+    logger = logging.getLogger("dhf.api")  # dhf-train's set-up stops propagation at "dhf"
+    logger.addHandler(caplog.handler)
+    try:
+        dhf.train(spec, train=binary_data(300), config=FAST, comm=SerialComm())
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "shared variables b_v are used by the model but not in params: they stay " \
+           "fixed" in caplog.text
