@@ -7,7 +7,8 @@ Layout (format version 1)::
                                             /first_moment, /second_moment
     attrs: format_version, optimizer ("hf", "sgd" or "adam"), the state's scalar fields
            (HF: damping, update; SGD, Adam: update), best_valid_error, best_update,
-           config (the resolved TOML), param_names, param_shapes (JSON lists)
+           config (the resolved TOML), param_names, param_shapes (JSON lists),
+           data_fingerprint (of a data file or arrays; empty for generated data)
 
 ``best.h5`` (:func:`save_params`) holds the best parameters by name, ``/params/<name>``,
 for export and for use outside dhf.
@@ -33,8 +34,11 @@ FORMAT_VERSION = 1
 
 def save(path: str | Path, *, state: dict, optimizer: str, best_theta,
          best_valid_error: float, best_update: int, config_toml: str,
-         layout: ParamLayout) -> None:
+         layout: ParamLayout, data_fingerprint: str = "") -> None:
     """Atomically write a checkpoint (call on rank 0 only).
+
+    ``data_fingerprint`` (:func:`dhf.dataset.fingerprint`) names the training data, so
+    that a resume on other data can be refused.
 
     ``state`` holds the optimiser's state by field name (``dataclasses.asdict`` of
     :class:`~dhf.coordinator.HFState`, :class:`~dhf.sgd.SGDState` or
@@ -51,7 +55,8 @@ def save(path: str | Path, *, state: dict, optimizer: str, best_theta,
                        best_valid_error=float(best_valid_error),
                        best_update=int(best_update), config=config_toml,
                        param_names=json.dumps(layout.names),
-                       param_shapes=json.dumps(layout.shapes))
+                       param_shapes=json.dumps(layout.shapes),
+                       data_fingerprint=data_fingerprint)
 
 
 def save_params(path: str | Path, layout: ParamLayout, theta: np.ndarray, **attrs) -> None:
@@ -94,6 +99,15 @@ def atomic_h5(path: str | Path):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def data_fingerprint(path: str | Path) -> str:
+    """The fingerprint of the data the checkpoint's run trained on ("" if none)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("data_fingerprint", ""))
+    except OSError as err:
+        raise CheckpointError(f"{path}: not a readable dhf checkpoint ({err})") from None
 
 
 def load(path: str | Path, *, layout: ParamLayout, optimizer: str = "hf") -> dict:

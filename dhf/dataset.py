@@ -18,6 +18,7 @@ the training and validation splits end to end in one row space.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -181,6 +182,22 @@ def fresh_block(batch_sizes: Sequence[int], largest: int = 100) -> int:
     classes are balanced (:func:`dhf.tasks.pathological.balanced_labels`)."""
     g = math.gcd(*[int(n) for n in batch_sizes if n])
     return max(d for d in range(1, min(g, largest) + 1) if g % d == 0)
+
+
+def fingerprint(sources: Sequence, samples: int = 64) -> str:
+    """A short hash of data sets: each field's row shape and dtype, the row count and the
+    bytes of ``samples`` rows spread over the whole (the first and last among them), so
+    that regenerated or edited data are told apart without reading all of it."""
+    digest = hashlib.sha256()
+    for source in sources:
+        n = source.n_rows
+        rows = np.unique(np.linspace(0, n - 1, min(samples, n)).astype(np.int64))
+        digest.update(f"{n}".encode())
+        for a in source.read(rows):
+            a = np.ascontiguousarray(a)
+            digest.update(f"{a.shape[1:]}{a.dtype.str}".encode())
+            digest.update(a.view(np.uint8).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def mask_lengths(mask: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from dhf.config import read_toml, to_toml
 from dhf.coordinator import HFConfig, HFOptimizer, StopRequested
 from dhf.data import BatchSampler, FreshSampler, shard_bounds
 from dhf.dataset import ArraySource, FreshSource, StackedSource, fresh_block
-from dhf.errors import ConfigError, DataError, UserError
+from dhf.errors import CheckpointError, ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
 from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
@@ -56,6 +56,10 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     if spec is None:
         spec = tasks.get(config["task"]["name"]).build_model(config)
     sources = [train_rows] + ([valid_rows] if valid_rows is not None else [])
+    data_fingerprint = ("" if getattr(train_rows, "on_demand", False)
+                        else dataset.fingerprint(sources))
+    if resume:
+        on_root(comm, lambda: _check_same_data(out, data_fingerprint))
     worker = Worker(spec, StackedSource(sources), mode=_mode(config["run"]["backend"]))
     opt_cfg = config["optimizer"]
     optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
@@ -90,7 +94,8 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
             state, info = optimizer.step(state, on_cg_iter)
         except StopRequested:
             _close(on_cg_iter)
-            _save(comm, out, optimizer.name, state, best, config_toml, worker.layout)
+            _save(comm, out, optimizer.name, state, best, config_toml, worker.layout,
+                  data_fingerprint)
             logger.info("stop requested: checkpointed update %d in %s; continue with "
                         "--resume", state.update, out)
             stopped = True
@@ -121,7 +126,8 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
         ckpt_every = run_cfg["checkpoint_every"]
         if reason or state.update >= opt_cfg["max_updates"] or (
                 ckpt_every and state.update % ckpt_every == 0):
-            _save(comm, out, optimizer.name, state, best, config_toml, worker.layout)
+            _save(comm, out, optimizer.name, state, best, config_toml, worker.layout,
+                  data_fingerprint)
         if reason:
             logger.info(reason)
             break
@@ -311,12 +317,23 @@ def _mode(backend: str):
     return MODES[backend]
 
 
-def _save(comm, out, optimizer_name, state, best, config_toml, layout):
+def _save(comm, out, optimizer_name, state, best, config_toml, layout, data_fingerprint):
     if comm.rank == 0:
         checkpoint.save(out / "checkpoint.h5", state=dataclasses.asdict(state),
                         optimizer=optimizer_name, best_theta=best["theta"],
                         best_valid_error=best["error"], best_update=best["update"],
-                        config_toml=config_toml, layout=layout)
+                        config_toml=config_toml, layout=layout,
+                        data_fingerprint=data_fingerprint)
+
+
+def _check_same_data(out: Path, data_fingerprint: str) -> None:
+    """Refuse to resume on training data other than the run's (a data file regenerated
+    under the same name, other arrays): before anything compiles."""
+    before = checkpoint.data_fingerprint(out / "checkpoint.h5")
+    if before and data_fingerprint and before != data_fingerprint:
+        raise CheckpointError(f"{out}: --resume on other data than the run trained on "
+                              f"(fingerprint {data_fingerprint}, the run's {before}); "
+                              "restore its data or start a new run (--out DIR)")
 
 
 #: What a resumed run must keep: the problem, the model and its arithmetic.  Changing

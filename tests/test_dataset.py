@@ -286,3 +286,29 @@ def test_dhf_data_keeps_an_existing_file_unless_forced(data_file, capsys):
                       "--set", "task.T=5"]) == 0
     with h5py.File(data_file) as f:
         assert json.loads(f.attrs["task_params"])["T"] == 5
+
+
+def test_resume_on_regenerated_data_is_refused_and_the_run_kept(data_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = tiny_args(f"data.path={str(data_file)!r}", "optimizer.max_updates=1")
+    assert main(args + ["--out", str(out)]) == 0
+    before = {f: (out / f).read_bytes() for f in ("checkpoint.h5", "config.toml",
+                                                  "metrics.jsonl")}
+    assert data_main(["memorization", "--out", str(data_file), "--force"] + task_args()
+                     + ["--set", "task.seed=7"]) == 0
+    capsys.readouterr()
+    assert main(tiny_args(f"data.path={str(data_file)!r}", "optimizer.max_updates=2")
+                + ["--out", str(out), "--resume"]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "--resume on other data than the run trained on" in lines[0]
+    assert {f: (out / f).read_bytes() for f in before} == before
+
+
+def test_fingerprint_tells_data_apart():
+    x = np.arange(600.0).reshape(100, 6, 1)
+    same = dataset.fingerprint([dataset.ArraySource([x, x[:, 0]])])
+    assert same == dataset.fingerprint([dataset.ArraySource([x.copy(), x[:, 0].copy()])])
+    edited = x.copy()
+    edited[99, 5, 0] = -1.0  # the last row is always sampled
+    for other in ([edited, x[:, 0]], [x[:99], x[:99, 0]], [x.astype(np.float32), x[:, 0]]):
+        assert dataset.fingerprint([dataset.ArraySource(other)]) != same
