@@ -46,9 +46,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dhf import cg, damping, linesearch
-from dhf.comm import Communicator
+from dhf.comm import Communicator, allreduce_exact
 from dhf.curvature import martens_preconditioner
-from dhf.data import BatchSampler, shard_bounds
+from dhf.data import BatchSampler
+from dhf.reduction import ExactSum
 from dhf.worker import Worker
 
 
@@ -142,24 +143,27 @@ class HFOptimizer:
         self.worker, self.comm, self.config, self.sampler = worker, comm, config, sampler
         self.should_stop = should_stop or (lambda: False)
 
-    def _reduce(self, buf: np.ndarray) -> np.ndarray:
-        """Allreduce ``buf`` with this rank's stop flag appended; stop if any rank asks."""
-        total = self.comm.allreduce_sum(np.append(buf, float(self.should_stop())))
-        if total[-1] > 0:
+    def _reduce(self, *sums: ExactSum) -> np.ndarray:
+        """Sum ``sums`` (concatenated) over ranks, exactly, with this rank's stop flag;
+        stop if any rank asks."""
+        total, (stop,) = allreduce_exact(self.comm, ExactSum.join(*sums),
+                                         int(self.should_stop()))
+        if stop:
             raise StopRequested()
-        return total[:-1]
+        return total
 
     def init(self, theta0: np.ndarray) -> HFState:
         """The starting state, with rank 0's θ broadcast to all ranks."""
         theta = np.asarray(self.comm.bcast(np.asarray(theta0, np.float64)), np.float64)
         return HFState(theta, self.config.init_damping, np.zeros_like(theta))
 
-    def _local(self, rows: np.ndarray) -> np.ndarray:
+    def _local(self, rows: np.ndarray) -> list[np.ndarray]:
         return self.worker.shard(rows, self.comm.rank, self.comm.size)
 
-    def mean_loss(self, theta: np.ndarray, rows_local: np.ndarray) -> float:
-        """Global mean loss at ``theta`` over the union of every rank's ``rows_local``."""
-        total, _, count = self.comm.allreduce_sum(self.worker.loss_sum(theta, rows_local))
+    def mean_loss(self, theta: np.ndarray, rows_local: list[np.ndarray]) -> float:
+        """Global mean loss at ``theta`` over the union of every rank's chunks."""
+        sums = ExactSum.of(self.worker.loss_chunks(theta, rows_local), 3)
+        (total, _, count), _ = allreduce_exact(self.comm, sums)
         return total / count if count else math.nan
 
     def objective(self, theta: np.ndarray, rows_local: np.ndarray) -> float:
@@ -174,7 +178,7 @@ class HFOptimizer:
              ) -> tuple[HFState, StepInfo]:
         """One HF update from ``state``."""
         t0 = time.perf_counter()
-        cfg, worker, comm = self.config, self.worker, self.comm
+        cfg, worker = self.config, self.worker
         update = state.update + 1
         theta, lam = state.theta, state.damping
         batches = self.sampler.draw(update)
@@ -183,8 +187,8 @@ class HFOptimizer:
         ls_rows = self._local(batches.linesearch) if len(batches.linesearch) else bt_rows
         P = theta.size
 
-        buf = self._reduce(np.concatenate([worker.grad_sum(theta, grad_rows),
-                                           worker.prepare_curvature(theta, curv_rows)]))
+        buf = self._reduce(ExactSum.of(worker.grad_chunks(theta, grad_rows), P + 2),
+                           ExactSum.of(worker.curvature_chunks(theta, curv_rows), 2))
         n_grad, n_curv = buf[P + 1], buf[P + 3]
         g = buf[:P] / n_grad + cfg.l2 * theta
         loss, loss_curv = buf[P] / n_grad, buf[P + 2] / n_curv + self._l2_term(theta)
@@ -193,13 +197,14 @@ class HFOptimizer:
 
         precond = None
         if cfg.preconditioner:
-            sq = comm.allreduce_sum(worker.squared_grad_sum(theta, curv_rows)) / n_curv
+            sq = self._reduce(ExactSum.of(worker.squared_grad_chunks(theta, curv_rows),
+                                          P)) / n_curv
             precond = martens_preconditioner(sq, lam + cfg.l2)
 
         structural_weight = lam * cfg.structural_damping * STRUCTURAL_D[cfg.structural_d]
 
         def damped_Gv(v):
-            Gv = self._reduce(worker.gv_sum(v, structural_weight)) / n_curv
+            Gv = self._reduce(ExactSum.of(worker.gv_chunks(v, structural_weight), P)) / n_curv
             return Gv + (lam + cfg.l2) * v
 
         release_bt = cfg.backtrack == "release"
@@ -249,12 +254,13 @@ class HFOptimizer:
         Σ f_c(θ + δ), n_c]``."""
         cfg, P = self.config, theta.size
         damped = cfg.rho_model == "damped"
-        buf = self.comm.allreduce_sum(np.concatenate([
-            self.worker.gv_sum(delta, structural_weight if damped else 0.0),
-            self.worker.loss_sum(theta + delta, curv_rows)[[0, 2]]]))
+        buf, _ = allreduce_exact(self.comm, ExactSum.join(
+            ExactSum.of(self.worker.gv_chunks(delta, structural_weight if damped else 0.0),
+                        P),
+            ExactSum.of(self.worker.loss_chunks(theta + delta, curv_rows), 3)))
         curvature = (float(delta @ buf[:P]) / n_curv
                      + (cfg.l2 + (lam if damped else 0.0)) * float(delta @ delta))
-        loss_after = buf[P] / buf[P + 1] + self._l2_term(theta + delta)
+        loss_after = buf[P] / buf[P + 2] + self._l2_term(theta + delta)
         return damping.reduction_ratio(loss_curv, loss_after, slope, curvature)
 
     def _reject(self, state, update, loss, status, t0):
@@ -271,13 +277,10 @@ class HFOptimizer:
 
 
 def evaluate(worker: Worker, comm: Communicator, theta: np.ndarray, first_row: int,
-             n_rows: int, chunk: int = 2000) -> tuple[float, float]:
+             n_rows: int) -> tuple[float, float]:
     """Mean loss and error rate over rows ``[first_row, first_row + n_rows)``, split over
-    ranks and read in chunks."""
-    lo, hi = shard_bounds(n_rows, comm.rank, comm.size)
-    total = np.zeros(3)
-    for start in range(first_row + lo, first_row + hi, chunk):
-        stop = min(start + chunk, first_row + hi)
-        total += worker.loss_sum(theta, np.arange(start, stop))
-    loss, errors, count = comm.allreduce_sum(total)
+    ranks in the batch's global chunks and summed exactly."""
+    mine = worker.shard(np.arange(first_row, first_row + n_rows), comm.rank, comm.size)
+    (loss, errors, count), _ = allreduce_exact(comm, ExactSum.of(
+        worker.loss_chunks(theta, mine), 3))
     return loss / count, errors / count

@@ -39,9 +39,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from dhf.comm import Communicator
+from dhf.comm import Communicator, allreduce_exact
 from dhf.coordinator import StopRequested, evaluate
 from dhf.data import fresh_minibatch, minibatch
+from dhf.reduction import ExactSum
 from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -129,11 +130,12 @@ class SGDOptimizer:
     def gradient(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, float]:
         """Global mean gradient and loss over ``rows`` (global indices)."""
         mine = self.worker.shard(rows, self.comm.rank, self.comm.size)
-        buf = np.append(self.worker.grad_sum(theta, mine), float(self.should_stop()))
-        buf = self.comm.allreduce_sum(buf)
-        if buf[-1] > 0:
-            raise StopRequested()
         P = theta.size
+        buf, (stop,) = allreduce_exact(
+            self.comm, ExactSum.of(self.worker.grad_chunks(theta, mine), P + 2),
+            int(self.should_stop()))
+        if stop:
+            raise StopRequested()
         return buf[:P] / buf[P + 1], buf[P] / buf[P + 1]
 
     def step(self, state, on_iter: Callable[[int, float], None] | None = None):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Iterator
 
 import numpy as np
 import pytensor
@@ -22,13 +23,23 @@ from pytensor.gradient import grad
 
 from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
-from dhf.data import local
+from dhf.data import shard_bounds
 from dhf.dataset import ArraySource, mask_lengths
 from dhf.errors import DataError
 from dhf.layout import ParamLayout
 from dhf.model import ModelSpec
 
 logger = logging.getLogger(__name__)
+
+#: The fewest chunks a batch is cut into (:meth:`Worker.plan`), enough to deal to 16
+#: ranks, and the fewest rows in a chunk that this leaves.
+MIN_CHUNKS = 16
+MIN_CHUNK_ROWS = 16
+
+
+class Chunks(list):
+    """Arrays of global row indices, one per chunk: a batch's plan (:meth:`Worker.plan`)
+    or one rank's share of it (:meth:`Worker.shard`)."""
 
 
 class Worker:
@@ -123,23 +134,14 @@ class Worker:
                             f", the data has {len(arrays)}")
         return [np.asarray(a, dtype=v.dtype) for a, v in zip(arrays, self.spec.data_vars)]
 
-    def _chunks(self, rows):
-        """Row data in chunks of at most ``chunk_rows``: bounded memory for any batch, and
-        state arrays small enough to stay in cache and in the malloc heap.
-
-        With ``spec.trim_padding`` the rows go shortest first and each chunk is cut to
-        its longest row, so padded steps cost nothing.
-        """
-        rows = np.asarray(rows, dtype=np.int64)
-        lengths = self._lengths(rows)
-        if lengths is not None:
-            order = np.argsort(lengths, kind="stable")
-            rows, lengths = rows[order], lengths[order]
-        for start in range(0, len(rows), self.chunk_rows):
-            chunk = rows[start:start + self.chunk_rows]
+    def _chunks(self, chunks):
+        """The data of each chunk of rows (:meth:`plan`), cut, when padding is trimmed,
+        to the chunk's longest row, so padded steps cost nothing."""
+        for chunk in chunks:
             data = self._read(chunk)
+            lengths = self._lengths(chunk)
             if lengths is not None and len(chunk):
-                steps = int(lengths[start:start + self.chunk_rows].max())
+                steps = int(lengths.max())
                 data = [a[:, :steps] if a.ndim >= 2 and v.ndim >= 2 else a
                         for a, v in zip(data, self.spec.data_vars)]
             yield data
@@ -153,81 +155,125 @@ class Worker:
         where = self.spec.data_vars.index(self.spec.mask)
         return mask_lengths(self.source.read(rows, fields=[where])[0])
 
-    def shard(self, rows: np.ndarray, rank: int, size: int) -> np.ndarray:
-        """Rank ``rank``'s share of the global ``rows``: a contiguous slice, or, with
-        padding trimmed, every ``size``-th row by length, so that every rank gets as many
-        steps to compute as the others and they reach each Allreduce together.  Rows
-        generated when read (fresh data) are dealt in contiguous slices, so that no rank
-        generates another's: their lengths are independent draws, and a slice of a few
-        hundred of them holds as many steps as another to within a fraction of a
-        percent."""
-        rows = np.asarray(rows)
-        if self.lengths is None:
-            return local(rows, rank, size)
-        return rows[np.argsort(self.lengths[rows], kind="stable")][rank::size]
+    def plan(self, rows) -> Chunks:
+        """``rows`` cut into the batch's **global chunks**: the same chunks, in the same
+        order, whatever the number of ranks, so that each chunk's sum has the same bits
+        wherever it is computed (:mod:`dhf.reduction`).
 
-    # -- sums ----------------------------------------------------------------------
-    def loss_sum(self, theta: np.ndarray, rows) -> np.ndarray:
-        """``[Σ loss, Σ errors, count]`` over ``rows`` at ``theta``."""
-        self.set_theta(theta)
-        total = np.zeros(3)
-        for data in self._chunks(rows):
-            total[:2] += self._eval_fn(*data)
-        total[2] = len(rows)
-        return total
-
-    def grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
-        """``[Σ ∇loss (P values), Σ loss, count]`` over ``rows`` at ``theta``."""
-        self.set_theta(theta)
-        total = np.zeros(self.layout.size + 2)
-        for data in self._chunks(rows):
-            total[:-1] += self._grad_fn(*data)
-        total[-1] = len(rows)
-        return total
-
-    def prepare_curvature(self, theta: np.ndarray, rows) -> np.ndarray:
-        """Fix θ and the curvature batch for :meth:`gv_sum`; returns ``[Σ loss, count]``.
-
-        Runs the forward pass once per chunk of rows and keeps the states Gv needs.
+        Chunks hold at most ``chunk_rows`` rows, and fewer for small batches, so that a
+        batch has at least ``MIN_CHUNKS`` of them to deal to ranks (but not fewer than
+        ``MIN_CHUNK_ROWS``, below which a compiled call costs more than its rows).  When padding is
+        trimmed and the row lengths are known, the rows go shortest first, so that each
+        chunk holds rows of about one length; rows generated when read (fresh data) keep
+        their order (their lengths are known only once generated), and each chunk is
+        still cut to its own longest row.  :class:`Chunks` are a plan already.
         """
+        if isinstance(rows, Chunks):
+            return rows
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.lengths is not None:
+            rows = rows[np.argsort(self.lengths[rows], kind="stable")]
+        size = min(self.chunk_rows, max(MIN_CHUNK_ROWS, -(-len(rows) // MIN_CHUNKS)))
+        return Chunks(rows[lo:lo + size] for lo in range(0, len(rows), size))
+
+    def shard(self, rows, rank: int, size: int) -> Chunks:
+        """Rank ``rank``'s chunks of the global ``rows`` (:meth:`plan`).  Sorted by
+        length, the chunks are dealt in turn, so that every rank gets as many steps to
+        compute as the others and they reach each Allreduce together; otherwise each
+        rank takes a contiguous run of them, so that with fresh data no rank generates
+        another's rows (their lengths are independent draws, and a few hundred of them
+        hold as many steps as another few hundred to within a fraction of a percent)."""
+        chunks = self.plan(rows)
+        if self.lengths is not None:
+            return Chunks(chunks[rank::size])
+        lo, hi = shard_bounds(len(chunks), rank, size)
+        return Chunks(chunks[lo:hi])
+
+    # -- sums per chunk (what the coordinator adds exactly, :mod:`dhf.reduction`) -------
+    def loss_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
+        """``[Σ loss, Σ errors, count]`` of each chunk of ``rows`` at ``theta``."""
+        self.set_theta(theta)
+        chunks = self.plan(rows)
+        for chunk, data in zip(chunks, self._chunks(chunks)):
+            yield np.append(self._eval_fn(*data), len(chunk))
+
+    def grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
+        """``[Σ ∇loss (P values), Σ loss, count]`` of each chunk of ``rows``."""
+        self.set_theta(theta)
+        chunks = self.plan(rows)
+        for chunk, data in zip(chunks, self._chunks(chunks)):
+            yield np.append(self._grad_fn(*data), len(chunk))
+
+    def curvature_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
+        """Fix θ and the curvature batch for :meth:`gv_chunks`: runs the forward pass
+        once per chunk and keeps the states Gv needs; yields each chunk's ``[Σ loss,
+        count]`` (a generator: the batch is fixed once it has been run to the end)."""
         self._curv_theta = np.array(theta, dtype=np.float64)
         self.set_theta(self._curv_theta)
-        self._cache, loss = [], 0.0
-        for data in self._chunks(rows):
+        self._cache = []
+        chunks = self.plan(rows)
+        for chunk, data in zip(chunks, self._chunks(chunks)):
             *states, chunk_loss = self._forward_fn(*data)
             self._cache.append(data + (states if self.cache_forward else []))
-            loss += chunk_loss
-        return np.array([loss, len(rows)], dtype=np.float64)
+            yield np.array([chunk_loss, len(chunk)], dtype=np.float64)
 
-    def gv_sum(self, v: np.ndarray, structural_weight: float = 0.0) -> np.ndarray:
-        r"""``Σ_i (J_iᵀ H_i J_i + w J_{a,i}ᵀ D_i J_{a,i}) v`` over the curvature batch.
-
-        ``structural_weight`` is λμ; 0 gives the undamped Gauss-Newton product.
-        """
+    def gv_chunks(self, v: np.ndarray, structural_weight: float = 0.0
+                  ) -> Iterator[np.ndarray]:
+        r"""``Σ_i (J_iᵀ H_i J_i + w J_{a,i}ᵀ D_i J_{a,i}) v`` over each chunk of the
+        curvature batch.  ``structural_weight`` is λμ; 0 gives the undamped Gauss-Newton
+        product."""
         if self._cache is None:
-            raise RuntimeError("prepare_curvature() must be called before gv_sum()")
+            raise RuntimeError("curvature_chunks() (or prepare_curvature()) must run to "
+                               "the end before gv_chunks()")
         self.set_theta(self._curv_theta)
         v = np.asarray(v, dtype=self.dtype)
         weight = np.asarray(structural_weight, dtype=self.dtype)
-        total = np.zeros(self.layout.size)
         for args in self._cache:
-            total += self._gv_fn(*args, v, weight)
-        return total
+            yield np.asarray(self._gv_fn(*args, v, weight), dtype=np.float64)
 
-    def squared_grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
-        """``Σ_i (∂f_i/∂θ)²`` over ``rows``: per-example squared gradients, for the
-        diagonal preconditioner.
+    def squared_grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
+        """``Σ_i (∂f_i/∂θ)²`` of each chunk of ``rows``: per-example squared gradients,
+        for the diagonal preconditioner.
 
         One gradient call per row.  (PyTensor's vectorised ``jacobian`` through ``scan``
         rewrites the model's inner graph in place, pymc-devs/pytensor#2028, so it is not
         used.)
         """
         self.set_theta(theta)
-        total = np.zeros(self.layout.size)
-        for row in rows:
-            g = self._grad_fn(*self._read([row]))[:self.layout.size]
-            total += np.square(g)
-        return total
+        for chunk in self.plan(rows):
+            total = np.zeros(self.layout.size)
+            for row in chunk:
+                g = self._grad_fn(*self._read([row]))[:self.layout.size]
+                total += np.square(g)
+            yield total
+
+    # -- sums over rows (one process: tests, benchmarks, a notebook) -----------------
+    def loss_sum(self, theta: np.ndarray, rows) -> np.ndarray:
+        """``[Σ loss, Σ errors, count]`` over ``rows`` at ``theta``."""
+        return _total(self.loss_chunks(theta, rows), 3)
+
+    def grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
+        """``[Σ ∇loss (P values), Σ loss, count]`` over ``rows`` at ``theta``."""
+        return _total(self.grad_chunks(theta, rows), self.layout.size + 2)
+
+    def prepare_curvature(self, theta: np.ndarray, rows) -> np.ndarray:
+        """Fix θ and the curvature batch for :meth:`gv_sum`; returns ``[Σ loss, count]``."""
+        return _total(self.curvature_chunks(theta, rows), 2)
+
+    def gv_sum(self, v: np.ndarray, structural_weight: float = 0.0) -> np.ndarray:
+        """:meth:`gv_chunks` summed."""
+        return _total(self.gv_chunks(v, structural_weight), self.layout.size)
+
+    def squared_grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
+        """:meth:`squared_grad_chunks` summed."""
+        return _total(self.squared_grad_chunks(theta, rows), self.layout.size)
+
+
+def _total(parts: Iterator[np.ndarray], n: int) -> np.ndarray:
+    total = np.zeros(n)
+    for part in parts:
+        total += part
+    return total
 
 
 def _row_lengths(source, spec: ModelSpec, block: int = 4096) -> np.ndarray:

@@ -15,10 +15,10 @@ def _run(*args):
 
 def test_profile_update_accounts_for_the_whole_update():
     out = _run("profile_update.py", "--rows", "16", "--updates", "1")
-    assert "gv_sum" in out and "coordinator" in out and "GFLOP/s" in out
+    assert "gv_chunks" in out and "coordinator" in out and "GFLOP/s" in out
     shares = [float(line.split("%")[0].split()[-1]) for line in out.splitlines()
-              if line.strip().startswith(("gv_sum", "grad_sum", "prepare_curvature",
-                                          "loss_sum", "coordinator"))]
+              if line.strip().startswith(("gv_chunks", "grad_chunks", "curvature_chunks",
+                                          "loss_chunks", "coordinator"))]
     assert len(shares) == 5 and abs(sum(shares) - 100.0) < 0.5
 
 

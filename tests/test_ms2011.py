@@ -155,18 +155,18 @@ class RecordingWorker:
     def shard(self, rows, rank, size):
         return rows
 
-    def grad_sum(self, theta, rows):
-        return np.r_[self.g(theta) * len(rows), self.f(theta) * len(rows), len(rows)]
+    def grad_chunks(self, theta, rows):  # the batch as one chunk
+        yield np.r_[self.g(theta) * len(rows), self.f(theta) * len(rows), len(rows)]
 
-    def prepare_curvature(self, theta, rows):
-        return np.array([self.f(theta) * len(rows), len(rows)])
+    def curvature_chunks(self, theta, rows):
+        yield np.array([self.f(theta) * len(rows), len(rows)])
 
-    def gv_sum(self, v, w=0.0):
+    def gv_chunks(self, v, w=0.0):
         self.weights.append(w)
-        return 10 * ((self.G + w * self.S) @ v)  # curvature batch of 10 rows
+        yield 10 * ((self.G + w * self.S) @ v)  # curvature batch of 10 rows
 
-    def loss_sum(self, theta, rows):
-        return np.array([self.f(theta) * len(rows), 0.0, len(rows)])
+    def loss_chunks(self, theta, rows):
+        yield np.array([self.f(theta) * len(rows), 0.0, len(rows)])
 
 
 @pytest.mark.parametrize("d, factor", [("paper", 1.0), ("release", 0.25)])
@@ -234,21 +234,21 @@ class QuadraticWorker:
     def shard(self, rows, rank, size):
         return rows
 
-    def grad_sum(self, theta, rows):
-        return np.r_[(self.A @ theta + self.b) * len(rows), self.f(theta) * len(rows),
-                     len(rows)]
+    def grad_chunks(self, theta, rows):  # the batch as one chunk
+        yield np.r_[(self.A @ theta + self.b) * len(rows), self.f(theta) * len(rows),
+                    len(rows)]
 
-    def prepare_curvature(self, theta, rows):
-        return np.array([self.f(theta) * len(rows), len(rows)])
+    def curvature_chunks(self, theta, rows):
+        yield np.array([self.f(theta) * len(rows), len(rows)])
 
-    def gv_sum(self, v, w=0.0):
-        return 10 * (self.A @ v)  # curvature batch of 10 rows
+    def gv_chunks(self, v, w=0.0):
+        yield 10 * (self.A @ v)  # curvature batch of 10 rows
 
-    def loss_sum(self, theta, rows):
+    def loss_chunks(self, theta, rows):
         f = self.f(theta)
         if set(rows.tolist()) & self.uphill and not np.array_equal(theta, self.theta0):
             f += 100.0
-        return np.array([f * len(rows), 0.0, len(rows)])
+        yield np.array([f * len(rows), 0.0, len(rows)])
 
 
 def test_release_backtracking_skips_the_iterate_at_the_cg_cap():

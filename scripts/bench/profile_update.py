@@ -5,7 +5,8 @@
 One rank's share of ``engine.py``'s configuration (tanh RNN, 100 units, T = 50, 512 rows
 for gradient and curvature, exactly 60 CG iterations).  Every :class:`dhf.worker.Worker`
 method is wrapped in a timer; what is left of the update is the coordinator's own work
-(CG vector arithmetic, damping, line search bookkeeping, the serial "Allreduce").
+(CG vector arithmetic, damping, line search bookkeeping, the exact sums of the chunks'
+results and the serial "Allreduce").
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 #: Worker methods timed, and what they are in an update.
-CALLS = {"gv_sum": "Gv (one per CG iteration)", "grad_sum": "gradient",
-         "prepare_curvature": "forward pass, states cached for Gv",
-         "loss_sum": "loss (CG backtracking, line search, damping's rho)"}
+CALLS = {"gv_chunks": "Gv (one per CG iteration)", "grad_chunks": "gradient",
+         "curvature_chunks": "forward pass, states cached for Gv",
+         "loss_chunks": "loss (CG backtracking, line search, damping's rho)"}
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
         def timed(*a, _f=getattr(worker, name), _name=name, **k):
             t0 = time.perf_counter()
             try:
-                return _f(*a, **k)
+                return list(_f(*a, **k))  # the chunks' sums, all computed here
             finally:
                 seconds[_name] += time.perf_counter() - t0
                 calls[_name] += 1
@@ -65,7 +66,7 @@ def main() -> None:
     rest = total - sum(seconds.values()) / args.updates
     print(f"  {'coordinator':18s} {rest:9.3f}s {'':6s} {'':9s} {rest / total:6.1%}  "
           "CG arithmetic, damping, bookkeeping")
-    gv_rate, gemm_rate = flop_rates(worker, seconds["gv_sum"] / calls["gv_sum"], rows,
+    gv_rate, gemm_rate = flop_rates(worker, seconds["gv_chunks"] / calls["gv_chunks"], rows,
                                     args.dtype)
     print(f"  Gv: {gv_rate:.0f} GFLOP/s; a GEMM of the same shapes, alone: {gemm_rate:.0f} "
           f"GFLOP/s; Gv at {gv_rate / gemm_rate:.0%} of it")
