@@ -1,8 +1,8 @@
 """The only module that touches MPI.
 
 Four verbs and two attributes are the whole distributed surface of dhf:
-``allreduce_sum`` (float64 or int64), ``bcast``, ``barrier``, ``abort``, ``rank`` and
-``size``; :func:`allreduce_exact` builds the rank-count-independent sums on the first.
+``allreduce_sum``, ``bcast``, ``barrier``, ``abort``, ``rank`` and ``size``;
+:func:`allreduce_exact` builds the rank-count-independent sums on the first.
 :class:`SerialComm` is the size-1 case, so the optimiser has no "am I distributed?"
 branches, and tests run it in one process.  :class:`MPIComm` wraps a duplicate of
 ``COMM_WORLD`` so dhf's traffic never matches a user's messages.
@@ -22,7 +22,7 @@ from typing import Any, Callable, NoReturn, Protocol, TypeVar
 import numpy as np
 
 from dhf.launcher import launched_under_mpi
-from dhf.reduction import LIMBS, ExactSum, unpack
+from dhf.reduction import BINS, ExactSum, unpack
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,10 +97,9 @@ class MPIComm:
 
 
 def _check_buffer(buf: np.ndarray) -> None:
-    if not (isinstance(buf, np.ndarray) and buf.dtype in (np.float64, np.int64)
-            and buf.ndim == 1 and buf.flags.c_contiguous):
-        raise TypeError("allreduce_sum needs a 1-D contiguous float64 or int64 numpy "
-                        "array, got "
+    if not (isinstance(buf, np.ndarray) and buf.dtype == np.float64 and buf.ndim == 1
+            and buf.flags.c_contiguous):
+        raise TypeError("allreduce_sum needs a 1-D contiguous float64 numpy array, got "
                         f"{type(buf).__name__} {getattr(buf, 'dtype', '')} "
                         f"shape {getattr(buf, 'shape', '')}")
 
@@ -123,19 +122,14 @@ def allreduce_scalars(comm: Communicator, *values: float) -> np.ndarray:
     return comm.allreduce_sum(np.array(values, dtype=np.float64))
 
 
-def allreduce_exact(comm: Communicator, total: ExactSum, *flags: int
+def allreduce_exact(comm: Communicator, total: ExactSum, *flags: float
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Sum ``total`` over ranks exactly (:mod:`dhf.reduction`): the same bits at any rank
-    count, on every rank.  ``flags`` (small integers, a stop request) ride along and come
-    back summed.  One int64 Allreduce; a second, of the plain float sums, only when some
-    rank had a term out of the exact range (a diverged step: Inf, NaN)."""
-    n = total.plain.size
+    count, on every rank, in one float64 Allreduce of its parts.  ``flags`` (a stop
+    request) ride along and come back summed."""
+    n = total.parts.shape[1]
     buf = comm.allreduce_sum(total.packed(*flags))
-    summed_flags = buf[LIMBS * n:LIMBS * n + len(flags)]
-    values = unpack(buf, n)
-    if values is None:
-        values = comm.allreduce_sum(total.plain.copy())
-    return values, summed_flags
+    return unpack(buf, n), buf[BINS * n:]
 
 
 def check_replicas(comm: Communicator, theta: np.ndarray) -> bool:

@@ -147,7 +147,7 @@ class HFOptimizer:
         """Sum ``sums`` (concatenated) over ranks, exactly, with this rank's stop flag;
         stop if any rank asks."""
         total, (stop,) = allreduce_exact(self.comm, ExactSum.join(*sums),
-                                         int(self.should_stop()))
+                                         float(self.should_stop()))
         if stop:
             raise StopRequested()
         return total

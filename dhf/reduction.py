@@ -6,129 +6,115 @@ partial sums differs in its last bits from the same gradient summed on one rank,
 CG, which loses orthogonality, amplifies that difference until runs part.  dhf makes
 every reduction exact instead:
 
-- the batch is cut into **fixed global chunks** (:meth:`dhf.worker.Worker.shard`), whose
+- the batch is cut into **fixed global chunks** (:meth:`dhf.worker.Worker.plan`), whose
   rows and order do not depend on the number of ranks, and each chunk's sum is computed
   by one rank with the same code, so it has the same bits wherever it is computed;
-- each chunk sum ``x`` is written in **fixed point**, as ``LIMBS`` integer digits of
-  ``LIMB_BITS`` bits in units of ``2**UNIT_EXPONENT``
-  (``x = Σ_k d_k · 2**(UNIT_EXPONENT + k·LIMB_BITS)``, truncated below the unit), and
-  integer digits add exactly, in any order (an ``Allreduce`` of int64);
-- the total is turned back into float64 once, identically on every rank.
+- each chunk sum ``x`` is split into ``BINS`` parts, ``x ≈ Σ_k q_k``, where ``q_k`` is a
+  multiple of the bin's unit ``u_k = 2**(LOWEST + k·BIN_BITS)`` below ``2**BIN_BITS``
+  units (the error-free "extraction" ``q = (r + M) − M`` with ``M = 1.5·2**52·u_k``,
+  Demmel & Nguyen 2013, "Fast reproducible floating-point summation");
+- a bin's parts are integers times one unit, so float64 adds them **exactly** while
+  fewer than ``2**(52 − BIN_BITS)`` of them are added, in any order: across chunks, and
+  across ranks in an ordinary float64 ``Allreduce``;
+- the bins' totals are added, smallest first, identically on every rank.
 
-With 4 digits of 40 bits from ``2**-100`` the representable range is
-``2**-100 ≤ |x| < 2**60``, every value is kept to ~1e-30 absolute (far below float64's
-own rounding for any sum that matters), and up to ``2**23`` chunks add without a carry
-overflowing int64.  A chunk sum outside the range (``|x| ≥ 2**60``, Inf, NaN: a diverged
-step) marks the reduction *inexact*; every rank sees the mark in the same integer
-buffer and falls back to the plain float sum, so non-finite values still propagate.
-
-The idea is the "reproducible summation" of Demmel & Nguyen (2013) and of integer
-accumulators in exact dot products (Kulisch), in its simplest fixed-range form.
+With 5 bins of 32 bits from ``2**-100`` the range is ``2**-100 ≤ |x| < 2**60`` (a part
+of a value below the lowest unit is dropped: ~1e-30 absolute, far below float64's own
+rounding of any sum that matters), and up to ``2**20`` chunks add exactly.  Larger
+values (a diverged step) are still summed, only not exactly; Inf and NaN come out as
+NaN, so a non-finite sum is still seen as one.
 """
 from __future__ import annotations
 
 import numpy as np
 
-LIMB_BITS = 40
-LIMBS = 4
-UNIT_EXPONENT = -100
-#: ``|x|`` below this is representable (the top digit stays below ``2**LIMB_BITS``).
-LIMIT = 2.0 ** (UNIT_EXPONENT + LIMBS * LIMB_BITS)
-_WEIGHTS = [2.0 ** (UNIT_EXPONENT + k * LIMB_BITS) for k in range(LIMBS)]
+BINS = 5
+BIN_BITS = 32
+LOWEST = -100
+#: The most chunks one sum may add exactly (each bin's running total stays an exact
+#: float64 integer multiple of its unit).
+MAX_TERMS = 2 ** (52 - BIN_BITS)
+#: Units of the bins, and the extraction constants ``1.5 · 2**52 · unit``, top bin first.
+_UNITS = [2.0 ** (LOWEST + k * BIN_BITS) for k in range(BINS - 1, -1, -1)]
+_SHIFTERS = [1.5 * 2.0 ** 52 * u for u in _UNITS]
 
 
-def representable(x: np.ndarray) -> bool:
-    """Whether every entry of ``x`` is finite with ``|x| < LIMIT``."""
-    return bool(np.all(np.abs(x) < LIMIT))  # False for NaN and Inf too
+def split(x: np.ndarray, out: np.ndarray | None = None, block: int = 65536) -> np.ndarray:
+    """``(BINS, n)`` parts of ``x``, top bin first: ``q_k`` is the remainder so far
+    rounded to a multiple of ``u_k`` (exact: ``r + M`` lands where the float grid's
+    spacing is ``u_k``, and ``r − q`` is representable), added to ``out`` if given.
+    Done ``block`` values at a time, so that the work stays in cache."""
+    parts = np.zeros((BINS, np.size(x))) if out is None else out
+    x = np.asarray(x, dtype=np.float64).ravel()
+    r, q = np.empty(min(block, x.size)), np.empty(min(block, x.size))
+    with np.errstate(invalid="ignore"):  # Inf − Inf: a non-finite value becomes NaN
+        for lo in range(0, x.size, block):
+            hi = min(lo + block, x.size)
+            rb, qb = r[:hi - lo], q[:hi - lo]
+            rb[:] = x[lo:hi]
+            for k, shifter in enumerate(_SHIFTERS):
+                np.add(rb, shifter, out=qb)
+                qb -= shifter
+                rb -= qb
+                parts[k, lo:hi] += qb
+    return parts
 
 
-def to_limbs(x: np.ndarray) -> np.ndarray:
-    """``(LIMBS, n)`` int64 digits of ``x`` (float64, representable), exact above the
-    unit: the digits of ``|x|``, most significant first, each times ``sign(x)``.
-
-    Each step takes ``d = floor(a / w)`` and ``a − d·w``, which is exact for ``a ≥ 0``:
-    ``d·w ≤ a`` shares ``a``'s leading bits, so the difference needs no more bits than
-    ``a`` has.
-    """
-    a = np.abs(np.asarray(x, dtype=np.float64))
-    sign = np.sign(x).astype(np.int64)
-    digits = np.empty((LIMBS, a.size), dtype=np.int64)
-    for k in range(LIMBS - 1, -1, -1):
-        d = np.floor(a / _WEIGHTS[k])
-        a = a - d * _WEIGHTS[k]
-        digits[k] = d.astype(np.int64) * sign
-    return digits
-
-
-def from_limbs(digits: np.ndarray) -> np.ndarray:
-    """float64 values of summed digits ``(LIMBS, n)``: carries normalised (every digit
-    but the top one in ``[0, 2**LIMB_BITS)``), then the digits added most significant
-    last, so that the result is the same on every rank that holds the same integers."""
-    d = np.array(digits, dtype=np.int64)
-    for k in range(LIMBS - 1):
-        carry = d[k] >> LIMB_BITS  # floor division by 2**LIMB_BITS
-        d[k] -= carry << LIMB_BITS
-        d[k + 1] += carry
-    total = np.zeros(d.shape[1])
-    for k in range(LIMBS):
-        total = total + d[k].astype(np.float64) * _WEIGHTS[k]
-    return total
+def total(parts: np.ndarray) -> np.ndarray:
+    """The float64 value of summed parts ``(BINS, n)``: the bins added smallest first
+    (the same operations, so the same bits, wherever the same parts are held)."""
+    value = np.zeros(parts.shape[1])
+    for k in range(BINS - 1, -1, -1):
+        value = value + parts[k]
+    return value
 
 
 class ExactSum:
-    """Adds float64 vectors of one length exactly (:func:`to_limbs`), keeping the plain
-    float sum beside for a reduction that turns out inexact.
-
-    :meth:`packed` is what ranks sum with an int64 ``Allreduce``: the digits and, last,
-    the number of terms that were not representable; :func:`unpack` reads the total
-    back (None when some term anywhere was not representable).
-    """
+    """Adds float64 vectors of one length so that the result does not depend on the
+    order or grouping of the additions (:func:`split`); :meth:`packed` is what ranks sum
+    with an ordinary float64 ``Allreduce``, and :func:`unpack` reads that back."""
 
     def __init__(self, n: int):
-        self.digits = np.zeros((LIMBS, n), dtype=np.int64)
-        self.plain = np.zeros(n)
-        self.unrepresentable = 0
+        self.parts = np.zeros((BINS, n))
+        self.terms = 0
 
     @classmethod
-    def of(cls, parts, n: int | None = None) -> "ExactSum":
-        """The exact sum of the vectors ``parts`` (an iterable; ``n``, their length, is
-        needed when it may be empty)."""
-        total = None if n is None else cls(n)
-        for x in parts:
-            if total is None:
-                total = cls(len(x))
-            total.add(x)
-        if total is None:
-            raise ValueError("ExactSum.of: no parts and no length")
-        return total
+    def of(cls, vectors, n: int | None = None) -> "ExactSum":
+        """The exact sum of ``vectors`` (an iterable; ``n``, their length, is needed
+        when it may be empty)."""
+        result = None if n is None else cls(n)
+        for x in vectors:
+            if result is None:
+                result = cls(len(x))
+            result.add(x)
+        if result is None:
+            raise ValueError("ExactSum.of: no vectors and no length")
+        return result
 
     @classmethod
     def join(cls, *sums: "ExactSum") -> "ExactSum":
         """One sum of the concatenated vectors of ``sums`` (to reduce them in one call)."""
         joined = cls(0)
-        joined.digits = np.concatenate([s.digits for s in sums], axis=1)
-        joined.plain = np.concatenate([s.plain for s in sums])
-        joined.unrepresentable = sum(s.unrepresentable for s in sums)
+        joined.parts = np.concatenate([s.parts for s in sums], axis=1)
+        joined.terms = max(s.terms for s in sums)
         return joined
 
     def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64)
-        self.plain += x
-        if representable(x):
-            self.digits += to_limbs(x)
-        else:
-            self.unrepresentable += 1
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise ValueError(f"ExactSum: more than {MAX_TERMS} terms")
+        split(x, out=self.parts)
 
-    def packed(self, *flags: int) -> np.ndarray:
-        """One int64 buffer: the digits, then ``flags`` (a stop request, say), then the
-        count of unrepresentable terms."""
-        return np.concatenate([self.digits.ravel(), np.asarray(flags, dtype=np.int64),
-                               [self.unrepresentable]]).astype(np.int64)
+    def packed(self, *flags: float) -> np.ndarray:
+        """One float64 buffer: the parts, then ``flags`` (a stop request, say)."""
+        return np.concatenate([self.parts.ravel(), np.asarray(flags, dtype=np.float64)])
+
+    @property
+    def value(self) -> np.ndarray:
+        return total(self.parts)
 
 
-def unpack(buf: np.ndarray, n: int) -> np.ndarray | None:
+def unpack(buf: np.ndarray, n: int) -> np.ndarray:
     """The float64 total from a summed :meth:`ExactSum.packed` buffer of length-``n``
-    vectors, or None when some term was not representable (then use the plain sums)."""
-    if buf[-1]:
-        return None
-    return from_limbs(buf[:LIMBS * n].reshape(LIMBS, n))
+    vectors."""
+    return total(buf[:BINS * n].reshape(BINS, n))

@@ -133,7 +133,7 @@ class SGDOptimizer:
         P = theta.size
         buf, (stop,) = allreduce_exact(
             self.comm, ExactSum.of(self.worker.grad_chunks(theta, mine), P + 2),
-            int(self.should_stop()))
+            float(self.should_stop()))
         if stop:
             raise StopRequested()
         return buf[:P] / buf[P + 1], buf[P] / buf[P + 1]
