@@ -21,6 +21,9 @@ Iterates at :math:`i = \lceil 1.3^j \rceil` are kept for backtracking (§20.8.7)
 Sutskever's HF-RNN release, every tenth (:math:`i = 1, 11, 21, \dots`); the last iterate is
 always kept.  A direction with :math:`p^\top A p \le 0` ends CG with status
 ``"negative_curvature"``; a non-finite product ends it with ``"nonfinite"``.
+
+Every dot product is :func:`dhf.reduction.dot`, whose bits depend on the vectors alone
+(not on the BLAS or CPU): ranks holding the same vectors stop at the same iteration.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import math
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+from dhf.reduction import dot
 
 Matvec = Callable[[np.ndarray], np.ndarray]
 
@@ -128,8 +133,8 @@ def pcg(
         x, r = np.zeros_like(b), b.copy()
     z = r * precond if precond is not None else r
     p = z.copy()
-    rz = float(r @ z)
-    phi = [-0.5 * float(x @ (r + b))]
+    rz = dot(r, z)
+    phi = [-0.5 * dot(x, r + b)]
     if rz == 0.0:  # the warm start already solves the system
         return x, CGInfo(0, "converged", phi, [(0, x.copy())])
     keep_at = storage_points(max_iters, store_ratio, store_every)
@@ -138,7 +143,7 @@ def pcg(
     i = 0
     while i < max_iters:
         Ap = matvec(p)
-        pAp = float(p @ Ap)
+        pAp = dot(p, Ap)
         if not math.isfinite(pAp):
             status = "nonfinite"
             break
@@ -149,7 +154,7 @@ def pcg(
         x = x + alpha * p
         r = r - alpha * Ap
         i += 1
-        phi.append(-0.5 * float(x @ (r + b)))
+        phi.append(-0.5 * dot(x, r + b))
         if callback is not None:
             callback(i, phi[-1])
         if i in keep_at:
@@ -158,7 +163,7 @@ def pcg(
             status = "converged"
             break
         z = r * precond if precond is not None else r
-        rz_new = float(r @ z)
+        rz_new = dot(r, z)
         if rz_new == 0.0:
             status = "converged"
             break

@@ -49,7 +49,7 @@ from dhf import cg, damping, linesearch
 from dhf.comm import Communicator, allreduce_exact
 from dhf.curvature import martens_preconditioner
 from dhf.data import BatchSampler
-from dhf.reduction import ExactSum
+from dhf.reduction import ExactSum, dot
 from dhf.worker import Worker
 
 
@@ -171,7 +171,7 @@ class HFOptimizer:
         return self.mean_loss(theta, rows_local) + self._l2_term(theta)
 
     def _l2_term(self, theta: np.ndarray) -> float:
-        return 0.5 * self.config.l2 * float(theta @ theta) if self.config.l2 else 0.0
+        return 0.5 * self.config.l2 * dot(theta, theta) if self.config.l2 else 0.0
 
     def step(self, state: HFState,
              on_cg_iter: Callable[[int, float], None] | None = None
@@ -220,7 +220,7 @@ class HFOptimizer:
         choose = linesearch.backtrack_argmin if release_bt else linesearch.backtrack
         delta, bt = choose(kept, lambda d: self.objective(theta + d, bt_rows))
 
-        slope = float(g @ delta)
+        slope = dot(g, delta)
         rho = self._rho(theta, delta, slope, loss_curv, curv_rows, n_curv, lam,
                         structural_weight)
         new_lam = damping.update_damping(lam, -math.inf if breakdown else rho,
@@ -258,8 +258,8 @@ class HFOptimizer:
             ExactSum.of(self.worker.gv_chunks(delta, structural_weight if damped else 0.0),
                         P),
             ExactSum.of(self.worker.loss_chunks(theta + delta, curv_rows), 3)))
-        curvature = (float(delta @ buf[:P]) / n_curv
-                     + (cfg.l2 + (lam if damped else 0.0)) * float(delta @ delta))
+        curvature = (dot(delta, buf[:P]) / n_curv
+                     + (cfg.l2 + (lam if damped else 0.0)) * dot(delta, delta))
         loss_after = buf[P] / buf[P + 2] + self._l2_term(theta + delta)
         return damping.reduction_ratio(loss_curv, loss_after, slope, curvature)
 

@@ -23,6 +23,10 @@ of a value below the lowest unit is dropped: ~1e-30 absolute, far below float64'
 rounding of any sum that matters), and up to ``2**20`` chunks add exactly.  Larger
 values (a diverged step) are still summed, only not exactly; Inf and NaN come out as
 NaN, so a non-finite sum is still seen as one.
+
+:func:`dot` is the same idea inside one vector: a dot product whose bits depend on the
+two vectors alone, not on the BLAS or the CPU that computes it, so that every rank takes
+the same branch (CG's stop, Armijo's test, the damping rule) from the same numbers.
 """
 from __future__ import annotations
 
@@ -39,7 +43,11 @@ _UNITS = [2.0 ** (LOWEST + k * BIN_BITS) for k in range(BINS - 1, -1, -1)]
 _SHIFTERS = [1.5 * 2.0 ** 52 * u for u in _UNITS]
 
 
-def split(x: np.ndarray, out: np.ndarray | None = None, block: int = 65536) -> np.ndarray:
+#: Values processed at once, so that the work stays in cache.
+_BLOCK = 65536
+
+
+def split(x: np.ndarray, out: np.ndarray | None = None, block: int = _BLOCK) -> np.ndarray:
     """``(BINS, n)`` parts of ``x``, top bin first: ``q_k`` is the remainder so far
     rounded to a multiple of ``u_k`` (exact: ``r + M`` lands where the float grid's
     spacing is ``u_k``, and ``r − q`` is representable), added to ``out`` if given.
@@ -66,6 +74,42 @@ def total(parts: np.ndarray) -> np.ndarray:
     value = np.zeros(parts.shape[1])
     for k in range(BINS - 1, -1, -1):
         value = value + parts[k]
+    return value
+
+
+#: Elements summed exactly at once by :func:`dot` (each part below ``2**32`` units, so a
+#: group's bin sums stay exact float64 integers of units).
+_DOT_GROUP = 2 ** 19
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``Σ a_i b_i`` as a Python float, the same bits on any CPU and BLAS: the products
+    (each correctly rounded, elementwise) are split into bins and each bin is summed
+    exactly, in any order, a group of ``2**19`` at a time; the groups' values are added
+    in order.  About 20 passes over the vectors: for the 10⁴ parameters of a 100-unit
+    RNN ~0.05 ms.
+
+    >>> dot(np.array([1e16, 1.0, -1e16]), np.ones(3))  # np.dot may well say 0.0
+    1.0
+    """
+    products = np.multiply(np.ravel(a), np.ravel(b), dtype=np.float64)
+    value = 0.0
+    q = np.empty(min(_BLOCK, products.size))
+    with np.errstate(invalid="ignore"):  # Inf − Inf: a non-finite product gives NaN
+        for group in range(0, products.size, _DOT_GROUP):
+            sums = [0.0] * BINS  # exact: integers of each bin's unit below 2**53
+            for lo in range(group, min(group + _DOT_GROUP, products.size), _BLOCK):
+                r = products[lo:lo + _BLOCK]  # a copy's worth: products is ours
+                qb = q[:r.size]
+                for k, shifter in enumerate(_SHIFTERS):
+                    np.add(r, shifter, out=qb)
+                    qb -= shifter
+                    r -= qb
+                    sums[k] += float(qb.sum())
+            group_value = 0.0
+            for s in reversed(sums):  # smallest bin first
+                group_value += s
+            value += group_value
     return value
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from dhf.comm import Communicator, allreduce_exact
 from dhf.coordinator import StopRequested, evaluate
 from dhf.data import fresh_minibatch, minibatch
-from dhf.reduction import ExactSum
+from dhf.reduction import ExactSum, dot
 from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class SGDOptimizer:
             at = theta + cfg.momentum * moments[0] if cfg.nesterov and self.name == "sgd" \
                 else theta
             g, loss = self.gradient(at, self._rows(update, k))
-            norm = float(np.linalg.norm(g))
+            norm = math.sqrt(dot(g, g))
             if cfg.clip_norm and norm > cfg.clip_norm:
                 g *= cfg.clip_norm / norm
                 clipped += 1

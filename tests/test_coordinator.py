@@ -166,3 +166,58 @@ def test_a_cg_breakdown_raises_damping_and_resets_the_warm_start(linear_problem,
     assert info.cg_iters == good
     assert state.damping == pytest.approx(1.5)
     assert not np.any(state.cg_init)
+
+
+class SkewedWorker:
+    """Rank 1's kernels rounding otherwise (another CPU's BLAS): every chunk result off by
+    a relative 1e-13."""
+
+    def __init__(self, worker):
+        self.worker, self.layout = worker, worker.layout
+
+    def __getattr__(self, name):
+        method = getattr(self.worker, name)
+        if not name.endswith("_chunks"):
+            return method
+        return lambda *a, **k: (x * (1 + 1e-13) for x in method(*a, **k))
+
+
+@pytest.mark.mpi
+def test_ranks_take_the_same_branches_when_one_rank_computes_otherwise(comm, rnn_problem):
+    """Every decision (CG's stop, backtracking, Armijo, the damping rule) is taken from
+    reduced sums, which are the same bits on every rank, and from dhf.reduction.dot of
+    vectors that are too: a rank whose own arithmetic differs still follows the others,
+    step for step, and no rank waits in a collective the others skipped."""
+    spec, data = rnn_problem
+    worker = Worker(spec, data)
+    if comm.rank == 1:
+        worker = SkewedWorker(worker)
+    cfg = HFConfig(init_damping=0.5, structural_damping=0.3, cg_max_iters=20, l2=1e-4)
+    opt = HFOptimizer(worker, comm, cfg, BatchSampler(200, 120, 40, 50, seed=5))
+    state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
+    infos = []
+    for _ in range(4):
+        state, info = opt.step(state)
+        infos.append(info._replace(seconds=0.0))
+    mine = (state.theta.tobytes(), state.damping, infos)
+    same = comm.bcast(mine) == mine
+    assert comm.allreduce_sum(np.array([0.0 if same else 1.0]))[0] == 0
+
+
+def test_no_branch_is_taken_on_a_blas_dot_product():
+    """The modules that decide (CG, the HF and SGD steps, damping, line search) use
+    dhf.reduction.dot, never ``@``, np.dot or np.linalg.norm, whose bits depend on the
+    BLAS and CPU."""
+    import ast
+    import inspect
+
+    from dhf import cg, coordinator, damping, linesearch, sgd
+
+    for module in (cg, coordinator, damping, linesearch, sgd):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            assert not (isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult)), \
+                f"{module.__name__} line {node.lineno}: @"
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in {"dot", "vdot", "inner", "norm"} or (
+                    isinstance(node.value, ast.Name) and node.value.id == "reduction"), \
+                    f"{module.__name__} line {node.lineno}: .{node.attr}"
