@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from dhf.damping import MAX_DAMPING, MIN_DAMPING
 from dhf.errors import ConfigError
 
 #: Every key, its default and a one-line description (shown by ``dhf-train --help``).
@@ -66,8 +67,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "cg_tol": (5e-4, "Martens' relative-progress tolerance epsilon"),
         "cg_decay": (0.95, "CG warm start: this times the previous solution"),
         "init_damping": (0.5, "initial Tikhonov damping lambda"),
-        "min_damping": (1e-6, "lower bound on lambda"),
-        "max_damping": (1e8, "upper bound on lambda"),
+        "min_damping": (MIN_DAMPING, "lower bound on lambda"),
+        "max_damping": (MAX_DAMPING, "upper bound on lambda"),
         "structural_damping": (1.0, "mu: structural damping weight relative to lambda"),
         "preconditioner": (False, "Martens' diagonal preconditioner"),
         "structural_d": ("paper", "structural damping's D for tanh units: paper (1 - h^2) "
@@ -142,6 +143,13 @@ _CHOICES = {
     ("run", "backend"): ("numba", "c", "jax", "default"),
     ("run", "dtype"): ("float64", "float32"),
 }
+
+
+def default(section: str, key: str):
+    """One key's default: the one declaration that optimisers built in code
+    (:class:`~dhf.coordinator.HFConfig`, :class:`~dhf.sgd.SGDConfig`) share with
+    ``dhf-train``."""
+    return SCHEMA[section][key][0]
 
 
 def defaults() -> dict:

@@ -47,6 +47,7 @@ import numpy as np
 
 from dhf import cg, damping, linesearch
 from dhf.comm import Communicator, allreduce_exact
+from dhf.config import default
 from dhf.curvature import martens_preconditioner
 from dhf.data import BatchSampler
 from dhf.reduction import ExactSum, dot
@@ -63,23 +64,23 @@ CG_BREAKDOWNS = ("negative_curvature", "nonfinite")
 
 @dataclass(frozen=True)
 class HFConfig:
-    """The optimiser's constants (defaults are Martens' unless noted)."""
+    """The optimiser's constants; defaults are ``dhf-train``'s (``dhf-train --help``)."""
 
-    cg_min_iters: int = 1
-    cg_max_iters: int = 250
-    cg_tol: float = 5e-4
-    cg_decay: float = 0.95
-    init_damping: float = 1.0
-    min_damping: float = 1e-6
-    max_damping: float = 1e8
-    structural_damping: float = 0.0  # mu; theano-hf 0.03, its memorisation example 1.0
-    preconditioner: bool = False
-    structural_d: str = "paper"
-    rho_model: str = "undamped"  # or "damped" (the release)
-    l2: float = 0.0
-    backtrack: str = "martens"  # or "release"
-    linesearch_c: float = 1e-2
-    boost_on_reject: bool = True  # False: the release
+    cg_min_iters: int = default("optimizer", "cg_min_iters")
+    cg_max_iters: int = default("optimizer", "cg_max_iters")
+    cg_tol: float = default("optimizer", "cg_tol")
+    cg_decay: float = default("optimizer", "cg_decay")
+    init_damping: float = default("optimizer", "init_damping")
+    min_damping: float = default("optimizer", "min_damping")
+    max_damping: float = default("optimizer", "max_damping")
+    structural_damping: float = default("optimizer", "structural_damping")  # mu
+    preconditioner: bool = default("optimizer", "preconditioner")
+    structural_d: str = default("optimizer", "structural_d")  # "paper" or "release"
+    rho_model: str = default("optimizer", "rho_model")  # "undamped"; "damped": the release
+    l2: float = default("optimizer", "l2")
+    backtrack: str = default("optimizer", "backtrack")  # "martens" or "release"
+    linesearch_c: float = default("optimizer", "linesearch_c")
+    boost_on_reject: bool = default("optimizer", "boost_on_reject")  # False: the release
 
     @classmethod
     def from_config(cls, optimizer: dict) -> "HFConfig":
@@ -204,7 +205,8 @@ class HFOptimizer:
         structural_weight = lam * cfg.structural_damping * STRUCTURAL_D[cfg.structural_d]
 
         def damped_Gv(v):
-            Gv = self._reduce(ExactSum.of(worker.gv_chunks(v, structural_weight), P)) / n_curv
+            Gv = self._reduce(ExactSum.of(worker.gv_chunks(v, structural_weight), P))
+            Gv /= n_curv
             return Gv + (lam + cfg.l2) * v
 
         release_bt = cfg.backtrack == "release"

@@ -21,6 +21,9 @@ BOOST = 3.0 / 2.0
 DROP = 2.0 / 3.0
 LOW_RHO = 0.25
 HIGH_RHO = 0.75
+#: λ's bounds (``optimizer.min_damping``, ``optimizer.max_damping``).
+MIN_DAMPING = 1e-6
+MAX_DAMPING = 1e8
 
 
 def reduction_ratio(loss_before: float, loss_after: float, g_dot_delta: float,
@@ -37,8 +40,8 @@ def reduction_ratio(loss_before: float, loss_after: float, g_dot_delta: float,
     return actual / predicted
 
 
-def update_damping(damping: float, rho: float, *, min_damping: float = 1e-6,
-                   max_damping: float = 1e6, boost: float = BOOST,
+def update_damping(damping: float, rho: float, *, min_damping: float = MIN_DAMPING,
+                   max_damping: float = MAX_DAMPING, boost: float = BOOST,
                    drop: float = DROP) -> float:
     """New λ from ρ: ×3/2 if ρ < 1/4 or not finite, ×2/3 if ρ > 3/4, then clipped.
 

@@ -257,7 +257,8 @@ def file_task(path: str | Path) -> tuple[str, dict]:
         try:
             params = json.loads(f.attrs.get("task_params", "{}"))
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: attribute 'task_params' is not JSON ({err})") from None
+            raise DataError(f"{path}: attribute 'task_params' is not JSON ({err})"
+                            ) from None
         if not isinstance(params, dict):
             raise DataError(f"{path}: attribute 'task_params' must be a JSON object, "
                             f"got {params!r}")

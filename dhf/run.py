@@ -384,7 +384,8 @@ def _start_outputs(out: Path, config_toml: str, update: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(config_toml)
     except OSError as err:
-        raise UserError(f"--out {out}: cannot write the run there: {err.strerror}") from None
+        raise UserError(f"--out {out}: cannot write the run there: {err.strerror}"
+                        ) from None
     metrics = out / "metrics.jsonl"
     if metrics.exists():
         rows = [ln for ln in metrics.read_text().splitlines()

@@ -40,6 +40,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dhf.comm import Communicator, allreduce_exact
+from dhf.config import default
 from dhf.coordinator import StopRequested, evaluate
 from dhf.data import fresh_minibatch, minibatch
 from dhf.reduction import ExactSum, dot
@@ -50,15 +51,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SGDConfig:
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    clip_norm: float = 0.0  # 0: no clipping
-    sgd_batch: int = 100
-    sgd_steps: int = 100
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
+    """The first-order baselines' constants; defaults are ``dhf-train``'s."""
+
+    learning_rate: float = default("optimizer", "learning_rate")
+    momentum: float = default("optimizer", "momentum")
+    nesterov: bool = default("optimizer", "nesterov")
+    clip_norm: float = default("optimizer", "clip_norm")  # 0: no clipping
+    sgd_batch: int = default("optimizer", "sgd_batch")
+    sgd_steps: int = default("optimizer", "sgd_steps")
+    adam_beta1: float = default("optimizer", "adam_beta1")
+    adam_beta2: float = default("optimizer", "adam_beta2")
+    adam_epsilon: float = default("optimizer", "adam_epsilon")
 
     @classmethod
     def from_config(cls, optimizer: dict) -> "SGDConfig":

@@ -162,11 +162,11 @@ class Worker:
 
         Chunks hold at most ``chunk_rows`` rows, and fewer for small batches, so that a
         batch has at least ``MIN_CHUNKS`` of them to deal to ranks (but not fewer than
-        ``MIN_CHUNK_ROWS``, below which a compiled call costs more than its rows).  When padding is
-        trimmed and the row lengths are known, the rows go shortest first, so that each
-        chunk holds rows of about one length; rows generated when read (fresh data) keep
-        their order (their lengths are known only once generated), and each chunk is
-        still cut to its own longest row.  :class:`Chunks` are a plan already.
+        ``MIN_CHUNK_ROWS``, below which a compiled call costs more than its rows).  When
+        padding is trimmed and the row lengths are known, the rows go shortest first, so
+        that each chunk holds rows of about one length; rows generated when read (fresh
+        data) keep their order (their lengths are known only once generated), and each
+        chunk is still cut to its own longest row.  :class:`Chunks` are a plan already.
         """
         if isinstance(rows, Chunks):
             return rows
@@ -257,7 +257,7 @@ class Worker:
         return _total(self.grad_chunks(theta, rows), self.layout.size + 2)
 
     def prepare_curvature(self, theta: np.ndarray, rows) -> np.ndarray:
-        """Fix θ and the curvature batch for :meth:`gv_sum`; returns ``[Σ loss, count]``."""
+        """Fix θ and the curvature batch for :meth:`gv_sum`; ``[Σ loss, count]``."""
         return _total(self.curvature_chunks(theta, rows), 2)
 
     def gv_sum(self, v: np.ndarray, structural_weight: float = 0.0) -> np.ndarray:

@@ -123,3 +123,18 @@ def test_a_data_file_s_T_is_not_checked_against_the_task():
     """With data.path the file's own T counts (checked when the file is read)."""
     config.load(None, ["task.name='xor'", "task.T=2", "data.fresh=false",
                        "data.path='file.h5'"])
+
+
+def test_optimisers_built_in_code_have_dhf_train_s_defaults():
+    """One declaration per key: HFConfig(), SGDConfig(), dhf.train's config and the
+    default job's dhf-train config resolve to the same optimiser settings."""
+    from dhf import damping
+    from dhf.coordinator import HFConfig
+    from dhf.sgd import SGDConfig
+
+    cli = config.load()["optimizer"]  # the default job: no task recommendations
+    api = config.defaults()["optimizer"]  # what dhf.train starts from
+    for cls in (HFConfig, SGDConfig):
+        assert cls() == cls.from_config(cli) == cls.from_config(api)
+    assert damping.update_damping(1e8, -1.0) == cli["max_damping"]
+    assert damping.update_damping(1e-6, 1.0) == cli["min_damping"]

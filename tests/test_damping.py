@@ -42,9 +42,9 @@ def test_update_damping_exact_from_one(rho):
 
 
 def test_update_damping_clips_to_max():
-    """A boost past ``max_damping`` is clipped to it."""
-    assert update_damping(1e6, -math.inf) == 1e6
-    assert update_damping(0.9e6, 0.0) == 1e6
+    """A boost past ``max_damping`` (by default dhf-train's 1e8) is clipped to it."""
+    assert update_damping(1e8, -math.inf) == 1e8
+    assert update_damping(0.9e8, 0.0) == 1e8
     assert update_damping(10.0, 0.0, max_damping=12.0) == 12.0
 
 
@@ -72,7 +72,7 @@ def test_update_damping_stays_within_bounds_over_many_steps():
     lam = 1.0
     for _ in range(100):
         lam = update_damping(lam, -1.0)
-    assert lam == 1e6
+    assert lam == 1e8
     for _ in range(200):
         lam = update_damping(lam, 1.0)
     assert lam == 1e-6
