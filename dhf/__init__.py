@@ -7,6 +7,7 @@ Public API (imported lazily, so ``import dhf`` stays cheap)::
     dhf.gauss_newton_product                          the symbolic Gv
     dhf.pcg, dhf.update_damping                       the pure numerical core
     dhf.HFOptimizer, dhf.HFConfig, dhf.HFState        the HF loop
+    dhf.nets, dhf.losses, dhf.tasks, dhf.reduction    modules, as the docs write them
 """
 from __future__ import annotations
 
@@ -27,10 +28,16 @@ _EXPORTS = {
     "Worker": "dhf.worker",
 }
 
-__all__ = list(_EXPORTS) + ["__version__"]
+#: Submodules reachable as ``dhf.NAME`` without importing them first.
+_SUBMODULES = ("nets", "model", "losses", "tasks", "reduction", "config", "curvature",
+               "dataset", "checkpoint")
+
+__all__ = list(_EXPORTS) + list(_SUBMODULES) + ["__version__"]
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dhf.{name}")
     raise AttributeError(f"module 'dhf' has no attribute {name!r}")

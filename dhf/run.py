@@ -88,7 +88,13 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     metrics: list[dict] = []
     valid_loss = valid_error = None
     stopped = False
-    while state.update < opt_cfg["max_updates"]:
+    complete = _already_complete(state.update, opt_cfg["max_updates"], best,
+                                 run_cfg["stop_valid_error"]) if resume else None
+    if complete:
+        logger.info("nothing to do: %s", complete)
+        row = on_root(comm, lambda: _last_metrics(out))
+        valid_loss, valid_error = row.get("valid_loss"), row.get("valid_error")
+    while state.update < opt_cfg["max_updates"] and not complete:
         t_update = time.perf_counter()
         try:
             state, info = optimizer.step(state, on_cg_iter)
@@ -142,6 +148,26 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
             "params": worker.layout.as_dict(state.theta),
             "best_params": worker.layout.as_dict(best["theta"]),
             "metrics": metrics}
+
+
+def _already_complete(update: int, max_updates: int, best: dict, stop_error: float
+                      ) -> str | None:
+    """Why a resumed run has nothing left to do, or None."""
+    if update >= max_updates:
+        return (f"the run is complete at update {update} (optimizer.max_updates = "
+                f"{max_updates}); raise it to continue")
+    if best["update"] and best["error"] <= stop_error:
+        return (f"the run was solved at update {best['update']} (validation error "
+                f"{best['error']:.3g} <= run.stop_valid_error = {stop_error:.3g}); set it "
+                "lower (-1: never stop) to continue")
+    return None
+
+
+def _last_metrics(out: Path) -> dict:
+    """The last row of ``out``'s metrics.jsonl ({} if none)."""
+    path = out / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1]) if lines else {}
 
 
 def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: int,

@@ -172,3 +172,16 @@ def test_a_shared_variable_left_out_of_params_is_reported(caplog):
         logger.removeHandler(caplog.handler)
     assert "shared variables b_v are used by the model but not in params: they stay " \
            "fixed" in caplog.text
+
+
+def test_the_documented_names_are_reachable_from_a_bare_import():
+    """``import dhf`` then ``dhf.nets.feedforward(...)``, as docs/own-model.md writes it
+    (a fresh interpreter: here the test session has imported the modules already)."""
+    import subprocess
+    import sys
+
+    names = ["dhf.nets.feedforward", "dhf.nets.recurrent", "dhf.nets.init", "dhf.model.rnn",
+             "dhf.model.mlp", "dhf.losses", "dhf.tasks.TASKS", "dhf.train", "dhf.ModelSpec"]
+    done = subprocess.run([sys.executable, "-c", "import dhf; " + "; ".join(names)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

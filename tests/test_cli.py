@@ -320,3 +320,22 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys, command)
     code = run()
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 2 and lines == ["rank 0: error: " + expected]
+
+
+def test_resuming_a_finished_run_says_so_and_does_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args("optimizer.max_updates=2") + ["--out", str(out)]) == 0
+    before = (out / "metrics.jsonl").read_bytes()
+    last = metrics(out)[-1]
+    capsys.readouterr()
+    assert main(["--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert ("nothing to do: the run is complete at update 2 (optimizer.max_updates = 2); "
+            "raise it to continue") in printed
+    assert f"valid_error={last['valid_error']:.6g}" in printed and "nan" not in printed
+    assert (out / "metrics.jsonl").read_bytes() == before
+    # Solved: the resumed run does not take one more update first.
+    assert main(["--out", str(out), "--resume", "--set", "optimizer.max_updates=5",
+                 "--set", "run.stop_valid_error=1.0"]) == 0
+    assert "nothing to do: the run was solved at update" in capsys.readouterr().out
+    assert (out / "metrics.jsonl").read_bytes() == before
