@@ -163,21 +163,30 @@ def _choose_out(config: dict, args) -> str:
 
 
 def _dry_run(config: dict, comm: Communicator) -> int:
+    """The resolved config (with a data file's own task), the parameter count, the
+    training rows and each batch's split over ranks; the batches are checked against the
+    rows, as a run would."""
     from dhf import tasks
-    from dhf.data import shard_bounds
+    from dhf.run import check_batches, training_rows
+    from dhf.worker import chunk_size, rows_per_rank
 
+    n_train = training_rows(config)
+    check_batches(config["optimizer"], n_train, n_train is None)
     spec = tasks.get(config["task"]["name"]).build_model(config)
     n_params = sum(p.get_value(borrow=True).size for p in spec.params)
     if comm.rank == 0:
         print(config_mod.to_toml(config))
         print(f"# parameters: {n_params}")
+        where = config["data"]["path"] or f"task {config['task']['name']}"
+        print(f"# training rows: {'fresh every update' if n_train is None else n_train} "
+              f"({where})")
         opt = config["optimizer"]
         batches = (("gradient_batch", "curvature_batch", "backtrack_batch",
                     "linesearch_batch") if opt["name"] == "hf" else ("sgd_batch",))
         for key in batches:
-            split = [hi - lo for lo, hi in (shard_bounds(opt[key], r, comm.size)
-                                            for r in range(comm.size))]
-            print(f"# {key} per rank ({comm.size} ranks): {split}")
+            split = rows_per_rank(opt[key], comm.size)
+            print(f"# {key} per rank ({comm.size} ranks, chunks of "
+                  f"{chunk_size(opt[key])} rows): {split}")
         sys.stdout.flush()
     return 0
 

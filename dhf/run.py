@@ -176,11 +176,27 @@ def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: in
     opt_cfg, seed = config["optimizer"], config["run"]["seed"]
     fresh = config["data"]["fresh"]
     if opt_cfg["name"] in FIRST_ORDER:
-        if opt_cfg["sgd_batch"] > n_train:
-            raise ConfigError(f"optimizer.sgd_batch = {opt_cfg['sgd_batch']} exceeds the "
-                              f"{n_train} training rows")
+        check_batches(opt_cfg, n_train, fresh)
         return FIRST_ORDER[opt_cfg["name"]](worker, comm, SGDConfig.from_config(opt_cfg),
                                             n_train, seed, should_stop, fresh=fresh)
+    sizes = check_batches(opt_cfg, n_train, fresh)
+    held_out = opt_cfg["held_out"]
+    if fresh:
+        sampler = FreshSampler(*sizes, held_out=held_out)
+    else:
+        sampler = BatchSampler(n_train, sizes[0], sizes[1], sizes[2], seed,
+                               linesearch=sizes[3], held_out=held_out)
+    return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop)
+
+
+def check_batches(opt_cfg: dict, n_train: int, fresh: bool) -> list[int]:
+    """The HF batch sizes (gradient, curvature, backtracking, line search), after checking
+    that they fit each other and ``n_train`` training rows (any number when fresh)."""
+    if opt_cfg["name"] in FIRST_ORDER:
+        if not fresh and opt_cfg["sgd_batch"] > n_train:
+            raise ConfigError(f"optimizer.sgd_batch = {opt_cfg['sgd_batch']} exceeds the "
+                              f"{n_train} training rows")
+        return [opt_cfg["sgd_batch"]]
     sizes = [opt_cfg[f"{name}_batch"] for name in ("gradient", "curvature", "backtrack",
                                                    "linesearch")]
     held_out = opt_cfg["held_out"]
@@ -189,20 +205,29 @@ def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: in
             f"optimizer.curvature_batch + backtrack_batch + linesearch_batch = "
             f"{sizes[1] + sizes[2] + sizes[3]} exceeds optimizer.gradient_batch = {sizes[0]}"
             "; with optimizer.held_out = false they are disjoint rows of the gradient batch")
-    if fresh:
-        sampler = FreshSampler(*sizes, held_out=held_out)
-    else:
-        needed = sizes[0] + (sizes[2] + sizes[3] if held_out else 0)
-        if needed > n_train:
-            keys = ("optimizer.gradient_batch + backtrack_batch + linesearch_batch"
-                    if held_out else "optimizer.gradient_batch")
-            raise ConfigError(
-                f"{keys} = {needed} exceeds the {n_train} training rows; lower them "
-                "(linesearch_batch = 0 searches on the backtracking batch) or set "
-                "data.fresh = true")
-        sampler = BatchSampler(n_train, sizes[0], sizes[1], sizes[2], seed,
-                               linesearch=sizes[3], held_out=held_out)
-    return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop)
+    needed = sizes[0] + (sizes[2] + sizes[3] if held_out else 0)
+    if not fresh and needed > n_train:
+        keys = ("optimizer.gradient_batch + backtrack_batch + linesearch_batch"
+                if held_out else "optimizer.gradient_batch")
+        raise ConfigError(
+            f"{keys} = {needed} exceeds the {n_train} training rows; lower them "
+            "(linesearch_batch = 0 searches on the backtracking batch) or set "
+            "data.fresh = true")
+    return sizes
+
+
+def training_rows(config: dict) -> int | None:
+    """What ``--dry-run`` needs of the data without loading it: ``[task]`` updated from
+    ``data.path``'s own task, and the number of training rows (None: fresh data)."""
+    if config["data"]["fresh"]:
+        return None
+    path = config["data"]["path"]
+    if not path:
+        return config["task"]["n_train"]
+    name, params = _inspect_file(path, config["task"], 1)
+    config["task"].update({"name": name, **{k: v for k, v in params.items()
+                                            if k in config["task"] and k != "name"}})
+    return dataset.H5Source(path, "train").n_rows
 
 
 def _scalar(value):

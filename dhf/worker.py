@@ -37,6 +37,19 @@ MIN_CHUNKS = 16
 MIN_CHUNK_ROWS = 16
 
 
+def chunk_size(n_rows: int, chunk_rows: int = 64) -> int:
+    """Rows per chunk of an ``n_rows`` batch (:meth:`Worker.plan`)."""
+    return min(chunk_rows, max(MIN_CHUNK_ROWS, -(-n_rows // MIN_CHUNKS)))
+
+
+def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64) -> list[int]:
+    """How many of a batch's rows each of ``size`` ranks computes (whole chunks; with
+    rows sorted by length the short last chunk may fall to another rank)."""
+    c = chunk_size(n_rows, chunk_rows)
+    chunks = [min(c, n_rows - lo) for lo in range(0, n_rows, c)]
+    return [sum(chunks[slice(*shard_bounds(len(chunks), r, size))]) for r in range(size)]
+
+
 class Chunks(list):
     """Arrays of global row indices, one per chunk: a batch's plan (:meth:`Worker.plan`)
     or one rank's share of it (:meth:`Worker.shard`)."""
@@ -173,7 +186,7 @@ class Worker:
         rows = np.asarray(rows, dtype=np.int64)
         if self.lengths is not None:
             rows = rows[np.argsort(self.lengths[rows], kind="stable")]
-        size = min(self.chunk_rows, max(MIN_CHUNK_ROWS, -(-len(rows) // MIN_CHUNKS)))
+        size = chunk_size(len(rows), self.chunk_rows)
         return Chunks(rows[lo:lo + size] for lo in range(0, len(rows), size))
 
     def shard(self, rows, rank: int, size: int) -> Chunks:

@@ -93,7 +93,27 @@ def test_dry_run_prints_config_and_split(capsys):
     assert main(["--dry-run", "--set", "model.hidden=10"]) == 0
     out = capsys.readouterr().out
     assert "# parameters: 141" in out  # 1·10 + 10·10 + 10 + 10 + 10·1 + 1
-    assert "# gradient_batch per rank (1 ranks): [5000]" in out
+    assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [5000]" in out
+    assert "# training rows: 20000 (task memorization)" in out
+
+
+def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys):
+    """--dry-run shows the file's task and rows (not the generated task's) and refuses
+    batches that do not fit them, as the run would."""
+    from dhf.cli import data_main
+
+    path = tmp_path / "d.h5"
+    assert data_main(["memorization", "--out", str(path), "--set", "task.T=30",
+                      "--set", "task.n_train=3000"]) == 0
+    capsys.readouterr()
+    base = ["--dry-run", "--set", f"data.path={str(path)!r}"]
+    assert main(base + ["--set", "optimizer.gradient_batch=1500"]) == 0
+    out = capsys.readouterr().out
+    assert "\nT = 30\n" in out and "\nn_train = 3000\n" in out
+    assert f"# training rows: 3000 ({path})" in out
+    assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [1500]" in out
+    assert main(base) == 2  # 5000 + 1000 rows asked of 3000
+    assert "exceeds the 3000 training rows" in capsys.readouterr().out
 
 
 def run_mpi(n, args, timeout=300):
