@@ -111,6 +111,30 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
                        out=None if temporary else out)
 
 
+def _check_targets(spec: ModelSpec, arrays, names, split: str) -> None:
+    """The targets' format for the built-in losses (docs/own-model.md): sigmoid_xent
+    wants values in [0, 1], softmax_xent one-hot rows (or probabilities summing to 1);
+    integer class labels are the usual mistake, caught here rather than after compiling."""
+    if spec.loss not in ("sigmoid_xent", "softmax_xent"):
+        return
+    i = next(i for i, v in enumerate(spec.data_vars) if v is spec.targets)
+    y, name = arrays[i], names[i]
+    if y.size and (y.min() < 0 or y.max() > 1):
+        hint = (" (integer labels? one-hot encode them: np.eye(n_classes)[labels])"
+                if spec.loss == "softmax_xent" else "")
+        raise DataError(f"{split}[{i}] ({name}): {spec.loss} targets must lie in [0, 1], "
+                        f"got values from {y.min():g} to {y.max():g}{hint}")
+    if spec.loss == "softmax_xent" and y.ndim >= 2 and y.size:
+        sums = y.sum(axis=-1)
+        if spec.mask is not None:  # masked steps may hold anything; judge the rest
+            sums = sums[sums != 0]
+        if sums.size and np.abs(sums - 1).max() > 1e-6:
+            raise DataError(f"{split}[{i}] ({name}): softmax_xent targets are one-hot rows "
+                            f"(or probabilities summing to 1); a row sums to "
+                            f"{sums.flat[np.argmax(np.abs(sums - 1))]:g} (integer labels? "
+                            "np.eye(n_classes)[labels])")
+
+
 def _check_same_on_every_rank(comm: Communicator, split: str, arrays) -> None:
     """Every rank must pass the same data (dhf shards it itself): the row counts and a
     CRC-32 of the bytes, compared with rank 0's in one small Allreduce."""
@@ -167,5 +191,6 @@ def _source(spec: ModelSpec, arrays, split: str) -> ArraySource:
                             "or Inf")
     if not len(arrays[0]):
         raise DataError(f"{split}: no rows")
+    _check_targets(spec, arrays, names, split)
     return ArraySource([a.astype(v.dtype, copy=False) for a, v in zip(arrays, variables)])
 

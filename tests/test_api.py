@@ -185,3 +185,32 @@ def test_the_documented_names_are_reachable_from_a_bare_import():
     done = subprocess.run([sys.executable, "-c", "import dhf; " + "; ".join(names)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def classifier(n_in=4, n_classes=3):
+    x, y = pt.matrix("x"), pt.matrix("y")
+    W = pytensor.shared(np.zeros((n_in, n_classes)), name="W")
+    return dhf.ModelSpec(inputs=[x], targets=y, params=[W], output=pt.dot(x, W),
+                         loss="softmax_xent")
+
+
+@pytest.mark.parametrize("targets, message", [
+    (np.arange(30.0).reshape(10, 3) % 3, "softmax_xent targets must lie in [0, 1], got "
+                                         "values from 0 to 2 (integer labels? one-hot"),
+    (np.full((10, 3), 0.5), "softmax_xent targets are one-hot rows (or probabilities "
+                            "summing to 1); a row sums to 1.5"),
+])
+def test_softmax_targets_that_are_not_one_hot_are_refused_before_compiling(targets,
+                                                                           message):
+    with pytest.raises(DataError) as err:
+        dhf.train(classifier(), train=(np.zeros((10, 4)), targets), config=FAST)
+    assert message in str(err.value) and "train[1] (y)" in str(err.value)
+
+
+def test_one_hot_and_probability_targets_train():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    labels = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    result = dhf.train(classifier(), train=(X, np.eye(3)[labels]), config=FAST,
+                       comm=SerialComm())
+    assert result.metrics[-1]["loss"] < result.metrics[0]["loss"]
