@@ -1,8 +1,10 @@
 """``dhf-plot``: training curves from one or more run directories' ``metrics.jsonl``.
 
-Eight panels, runs overlaid: loss and validation error against updates and against wall
-time, λ, ρ, CG iterations and seconds per update (the ``hessianfree`` dataplotter's
-content, for several runs at once).  matplotlib is an optional extra
+Eight panels, runs overlaid: training loss (solid) and validation loss (dashed), and
+validation error, against updates and against wall time since the run began (start-up
+included, so a slow first compile shows), λ, ρ, CG iterations and seconds per update
+(the ``hessianfree`` dataplotter's content, for several runs at once).  Each run is
+labelled with its directory and, from its ``config.toml``, its task and T.  matplotlib is an optional extra
 (``pip install 'dhf[plot]'``).
 """
 from __future__ import annotations
@@ -33,12 +35,13 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def _series(rows, key, x, clip=None):
-    """``(xs, ys)`` of ``key`` against ``x`` ("update" or "time": cumulative seconds);
-    values outside ``clip = (lo, hi)`` are drawn at its edge, ±inf (``±1e308`` in
-    ``metrics.jsonl``) included."""
+    """``(xs, ys)`` of ``key`` against ``x`` ("update" or "time": the row's ``wall``,
+    else the cumulative ``seconds``); values outside ``clip = (lo, hi)`` are drawn at its
+    edge, ±inf (``±1e308`` in ``metrics.jsonl``) included."""
     xs, ys, elapsed = [], [], 0.0
     for r in rows:
-        elapsed += r.get("seconds") or 0.0
+        elapsed = r["wall"] if r.get("wall") is not None else (
+            elapsed + (r.get("seconds") or 0.0))
         value = r.get(key)
         if value is None or math.isnan(value):
             continue
@@ -51,16 +54,33 @@ def _series(rows, key, x, clip=None):
     return xs, ys
 
 
-#: (metrics key, title, x axis, y scale, clip) of each panel.  ρ is drawn in [−1, 2]:
-#: a rejected or failed step's ρ (down to −∞) sits on the lower edge.
-PANELS = [("loss", "training loss", "update", "log", None),
-          ("loss", "training loss", "time", "log", None),
-          ("valid_error", "validation error", "update", "linear", None),
-          ("valid_error", "validation error", "time", "linear", None),
-          ("damping", "damping λ", "update", "log", None),
-          ("rho", "reduction ratio ρ (clipped to [−1, 2])", "update", "linear", (-1.0, 2.0)),
-          ("cg_iters", "CG iterations", "update", "linear", None),
-          ("seconds", "seconds per update", "update", "linear", None)]
+#: (metrics key, title, x axis, y scale, clip, y label) of each panel.  ρ is drawn in
+#: [−1, 2]: a rejected or failed step's ρ (down to −∞) sits on the lower edge.  The loss
+#: panels draw ``valid_loss`` too, dashed.
+PANELS = [("loss", "loss: training (solid), validation (dashed)", "update", "log", None,
+           "mean loss"),
+          ("loss", "loss: training (solid), validation (dashed)", "time", "log", None,
+           "mean loss"),
+          ("valid_error", "validation error", "update", "linear", None,
+           "fraction wrong"),
+          ("valid_error", "validation error", "time", "linear", None, "fraction wrong"),
+          ("damping", "damping λ after the update", "update", "log", None, "λ"),
+          ("rho", "reduction ratio ρ (clipped to [−1, 2])", "update", "linear", (-1.0, 2.0),
+           "ρ"),
+          ("cg_iters", "CG iterations", "update", "linear", None, "iterations"),
+          ("seconds", "seconds per update", "update", "linear", None, "s")]
+
+
+def run_label(run_dir: str | Path) -> str:
+    """``DIR: TASK, T = …`` from the run's config.toml (the directory alone without)."""
+    import tomllib
+
+    name = Path(run_dir).name
+    try:
+        task = tomllib.loads((Path(run_dir) / "config.toml").read_text())["task"]
+        return f"{name}: {task['name']}, T = {task['T']}"
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return name
 
 
 def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
@@ -75,11 +95,16 @@ def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
                         "(or pip install matplotlib)") from None
     runs = {str(d): read_metrics(d) for d in run_dirs}
     fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
-    for ax, (key, title, x, scale, clip) in zip(axes.flat, PANELS):
+    for ax, (key, title, x, scale, clip, ylabel) in zip(axes.flat, PANELS):
         for name, rows in runs.items():
-            ax.plot(*_series(rows, key, x, clip), marker=".", label=Path(name).name)
+            line, = ax.plot(*_series(rows, key, x, clip), marker=".", label=run_label(name))
+            if key == "loss":
+                ax.plot(*_series(rows, "valid_loss", x), linestyle="--",
+                        color=line.get_color())
         ax.set_title(title)
-        ax.set_xlabel("update" if x == "update" else "wall time (s)")
+        ax.set_xlabel("update" if x == "update"
+                      else "wall time since the start, start-up included (s)")
+        ax.set_ylabel(ylabel)
         ax.set_yscale(scale)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)

@@ -77,6 +77,9 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
                 "update": int(saved["best_update"])}
         logger.info("resumed %s at update %d", out, state.update)
     on_root(comm, lambda: _start_outputs(out, config_toml, state.update))
+    # Wall time since the run began, each invocation's start-up included: where the last
+    # kept row of an earlier invocation left off.
+    wall_before = on_root(comm, lambda: _wall_so_far(out)) if resume else 0.0
     logger.info("dhf: %s, %s, %d parameters, %d ranks, %s train / %d valid rows; "
                 "compiled in %.1fs", config["task"]["name"] if data is None else "own model",
                 optimizer.name, theta0.size, comm.size,
@@ -123,6 +126,7 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
                 for f in dataclasses.fields(state) if np.ndim(getattr(state, f.name))})
         reason = _stop_reason(run_cfg, state.update, valid_error, best)
         row["seconds"] = time.perf_counter() - t_update
+        row["wall"] = wall_before + time.perf_counter() - t_start
         # Metrics first, then the checkpoint: a crash between the two leaves a row that
         # --resume drops and redoes, never a checkpointed update missing from the metrics.
         if comm.rank == 0:
@@ -161,6 +165,17 @@ def _already_complete(update: int, max_updates: int, best: dict, stop_error: flo
                 f"{best['error']:.3g} <= run.stop_valid_error = {stop_error:.3g}); set it "
                 "lower (-1: never stop) to continue")
     return None
+
+
+def _wall_so_far(out: Path) -> float:
+    """The last kept metrics row's ``wall`` (the sum of ``seconds`` for rows from a dhf
+    that did not record it)."""
+    path = out / "metrics.jsonl"
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] \
+        if path.exists() else []
+    if rows and "wall" in rows[-1]:
+        return float(rows[-1]["wall"])
+    return float(sum(r.get("seconds") or 0.0 for r in rows))
 
 
 def _last_metrics(out: Path) -> dict:

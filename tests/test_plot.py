@@ -50,5 +50,14 @@ def test_infinite_rho_is_drawn_on_the_panels_edge():
     rows = [{"update": 1, "rho": 0.9, "seconds": 1.0}, {"update": 2, "rho": -1e308},
             {"update": 3, "rho": float("nan")}, {"update": 4, "damping": 1e308}]
     clip = next(p[4] for p in PANELS if p[0] == "rho")
+    assert _series(rows, "rho", "time", clip) == ([1.0, 1.0], [0.9, -1.0])
+    assert _series([{"update": 1, "loss": 2.0, "seconds": 1.0, "wall": 31.0}], "loss",
+                   "time") == ([31.0], [2.0])  # start-up included
     assert _series(rows, "rho", "update", clip) == ([1, 2], [0.9, -1.0])
     assert _series(rows, "damping", "update") == ([], [])
+
+
+def test_runs_are_labelled_with_their_task_and_T(run_dir):
+    from dhf.plot import run_label
+
+    assert run_label(run_dir) == f"{run_dir.name}: memorization, T = 6"
