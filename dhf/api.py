@@ -85,13 +85,15 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
 
     cfg = config_mod.defaults()
     config_mod.merge(cfg, config or {}, source="config")
-    config_mod.validate(cfg)
     comm = comm if comm is not None else get_comm()
     sources = (_source(spec, train, "train"),
                _source(spec, valid, "valid") if valid is not None else None)
     for split, source in zip(("train", "valid"), sources):
         if source is not None:
             _check_same_on_every_rank(comm, split, source.arrays)
+    _fit_batches(cfg["optimizer"], (config or {}).get("optimizer", {}), sources[0].n_rows,
+                 comm.rank == 0)
+    config_mod.validate(cfg)
     if comm.rank == 0:
         _warn_frozen(spec)
     temporary = out is None
@@ -109,6 +111,31 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
                        train_loss=summary["train_loss"], valid_loss=summary["valid_loss"],
                        valid_error=summary["valid_error"], seconds=summary["seconds"],
                        out=None if temporary else out)
+
+
+def _fit_batches(opt: dict, given: dict, n_rows: int, report: bool) -> None:
+    """Batch sizes the caller left at their defaults, shrunk to a data set too small for
+    them (the defaults want 6 000 rows): backtracking on a fifth of the rows, the gradient
+    on the rest, the curvature on at most all of it.  Sizes the caller set stay."""
+    held_out = opt["held_out"]
+    needed = opt["gradient_batch"] + (opt["backtrack_batch"] + opt["linesearch_batch"]
+                                      if held_out else 0)
+    if "curvature_batch" not in given:  # a subset of the gradient batch, however set
+        opt["curvature_batch"] = min(opt["curvature_batch"], opt["gradient_batch"])
+    if needed <= n_rows:
+        return
+    if "backtrack_batch" not in given:
+        opt["backtrack_batch"] = max(1, min(opt["backtrack_batch"], n_rows // 5))
+    if "gradient_batch" not in given:
+        rest = n_rows - (opt["backtrack_batch"] + opt["linesearch_batch"] if held_out else 0)
+        opt["gradient_batch"] = max(1, min(opt["gradient_batch"], rest))
+    if "curvature_batch" not in given:
+        opt["curvature_batch"] = min(opt["curvature_batch"], opt["gradient_batch"])
+    if report:
+        logger.info("%d training rows: gradient_batch %d, curvature_batch %d, "
+                    "backtrack_batch %d (the defaults need %d rows)", n_rows,
+                    opt["gradient_batch"], opt["curvature_batch"], opt["backtrack_batch"],
+                    needed)
 
 
 def _check_targets(spec: ModelSpec, arrays, names, split: str) -> None:

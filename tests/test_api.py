@@ -214,3 +214,16 @@ def test_one_hot_and_probability_targets_train():
     result = dhf.train(classifier(), train=(X, np.eye(3)[labels]), config=FAST,
                        comm=SerialComm())
     assert result.metrics[-1]["loss"] < result.metrics[0]["loss"]
+
+
+def test_default_batches_shrink_to_a_small_data_set_and_set_ones_stay():
+    """docs/own-model.md's call with 300 rows: the defaults (5 000 + 1 000 rows) fit
+    themselves to the data; a size the caller sets is kept (and checked)."""
+    X = binary_data(300)
+    result = dhf.train(autoencoder(), train=X, config={"optimizer": {"max_updates": 2}},
+                       comm=SerialComm())
+    assert result.updates == 2
+    with pytest.raises(ConfigError, match="= 350 exceeds the 300 training rows"):
+        dhf.train(autoencoder(), train=X, comm=SerialComm(),
+                  config={"optimizer": {"max_updates": 1, "gradient_batch": 290,
+                                        "backtrack_batch": 60}})
