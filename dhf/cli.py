@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the newest runs/<task>-*) from its checkpoint.h5")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config, "
                         "parameter count and per-rank batch split, then exit")
+    parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                        help="progress bar over each update's CG iterations: auto shows it "
+                             "when a terminal is attached (under mpirun too)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
     return parser
@@ -74,7 +77,7 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
 
     received = _catch_stop_signals()
     progress = None
-    if comm.rank == 0 and sys.stdout.isatty() and args.quiet == 0:
+    if comm.rank == 0 and args.quiet == 0 and _show_progress(args.progress):
         opt = config["optimizer"]
         progress = (CGProgress(opt["cg_max_iters"]) if opt["name"] == "hf" else
                     CGProgress(opt["sgd_steps"], desc=opt["name"].upper(), value="loss"))
@@ -141,6 +144,23 @@ def _catch_stop_signals() -> list:
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(sig, handler)
     return received
+
+
+def _show_progress(choice: str) -> bool:
+    """``--progress``: on, off, or auto: when stdout is a terminal, or, under an MPI
+    launcher (whose pipes stand between rank 0 and the terminal), when the job has a
+    controlling terminal at all (an interactive ``mpirun``, not a batch job)."""
+    if choice != "auto":
+        return choice == "on"
+    if sys.stdout.isatty():
+        return True
+    if not launched_under_mpi():
+        return False
+    try:
+        os.close(os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY))
+        return True
+    except OSError:
+        return False
 
 
 def _fmt(x) -> str:

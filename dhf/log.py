@@ -45,23 +45,28 @@ class CGProgress:
 
     Called as ``progress(i, value)`` by CG (φ) or SGD (the minibatch loss); :meth:`close`
     clears it before the update's line is logged.  In batch logs (stdout not a terminal)
-    dhf-train uses no bar at all.
+    dhf-train uses no bar at all.  The bar's length is the previous update's number of
+    iterations (CG stops long before its cap), ``max_iters`` for the first; an update
+    that goes further lengthens it.
     """
 
     def __init__(self, max_iters: int, desc: str = "CG", value: str = "phi"):
-        self.max_iters, self.desc, self.value = max_iters, desc, value
+        self.expected, self.desc, self.value = max_iters, desc, value
         self.bar = None
 
     def __call__(self, i: int, phi: float) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.max_iters, desc=self.desc, unit="it", leave=False,
+            self.bar = tqdm(total=self.expected, desc=self.desc, unit="it", leave=False,
                             dynamic_ncols=True)
+        if self.bar.n >= self.bar.total:
+            self.bar.total = self.bar.n + 1
         self.bar.update(1)
         self.bar.set_postfix_str(f"{self.value} {phi:.4g}", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
+            self.expected = max(self.bar.n, 1)
             self.bar.close()
             self.bar = None

@@ -359,3 +359,30 @@ def test_resuming_a_finished_run_says_so_and_does_nothing(tmp_path, capsys):
                  "--set", "run.stop_valid_error=1.0"]) == 0
     assert "nothing to do: the run was solved at update" in capsys.readouterr().out
     assert (out / "metrics.jsonl").read_bytes() == before
+
+
+def test_progress_bar_follows_what_cg_does_and_shows_under_mpiexec_on_request(tmp_path):
+    """The bar's length is the last update's CG iterations, not the 250 cap; --progress
+    on draws it through mpiexec's pipes (what a terminal attached to mpirun gets)."""
+    import io
+
+    from dhf.log import CGProgress
+
+    bar = CGProgress(250)
+    for i in range(1, 41):
+        bar(i, -1.0)
+    assert bar.bar.total == 250
+    bar.close()
+    for i in range(1, 61):
+        bar(i, -1.0)
+    assert bar.bar.total == 60 and bar.bar.n == 60  # 40 expected, lengthened
+    bar.bar.fp = io.StringIO()
+    bar.close()
+    assert bar.expected == 60
+
+    done = run_mpi(2, tiny_args("optimizer.max_updates=1") + ["--out", str(tmp_path / "r"),
+                                                              "--progress", "on"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "CG:" in done.stderr and "it/s" in done.stderr
+    quiet = run_mpi(2, tiny_args("optimizer.max_updates=1") + ["--out", str(tmp_path / "q")])
+    assert "CG:" not in quiet.stderr  # no terminal here: auto draws nothing
