@@ -18,8 +18,10 @@ rank then computes its share of every batch and all ranks return the same result
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import sys
 import tempfile
 import zlib
 from dataclasses import dataclass, field
@@ -65,7 +67,8 @@ class TrainResult:
 def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
           valid: Sequence[np.ndarray] | np.ndarray | None = None,
           config: dict | None = None, *, out: str | Path | None = None,
-          resume: bool = False, comm: Communicator | None = None) -> TrainResult:
+          resume: bool = False, comm: Communicator | None = None,
+          verbose: bool = True) -> TrainResult:
     """Train ``spec`` on ``train`` (arrays aligned with ``spec.data_vars``: inputs,
     targets unless they are an input, mask) with the optimiser ``config`` names.
 
@@ -80,6 +83,9 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
         (default: a temporary directory, removed afterwards).
     resume : continue the run in ``out`` from its checkpoint.
     comm : the communicator (default: MPI when launched by mpirun, else serial).
+    verbose : rank 0 prints the start line and one line per update, as ``dhf-train``
+        does (other ranks print only warnings, whatever logging is configured); False:
+        warnings only.
     """
     from dhf import run
 
@@ -102,7 +108,8 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
     out = Path(out)
     cfg["run"]["out"] = str(out)
     try:
-        summary = run.train(cfg, comm, out, resume=resume, spec=spec, data=sources)
+        with _reporting(comm.rank == 0 and verbose):
+            summary = run.train(cfg, comm, out, resume=resume, spec=spec, data=sources)
     finally:
         if temporary and comm.rank == 0:
             shutil.rmtree(out, ignore_errors=True)
@@ -111,6 +118,35 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
                        train_loss=summary["train_loss"], valid_loss=summary["valid_loss"],
                        valid_error=summary["valid_error"], seconds=summary["seconds"],
                        out=None if temporary else out)
+
+
+@contextlib.contextmanager
+def _reporting(report: bool):
+    """Progress lines from dhf's loggers on this rank while training: if ``report``, on
+    stdout (through the caller's logging set-up when there is one), otherwise only
+    warnings."""
+    dhf_logger = logging.getLogger("dhf")
+    handler = None
+    quiet = logging.Filter()
+    quiet.filter = lambda record: record.levelno >= logging.WARNING
+    level = dhf_logger.level
+    if report and not dhf_logger.hasHandlers():  # no handler here or above: add one
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        dhf_logger.addHandler(handler)
+        if dhf_logger.getEffectiveLevel() > logging.INFO:
+            dhf_logger.setLevel(logging.INFO)
+    elif not report:
+        for h in dhf_logger.handlers + logging.getLogger().handlers:
+            h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        dhf_logger.setLevel(level)
+        if handler is not None:
+            dhf_logger.removeHandler(handler)
+        for h in dhf_logger.handlers + logging.getLogger().handlers:
+            h.removeFilter(quiet)
 
 
 def _fit_batches(opt: dict, given: dict, n_rows: int, report: bool) -> None:
@@ -183,7 +219,7 @@ def _check_same_on_every_rank(comm: Communicator, split: str, arrays) -> None:
 def _warn_frozen(spec: ModelSpec) -> None:
     """A shared variable the model uses but ``params`` leaves out is silently fixed."""
     from pytensor.compile.sharedvalue import SharedVariable
-    from pytensor.graph.basic import graph_inputs
+    from pytensor.graph.traversal import graph_inputs
 
     trained = {id(p) for p in spec.params}
     frozen = sorted({v.name or "unnamed" for v in graph_inputs([spec.output])

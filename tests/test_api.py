@@ -227,3 +227,36 @@ def test_default_batches_shrink_to_a_small_data_set_and_set_ones_stay():
         dhf.train(autoencoder(), train=X, comm=SerialComm(),
                   config={"optimizer": {"max_updates": 1, "gradient_batch": 290,
                                         "backtrack_batch": 60}})
+
+
+TRAIN_SCRIPT = """
+import logging, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from tests.test_api import FAST, autoencoder, binary_data
+import dhf
+if {basic}:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+dhf.train(autoencoder(), train=binary_data(300), config=FAST, verbose={verbose})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks, basic, verbose, lines", [
+    (1, False, True, 4), (1, False, False, 0), (2, True, True, 4), (2, True, False, 0)])
+def test_dhf_train_reports_progress_once_from_rank_0(tmp_path, ranks, basic, verbose, lines):
+    """In a notebook dhf.train shows its updates by default; under mpirun only rank 0
+    does, even with logging configured on every rank; verbose=False keeps it quiet."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, venv_bin
+
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT.format(root=str(ROOT), basic=basic, verbose=verbose))
+    launch = [venv_bin("mpiexec"), "-n", str(ranks)] if ranks > 1 else []
+    done = subprocess.run(launch + [sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = (done.stdout + done.stderr).splitlines()
+    assert sum(ln.startswith("update ") for ln in printed) == lines, printed
