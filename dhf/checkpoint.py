@@ -65,7 +65,8 @@ def save_params(path: str | Path, layout: ParamLayout, theta: np.ndarray, **attr
         group = f.create_group("params")
         for name, value in layout.as_dict(theta).items():
             group.create_dataset(name, data=value)
-        f.attrs.update(format_version=FORMAT_VERSION, **attrs)
+        f.attrs.update(format_version=FORMAT_VERSION, param_names=json.dumps(layout.names),
+                       **attrs)
 
 
 def read_params(path: str | Path) -> dict[str, np.ndarray]:
@@ -73,8 +74,9 @@ def read_params(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
-            if "params" in f:
-                return {name: d[()] for name, d in f["params"].items()}
+            if "params" in f:  # in the model's order (HDF5 lists names alphabetically)
+                names = json.loads(f.attrs.get("param_names", "null")) or list(f["params"])
+                return {name: f["params"][name][()] for name in names}
             layout = ParamLayout(json.loads(f.attrs["param_names"]),
                                  json.loads(f.attrs["param_shapes"]))
             return layout.as_dict(f["theta"][()])

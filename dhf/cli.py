@@ -262,12 +262,17 @@ def _write_data(args) -> int:
 
 
 def export_main(argv: list[str] | None = None) -> int:
-    """``dhf-export RUN_DIR --format npz|json``: the parameters by name, portable."""
+    """``dhf-export RUN_DIR [--format npz|json] [--out FILE]``: the parameters by name,
+    portable, with the model's equations (:mod:`dhf.export`)."""
     parser = argparse.ArgumentParser(
-        prog="dhf-export", description="Write a run's parameters by name to RUN_DIR/"
-        "params.npz or params.json (the best ones from best.h5, else the last ones).")
+        prog="dhf-export", description="Write a run's parameters by name, in the model's "
+        "order, with its equations, orientation and output nonlinearity, to "
+        "RUN_DIR/params.npz or params.json (the best ones from best.h5, else the last "
+        "ones).")
     parser.add_argument("run_dir")
-    parser.add_argument("--format", choices=("npz", "json"), default="npz")
+    parser.add_argument("--format", choices=("npz", "json"), default=None,
+                        help="default: from --out's suffix, else npz")
+    parser.add_argument("--out", help="file to write (default: RUN_DIR/params.FORMAT)")
     parser.add_argument("--last", action="store_true",
                         help="export checkpoint.h5's last parameters, not best.h5's")
     args = parser.parse_args(argv)
@@ -276,22 +281,21 @@ def export_main(argv: list[str] | None = None) -> int:
 
 
 def _export(args) -> int:
-    import json
-
-    import numpy as np
-
+    from dhf import export
     from dhf.checkpoint import read_params
 
     run = Path(args.run_dir)
     source = run / ("checkpoint.h5" if args.last or not (run / "best.h5").exists()
                     else "best.h5")
     params = read_params(source)
-    target = run / f"params.{args.format}"
+    suffix = Path(args.out).suffix.lstrip(".") if args.out else ""
+    fmt = args.format or (suffix if suffix in ("npz", "json") else "npz")
+    target = Path(args.out) if args.out else run / f"params.{fmt}"
+    if target.suffix != f".{fmt}":
+        raise UserError(f"--out {target}: the file name must end in .{fmt} (--format {fmt})")
+    model = export.describe(run, params)
     with _writing(target):
-        if args.format == "npz":
-            np.savez(target, **params)
-        else:
-            target.write_text(json.dumps({k: v.tolist() for k, v in params.items()}))
+        export.write(target, params, model)
     logger.info("wrote %s from %s: %s", target, source.name,
                 ", ".join(f"{k} {v.shape}" for k, v in params.items()))
     return 0
