@@ -163,7 +163,8 @@ def _fit_batches(opt: dict, given: dict, n_rows: int, report: bool) -> None:
     if "backtrack_batch" not in given:
         opt["backtrack_batch"] = max(1, min(opt["backtrack_batch"], n_rows // 5))
     if "gradient_batch" not in given:
-        rest = n_rows - (opt["backtrack_batch"] + opt["linesearch_batch"] if held_out else 0)
+        rest = n_rows - (opt["backtrack_batch"] + opt["linesearch_batch"]
+                         if held_out else 0)
         opt["gradient_batch"] = max(1, min(opt["gradient_batch"], rest))
     if "curvature_batch" not in given:
         opt["curvature_batch"] = min(opt["curvature_batch"], opt["gradient_batch"])
@@ -256,4 +257,3 @@ def _source(spec: ModelSpec, arrays, split: str) -> ArraySource:
         raise DataError(f"{split}: no rows")
     _check_targets(spec, arrays, names, split)
     return ArraySource([a.astype(v.dtype, copy=False) for a, v in zip(arrays, variables)])
-

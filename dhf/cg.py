@@ -11,8 +11,9 @@ CG minimises the quadratic :math:`\phi(x) = \tfrac12 x^\top A x - b^\top x`.  Wi
 residual :math:`r = b - A x` this is :math:`\phi(x) = -\tfrac12 x^\top (r + b)`, which costs
 one dot product per iteration.
 
-Termination (Martens 2010, §4.4; Martens & Sutskever 2012, §20.4): stop at iteration
-:math:`i \ge` ``min_iters`` once :math:`i > k`, :math:`\phi_i < 0`, :math:`\phi_{i-k} < 0` and
+Termination (Martens 2010, §4.4; Martens & Sutskever 2012, §20.4): stop at
+iteration :math:`i \ge` ``min_iters`` once :math:`i > k`, :math:`\phi_i < 0`,
+:math:`\phi_{i-k} < 0` and
 
 .. math:: \frac{\phi_i - \phi_{i-k}}{\phi_i} < k \varepsilon,
           \qquad k = \max(10, \lceil 0.1\, i \rceil), \quad \varepsilon = 5\times10^{-4}.

@@ -83,7 +83,8 @@ def read_params(path: str | Path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found") from None
     except (OSError, KeyError) as err:
-        raise CheckpointError(f"{path}: not a readable dhf parameter file ({err})") from None
+        raise CheckpointError(
+            f"{path}: not a readable dhf parameter file ({err})") from None
 
 
 @contextlib.contextmanager

@@ -292,7 +292,8 @@ def _export(args) -> int:
     fmt = args.format or (suffix if suffix in ("npz", "json") else "npz")
     target = Path(args.out) if args.out else run / f"params.{fmt}"
     if target.suffix != f".{fmt}":
-        raise UserError(f"--out {target}: the file name must end in .{fmt} (--format {fmt})")
+        raise UserError(f"--out {target}: the file name must end in .{fmt} "
+                        f"(--format {fmt})")
     model = export.describe(run, params)
     with _writing(target):
         export.write(target, params, model)

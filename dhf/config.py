@@ -28,7 +28,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "seed": (1234, "seed of the generated data set"),
     },
     "data": {
-        "path": ("", "HDF5 data set (from dhf-data) to train on instead of generating [task]"),
+        "path": ("", "HDF5 data set (from dhf-data) to train on instead of generating "
+                     "[task]"),
         "fresh": (False, "generate new training sequences for every update (never reused; "
                          "task.n_train unused) instead of a fixed training set"),
     },
@@ -55,7 +56,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "name": ("hf", "optimiser: hf (Hessian-free), sgd or adam (first-order baselines)"),
         "max_updates": (100, "updates in the whole run, resumed ones included"),
         "gradient_batch": (5000, "sequences per gradient (global, over all ranks)"),
-        "curvature_batch": (1000, "sequences per Gv product, a subset of the gradient batch"),
+        "curvature_batch": (1000, "sequences per Gv product, a subset of the gradient "
+                                  "batch"),
         "backtrack_batch": (1000, "sequences for CG backtracking (and the line search when "
                                   "linesearch_batch = 0)"),
         "linesearch_batch": (0, "sequences for the line search, disjoint from the others "
@@ -111,17 +113,20 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
 }
 
 _RANGES = {
-    ("task", "T"): (1, None), ("task", "n_train"): (1, None), ("task", "n_valid"): (1, None),
+    ("task", "T"): (1, None), ("task", "n_train"): (1, None),
+    ("task", "n_valid"): (1, None),
     ("model", "hidden"): (1, None), ("model", "init_scale"): (0.0, None),
     ("model", "layers"): (1, None), ("model", "input_scale"): (0.0, None),
     ("model", "spectral_radius"): (0.0, None), ("model", "code"): (1, None),
     ("model", "h0_scale"): (0.0, None),
     ("optimizer", "max_updates"): (0, None), ("optimizer", "gradient_batch"): (1, None),
-    ("optimizer", "curvature_batch"): (1, None), ("optimizer", "backtrack_batch"): (1, None),
+    ("optimizer", "curvature_batch"): (1, None),
+    ("optimizer", "backtrack_batch"): (1, None),
     ("optimizer", "cg_min_iters"): (0, None), ("optimizer", "cg_max_iters"): (1, None),
     ("optimizer", "cg_tol"): (0.0, None), ("optimizer", "cg_decay"): (0.0, 1.0),
     ("optimizer", "init_damping"): (0.0, None), ("optimizer", "min_damping"): (0.0, None),
-    ("optimizer", "max_damping"): (0.0, None), ("optimizer", "structural_damping"): (0.0, None),
+    ("optimizer", "max_damping"): (0.0, None),
+    ("optimizer", "structural_damping"): (0.0, None),
     ("optimizer", "learning_rate"): (0.0, None), ("optimizer", "momentum"): (0.0, 1.0),
     ("optimizer", "clip_norm"): (0.0, None), ("optimizer", "sgd_batch"): (1, None),
     ("optimizer", "sgd_steps"): (1, None), ("optimizer", "linesearch_batch"): (0, None),
@@ -129,7 +134,8 @@ _RANGES = {
     ("optimizer", "adam_beta1"): (0.0, 1.0), ("optimizer", "adam_beta2"): (0.0, 1.0),
     ("optimizer", "adam_epsilon"): (0.0, None),
     ("run", "checkpoint_every"): (0, None), ("run", "valid_every"): (1, None),
-    ("run", "check_replicas_every"): (0, None), ("run", "max_minutes"): (0.0, None), ("run", "patience"): (0, None),
+    ("run", "check_replicas_every"): (0, None), ("run", "max_minutes"): (0.0, None),
+    ("run", "patience"): (0, None),
 }
 _CHOICES = {
     ("model", "cell"): ("tanh", "lstm"),
@@ -225,7 +231,8 @@ def merge(config: dict, values: dict, *, source: str) -> None:
     """Set ``values`` (nested dict from TOML) into ``config``, checking every key."""
     for section, keys in values.items():
         if section not in SCHEMA:
-            raise ConfigError(f"{source}: unknown section [{section}]{_suggest(section, SCHEMA)}")
+            raise ConfigError(f"{source}: unknown section [{section}]"
+                              f"{_suggest(section, SCHEMA)}")
         if not isinstance(keys, dict):
             raise ConfigError(f"{source}: [{section}] must be a table of keys")
         for key, value in keys.items():
@@ -244,7 +251,8 @@ def apply_override(config: dict, item: str) -> None:
     except tomllib.TOMLDecodeError:
         value = text.strip()
     if section not in SCHEMA:
-        raise ConfigError(f"--set {name}: unknown section {section!r}{_suggest(section, SCHEMA)}")
+        raise ConfigError(f"--set {name}: unknown section {section!r}"
+                          f"{_suggest(section, SCHEMA)}")
     config[section][key] = _coerce(section, key, value, "--set")
 
 
@@ -273,7 +281,8 @@ def validate(config: dict) -> None:
             raise ConfigError(f"{section}.{key} = {value!r} must be finite")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise ConfigError(f"{section}.{key} = {value!r} is out of range; must be {span}")
+            raise ConfigError(f"{section}.{key} = {value!r} is out of range; "
+                              f"must be {span}")
     for (section, key), choices in _CHOICES.items():
         if config[section][key] not in choices:
             raise ConfigError(f"{section}.{key} = {config[section][key]!r}; expected one "
@@ -283,8 +292,9 @@ def validate(config: dict) -> None:
                           f"data.path = {config['data']['path']!r} (set one of them)")
     opt = config["optimizer"]
     if opt["curvature_batch"] > opt["gradient_batch"]:
-        raise ConfigError(f"optimizer.curvature_batch = {opt['curvature_batch']} must be <= "
-                          f"optimizer.gradient_batch = {opt['gradient_batch']} (it is a subset)")
+        raise ConfigError(f"optimizer.curvature_batch = {opt['curvature_batch']} "
+                          f"must be <= optimizer.gradient_batch = {opt['gradient_batch']} "
+                          "(it is a subset)")
     if opt["cg_min_iters"] > opt["cg_max_iters"]:
         raise ConfigError(f"optimizer.cg_min_iters = {opt['cg_min_iters']} must be <= "
                           f"optimizer.cg_max_iters = {opt['cg_max_iters']}")

@@ -241,7 +241,8 @@ class HFOptimizer:
                                 np.zeros_like(x) if breakdown else x, update)
         else:  # keep θ, restart CG from zero, and (Martens) damp harder
             if cfg.boost_on_reject:
-                new_lam = damping.update_damping(lam, -math.inf, min_damping=cfg.min_damping,
+                new_lam = damping.update_damping(lam, -math.inf,
+                                                 min_damping=cfg.min_damping,
                                                  max_damping=cfg.max_damping)
             new_state = HFState(theta, new_lam, np.zeros_like(x), update)
         info = StepInfo(update, loss, rho, new_lam, cg_info.iters, cg_info.status,
@@ -274,7 +275,8 @@ class HFOptimizer:
         return new_state, StepInfo(update, loss, -math.inf, lam, 0, status, 0, 0.0, False,
                                    math.nan, time.perf_counter() - t0)
 
-    def evaluate(self, theta: np.ndarray, first_row: int, n_rows: int) -> tuple[float, float]:
+    def evaluate(self, theta: np.ndarray, first_row: int,
+                 n_rows: int) -> tuple[float, float]:
         return evaluate(self.worker, self.comm, theta, first_row, n_rows)
 
 

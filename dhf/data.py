@@ -83,8 +83,9 @@ class BatchSampler:
         rng = np.random.default_rng([self.seed, update])
         if not self.held_out:
             grad_rows = rng.choice(self.n_rows, gradient, replace=False)
-            parts = np.split(rng.permutation(grad_rows)[:curvature + backtrack + linesearch],
-                             [curvature, curvature + backtrack])
+            parts = np.split(
+                rng.permutation(grad_rows)[:curvature + backtrack + linesearch],
+                [curvature, curvature + backtrack])
             return Batches(np.sort(grad_rows), *map(np.sort, parts))
         rows = rng.choice(self.n_rows, gradient + backtrack + linesearch, replace=False)
         grad_rows = rows[:gradient]

@@ -40,7 +40,8 @@ class ArraySource:
         self.arrays = list(arrays)
         self.n_rows = len(self.arrays[0])
 
-    def read(self, rows: np.ndarray, fields: Sequence[int] | None = None) -> list[np.ndarray]:
+    def read(self, rows: np.ndarray,
+             fields: Sequence[int] | None = None) -> list[np.ndarray]:
         """The arrays' ``rows`` (only the arrays at positions ``fields``, if given)."""
         arrays = self.arrays if fields is None else [self.arrays[i] for i in fields]
         return [a[rows] for a in arrays]
@@ -72,7 +73,8 @@ class H5Source:
                 raise DataError(f"{self.path}: {d.name} has {len(d)} rows but "
                                 f"{self.datasets[0].name} has {self.n_rows}")
 
-    def read(self, rows: np.ndarray, fields: Sequence[int] | None = None) -> list[np.ndarray]:
+    def read(self, rows: np.ndarray,
+             fields: Sequence[int] | None = None) -> list[np.ndarray]:
         """The datasets' ``rows`` (only the datasets at positions ``fields``, if given)."""
         datasets = self.datasets if fields is None else [self.datasets[i] for i in fields]
         return self._read(datasets, np.asarray(rows, dtype=np.int64))
@@ -90,7 +92,8 @@ class H5Source:
         return found
 
     def _read(self, datasets, rows: np.ndarray) -> list[np.ndarray]:
-        """``rows`` (sorted) of ``datasets``: one slice when contiguous; damage is one line."""
+        """``rows`` (sorted) of ``datasets``: one slice when contiguous; damage is one
+        line."""
         if len(rows) == 0:
             return [np.zeros((0,) + d.shape[1:], d.dtype) for d in datasets]
         lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -99,8 +102,8 @@ class H5Source:
                 return [d[lo:hi] for d in datasets]
             return [d[rows] for d in datasets]
         except OSError as err:  # a truncated or damaged file
-            raise DataError(f"{self.path}: cannot read rows {lo}..{hi - 1} of /{self.split} "
-                            f"({str(err).split('(')[0].strip()})") from None
+            raise DataError(f"{self.path}: cannot read rows {lo}..{hi - 1} of "
+                            f"/{self.split} ({str(err).split('(')[0].strip()})") from None
 
 
 #: Generator keys end in a nonzero tag naming the split.  (numpy's SeedSequence reads
@@ -220,14 +223,16 @@ class StackedSource:
         """Some rows are generated when read (their lengths are not known in advance)."""
         return any(getattr(s, "on_demand", False) for s in self.sources)
 
-    def read(self, rows: np.ndarray, fields: Sequence[int] | None = None) -> list[np.ndarray]:
+    def read(self, rows: np.ndarray,
+             fields: Sequence[int] | None = None) -> list[np.ndarray]:
         rows = np.asarray(rows, dtype=np.int64)
         parts = []
         for src, lo, hi in zip(self.sources, self.offsets[:-1], self.offsets[1:]):
             mine = rows[(rows >= lo) & (rows < hi)] - lo
             if len(mine) or not parts:
                 parts.append(src.read(mine, fields))
-        return [np.concatenate(cols) for cols in zip(*parts)] if len(parts) > 1 else parts[0]
+        return ([np.concatenate(cols) for cols in zip(*parts)] if len(parts) > 1
+                else parts[0])
 
 
 def open_h5(path: Path):
@@ -239,8 +244,8 @@ def open_h5(path: Path):
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise DataError(f"{path}: not a readable HDF5 file ({str(err).split('(')[0].strip()})"
-                        ) from None
+        raise DataError(f"{path}: not a readable HDF5 file "
+                        f"({str(err).split('(')[0].strip()})") from None
     version = f.attrs.get("format_version")
     if version is not None and int(version) > FORMAT_VERSION:
         raise DataError(f"{path}: data format version {int(version)} is newer than this "

@@ -44,9 +44,10 @@ RECURRENT_TANH = ["layer k = 0, 1, ...: a^k_t = h^{k-1}_t @ W_in_k + b_k + h^k_{
                   "h^k_t = tanh(a^k_t)",
                   "s_t = h^K_t @ W_out + b_out  (every step; K the last layer)"]
 RECURRENT_LSTM = ["layer k: z_t = h^{k-1}_t @ W_in_k + b_k + h^k_{t-1} @ W_rec_k, the "
-                  "gates stacked [i, f, o, g] along the last axis (H each); h^{-1}_t = x_t, "
-                  "h^k_{-1} = h0_k, c^k_{-1} = 0",
-                  "i, f, o = sigmoid(z^i_t), sigmoid(z^f_t), sigmoid(z^o_t); g = tanh(z^g_t)",
+                  "gates stacked [i, f, o, g] along the last axis (H each); "
+                  "h^{-1}_t = x_t, h^k_{-1} = h0_k, c^k_{-1} = 0",
+                  "i, f, o = sigmoid(z^i_t), sigmoid(z^f_t), sigmoid(z^o_t); "
+                  "g = tanh(z^g_t)",
                   "c_t = f * c_{t-1} + i * g;  h^k_t = o * tanh(c_t)",
                   "s_t = h^K_t @ W_out + b_out  (every step; K the last layer)"]
 FEEDFORWARD = ["layers j = 1, 2, ...: h_j = f(sum over i -> j of h_i @ W_i_j + b_j), "

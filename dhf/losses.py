@@ -70,4 +70,3 @@ def hessian_product(name: str, s, u):
         p = pt.special.softmax(s, axis=-1)
         return p * u - p * pt.sum(p * u, axis=-1, keepdims=True)
     raise ValueError(f"no analytic Hessian for loss {name!r}")
-

@@ -4,8 +4,8 @@ Eight panels, runs overlaid: training loss (solid) and validation loss (dashed),
 validation error, against updates and against wall time since the run began (start-up
 included, so a slow first compile shows), λ, ρ, CG iterations and seconds per update
 (the ``hessianfree`` dataplotter's content, for several runs at once).  Each run is
-labelled with its directory and, from its ``config.toml``, its task and T.  matplotlib is an optional extra
-(``pip install 'dhf[plot]'``).
+labelled with its directory and, from its ``config.toml``, its task and T.  matplotlib is
+an optional extra (``pip install 'dhf[plot]'``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
-        raise UserError(f"{path}: not found; is {run_dir} a dhf-train run directory?") from None
+        raise UserError(f"{path}: not found; is {run_dir} a dhf-train run "
+                        "directory?") from None
     rows = []
     for number, line in enumerate(lines, 1):
         if line.strip():

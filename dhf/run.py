@@ -81,7 +81,8 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     # kept row of an earlier invocation left off.
     wall_before = on_root(comm, lambda: _wall_so_far(out)) if resume else 0.0
     logger.info("dhf: %s, %s, %d parameters, %d ranks, %s train / %d valid rows; "
-                "compiled in %.1fs", config["task"]["name"] if data is None else "own model",
+                "compiled in %.1fs",
+                config["task"]["name"] if data is None else "own model",
                 optimizer.name, theta0.size, comm.size,
                 "fresh" if getattr(train_rows, "on_demand", False) else n_train, n_valid,
                 worker.compile_seconds)
@@ -218,8 +219,10 @@ def check_batches(opt_cfg: dict, n_train: int, fresh: bool) -> list[int]:
     if not held_out and sizes[1] + sizes[2] + sizes[3] > sizes[0]:
         raise ConfigError(
             f"optimizer.curvature_batch + backtrack_batch + linesearch_batch = "
-            f"{sizes[1] + sizes[2] + sizes[3]} exceeds optimizer.gradient_batch = {sizes[0]}"
-            "; with optimizer.held_out = false they are disjoint rows of the gradient batch")
+            f"{sizes[1] + sizes[2] + sizes[3]} exceeds "
+            f"optimizer.gradient_batch = {sizes[0]}"
+            "; with optimizer.held_out = false they are disjoint rows of the gradient "
+            "batch")
     needed = sizes[0] + (sizes[2] + sizes[3] if held_out else 0)
     if not fresh and needed > n_train:
         keys = ("optimizer.gradient_batch + backtrack_batch + linesearch_batch"
@@ -271,7 +274,8 @@ def _check_fit(worker: Worker, theta: np.ndarray, config: dict, own_data: bool) 
 def _stop_reason(run_cfg: dict, update: int, valid_error, best: dict) -> str | None:
     """Why the run should end after this update, or None."""
     if valid_error is not None and valid_error <= run_cfg["stop_valid_error"]:
-        return f"solved: validation error {valid_error:.3g} <= {run_cfg['stop_valid_error']:.3g}"
+        return (f"solved: validation error {valid_error:.3g} <= "
+                f"{run_cfg['stop_valid_error']:.3g}")
     patience = run_cfg["patience"]
     if patience and valid_error is not None and update - best["update"] >= patience:
         return (f"early stopping: no better validation error in {patience} updates "

@@ -97,7 +97,8 @@ class SGDInfo(NamedTuple):
 
 
 class SGDOptimizer:
-    """Data-parallel momentum SGD with the interface of :class:`~dhf.coordinator.HFOptimizer`."""
+    """Data-parallel momentum SGD with the interface of
+    :class:`~dhf.coordinator.HFOptimizer`."""
 
     name = "sgd"
     State = SGDState
@@ -181,7 +182,8 @@ class SGDOptimizer:
         moments[0] = cfg.momentum * moments[0] - cfg.learning_rate * g
         return theta + moments[0]
 
-    def evaluate(self, theta: np.ndarray, first_row: int, n_rows: int) -> tuple[float, float]:
+    def evaluate(self, theta: np.ndarray, first_row: int,
+                 n_rows: int) -> tuple[float, float]:
         return evaluate(self.worker, self.comm, theta, first_row, n_rows)
 
 

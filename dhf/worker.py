@@ -108,7 +108,8 @@ class Worker:
         losses = spec.example_losses()
         loss_sum = pt.sum(losses).astype("float64")
         errors = spec.example_errors()
-        error_sum = (pt.sum(errors) if errors is not None else pt.constant(0.0)).astype("float64")
+        error_sum = (pt.sum(errors) if errors is not None
+                     else pt.constant(0.0)).astype("float64")
         self._eval_fn = self._function(data_vars, pt.stack([loss_sum, error_sum]))
 
         g = grad(pt.sum(losses), spec.params)
@@ -117,7 +118,8 @@ class Worker:
         v = pt.vector("v", dtype=self.dtype)
         weight = pt.scalar("structural_weight", dtype=self.dtype)
         tangents = [v[lo:hi].reshape(shape) for shape, lo, hi in
-                    zip(self.layout.shapes, self.layout.offsets[:-1], self.layout.offsets[1:])]
+                    zip(self.layout.shapes, self.layout.offsets[:-1],
+                        self.layout.offsets[1:])]
         structural = weight if spec.hidden else None
         build = spec.gauss_newton if self.explicit_gv else model_gauss_newton_product
         Gv = _flat(build(spec, tangents, structural))
@@ -143,7 +145,8 @@ class Worker:
         arrays = self.source.read(rows)
         if len(arrays) < len(self.spec.data_vars):
             raise DataError(f"the model needs {len(self.spec.data_vars)} data arrays "
-                            f"(inputs, targets{', mask' if self.spec.mask is not None else ''})"
+                            "(inputs, targets"
+                            f"{', mask' if self.spec.mask is not None else ''})"
                             f", the data has {len(arrays)}")
         return [np.asarray(a, dtype=v.dtype) for a, v in zip(arrays, self.spec.data_vars)]
 

@@ -93,7 +93,8 @@ def render_ms2011(name: str) -> str:
              "# The recipe of Sutskever's released HF-RNN code (barapa/HF-RNN), which is "
              "also",
              "# this task's recommended settings; the file lists it to say where each",
-             "# value comes from. Any T: --set task.T=... (lambda_0 follows the task's outputs).",
+             "# value comes from. Any T: --set task.T=... (lambda_0 follows the task's "
+             "outputs).",
              f"#   mpirun -n 2 dhf-train configs/ms2011/{name}.toml --out runs/{name}",
              "# Success: under 1 % of the 10,000 test sequences wrong (the release stops "
              "at 0.1 %).",

@@ -1,4 +1,5 @@
-"""dhf.activations.tanh: float32's rational form against NumPy's tanh, and its derivatives."""
+"""dhf.activations.tanh: float32's rational form against NumPy's tanh, and its
+derivatives."""
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -34,5 +35,6 @@ def test_float32_tanh_is_odd_and_monotone_to_within_its_error():
     a = np.linspace(0, 10, 100001).astype(np.float32)
     y, _, _ = _compile("float32")(np.concatenate([a, -a]), np.zeros(2 * a.size, np.float32))
     np.testing.assert_array_equal(y[:a.size], -y[a.size:])
-    # Each value within 3.5e-7 of the monotone tanh: neighbours can be out of order by 2x that.
+    # Each value within 3.5e-7 of the monotone tanh: neighbours can be out of order by 2x
+    # that.
     assert np.all(np.diff(y[:a.size]) >= -7e-7)

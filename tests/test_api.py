@@ -122,8 +122,9 @@ def test_callable_loss_and_abs_error():
     Y = X @ np.array([[1.0], [-2.0], [0.5]])
     # Curvature on the whole gradient batch and almost no damping: Newton's method on a
     # quadratic, exact in one update.
-    config = {**FAST, "optimizer": {**FAST["optimizer"], "init_damping": 1e-8, "min_damping": 1e-9,
-                                    "curvature_batch": 120, "max_updates": 2}}
+    config = {**FAST, "optimizer": {**FAST["optimizer"], "init_damping": 1e-8,
+                                    "min_damping": 1e-9, "curvature_batch": 120,
+                                    "max_updates": 2}}
     result = dhf.train(spec, train=(X, Y), valid=(X[:50], Y[:50]), config=config)
     np.testing.assert_allclose(result.params["W"].ravel(), [1.0, -2.0, 0.5], atol=1e-6)
     assert result.metrics[0]["rho"] == pytest.approx(1.0, abs=1e-6)
@@ -244,7 +245,8 @@ dhf.train(autoencoder(), train=binary_data(300), config=FAST, verbose={verbose})
 @pytest.mark.slow
 @pytest.mark.parametrize("ranks, basic, verbose, lines", [
     (1, False, True, 4), (1, False, False, 0), (2, True, True, 4), (2, True, False, 0)])
-def test_dhf_train_reports_progress_once_from_rank_0(tmp_path, ranks, basic, verbose, lines):
+def test_dhf_train_reports_progress_once_from_rank_0(tmp_path, ranks, basic, verbose,
+                                                     lines):
     """In a notebook dhf.train shows its updates by default; under mpirun only rank 0
     does, even with logging configured on every rank; verbose=False keeps it quiet."""
     import subprocess

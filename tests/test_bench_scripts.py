@@ -1,4 +1,5 @@
-"""The benchmark scripts still run (tiny sizes); their figures live in docs/benchmarks.md."""
+"""The benchmark scripts still run (tiny sizes); their figures live in
+docs/benchmarks.md."""
 import subprocess
 import sys
 from pathlib import Path

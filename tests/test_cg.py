@@ -19,7 +19,8 @@ def random_spd(rng, n, cond):
 
 
 def badly_scaled_spd(rng, n, scale):
-    """``D S D`` with S well-conditioned SPD and D spanning ``[1, scale]``: Jacobi's target."""
+    """``D S D`` with S well-conditioned SPD and D spanning ``[1, scale]``: Jacobi's
+    target."""
     s = random_spd(rng, n, 10.0)
     d = np.logspace(0.0, np.log10(scale), n)
     rng.shuffle(d)
@@ -365,7 +366,8 @@ def test_callback_sees_every_iteration():
     rng = np.random.default_rng(SEED)
     A, b = random_spd(rng, 20, 1e2), rng.standard_normal(20)
     seen = []
-    _, info = pcg(lambda v: A @ v, b, max_iters=12, callback=lambda i, f: seen.append((i, f)))
+    _, info = pcg(lambda v: A @ v, b, max_iters=12,
+                  callback=lambda i, f: seen.append((i, f)))
     assert seen == list(enumerate(info.phi))[1:]
 
 

@@ -38,7 +38,8 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(tiny_args("optimizer.max_updates=6") + ["--out", str(straight)]) == 0
     assert main(tiny_args("optimizer.max_updates=3") + ["--out", str(split)]) == 0
-    assert main(tiny_args("optimizer.max_updates=6") + ["--out", str(split), "--resume"]) == 0
+    assert main(tiny_args("optimizer.max_updates=6")
+                + ["--out", str(split), "--resume"]) == 0
     a, b = metrics(straight), metrics(split)
     assert [r["update"] for r in b] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
@@ -134,8 +135,10 @@ ANY_RANKS = {
     "default": tiny_args("optimizer.max_updates=5"),
     "masked": [a for item in ["task.name='addition'", "task.T=12", "task.n_train=900",
                               "task.n_valid=200", "data.fresh=false", "model.hidden=8",
-                              "optimizer.gradient_batch=400", "optimizer.curvature_batch=150",
-                              "optimizer.backtrack_batch=150", "optimizer.linesearch_batch=100",
+                              "optimizer.gradient_batch=400",
+                              "optimizer.curvature_batch=150",
+                              "optimizer.backtrack_batch=150",
+                              "optimizer.linesearch_batch=100",
                               "optimizer.cg_max_iters=40", "optimizer.max_updates=5",
                               "run.dtype='float64'", "run.stop_valid_error=-1.0"]
                for a in ("--set", item)],
@@ -324,7 +327,8 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys, command)
         "train-file": (lambda: main(tiny_args() + ["--out", str(a_file)]),
                        f"--out {a_file}: is a file, not a directory"),
         "train": (lambda: main(tiny_args() + ["--out", nowhere]),
-                  f"--out {nowhere}: cannot write the run there: No such file or directory"),
+                  f"--out {nowhere}: cannot write the run there: "
+                  "No such file or directory"),
         "data": (lambda: data_main(["memorization", "--out", nowhere + ".h5"]),
                  f"{nowhere}.h5: cannot write: No such file or directory"),
         "plot": (lambda: plot_main([str(run_dir), "--out", nowhere + ".png"]),
@@ -384,5 +388,6 @@ def test_progress_bar_follows_what_cg_does_and_shows_under_mpiexec_on_request(tm
                                                               "--progress", "on"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "CG:" in done.stderr and "it/s" in done.stderr
-    quiet = run_mpi(2, tiny_args("optimizer.max_updates=1") + ["--out", str(tmp_path / "q")])
+    quiet = run_mpi(2, tiny_args("optimizer.max_updates=1")
+                    + ["--out", str(tmp_path / "q")])
     assert "CG:" not in quiet.stderr  # no terminal here: auto draws nothing

@@ -21,7 +21,8 @@ def test_allreduce_scalars_and_bcast(comm):
 
 
 @pytest.mark.parametrize("bad", [np.zeros(3, np.float32), np.zeros((2, 2)), [1.0, 2.0],
-                                 np.zeros(6)[::2]], ids=["float32", "2d", "list", "strided"])
+                                 np.zeros(6)[::2]],
+                         ids=["float32", "2d", "list", "strided"])
 def test_allreduce_rejects_non_contiguous_float64(comm, bad):
     with pytest.raises(TypeError, match="1-D contiguous float64"):
         comm.allreduce_sum(bad)

@@ -25,13 +25,15 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     ("optimizer.cg_max_iter=3", "unknown key optimizer.cg_max_iter; did you mean "
                                 "optimizer.cg_max_iters?"),
     ("optimzer.cg_max_iters=3", "unknown section 'optimzer'; did you mean optimizer?"),
-    ("optimizer.cg_decay=1.5", "optimizer.cg_decay = 1.5 is out of range; must be in [0.0, 1.0]"),
+    ("optimizer.cg_decay=1.5",
+     "optimizer.cg_decay = 1.5 is out of range; must be in [0.0, 1.0]"),
     ("task.T=0", "task.T = 0 is out of range; must be >= 1"),
     ("task.T=abc", "task.T must be int, got 'abc'"),
     ("run.dtype=float16", "run.dtype = 'float16'; expected one of float64, float32"),
     ("optimizer.curvature_batch=6000", "must be <= optimizer.gradient_batch"),
     ("optimizer.max_updates", "expected SECTION.KEY=VALUE"),
-], ids=["typo-key", "typo-section", "range", "range-int", "type", "choice", "subset", "syntax"])
+], ids=["typo-key", "typo-section", "range", "range-int", "type", "choice", "subset",
+        "syntax"])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         config.load(None, [override])
@@ -61,7 +63,7 @@ def test_an_unknown_key_in_a_file_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("overrides,message", [
     (["data.fresh=true", "data.path='x.h5'"], "data.fresh = true generates the training "
-                                               "data; it cannot read data.path = 'x.h5'"),
+                                              "data; it cannot read data.path = 'x.h5'"),
     (["model.loss_average='step'"], "model.loss_average = 'step'; expected one of "
                                     "sequence, output"),
     (["optimizer.rho_model='exact'"], "optimizer.rho_model = 'exact'; expected one of "

@@ -94,9 +94,10 @@ def rnn_problem():
 def run_updates(worker, n_updates=3):
     cfg = HFConfig(init_damping=0.5, structural_damping=0.3, cg_max_iters=20)
     opt = HFOptimizer(worker, SerialComm(), cfg, BatchSampler(200, 120, 40, 50, seed=5))
-    state = opt.init(worker.layout.flatten([p.get_value() for p in worker.workers[0].spec.params]
-                                           if hasattr(worker, "workers") else
-                                           [p.get_value() for p in worker.spec.params]))
+    state = opt.init(worker.layout.flatten(
+        [p.get_value() for p in worker.workers[0].spec.params]
+        if hasattr(worker, "workers") else
+        [p.get_value() for p in worker.spec.params]))
     infos = []
     for _ in range(n_updates):
         state, info = opt.step(state)
@@ -110,7 +111,8 @@ def test_three_simulated_shards_give_the_full_batch_trajectory(rnn_problem):
     full_state, full = run_updates(Worker(spec, data))
     for p, v in zip(spec.params, theta0):
         p.set_value(v)
-    shard_state, sharded = run_updates(ShardedWorker([Worker(spec, data) for _ in range(3)]))
+    shard_state, sharded = run_updates(
+        ShardedWorker([Worker(spec, data) for _ in range(3)]))
     for a, b in zip(full, sharded):  # exact sums: the same bits, not just close
         assert a._replace(seconds=0.0) == b._replace(seconds=0.0)
     np.testing.assert_array_equal(shard_state.theta, full_state.theta)

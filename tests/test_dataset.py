@@ -41,7 +41,8 @@ def test_data_file_round_trip(data_file):
 
 
 def test_stacked_source_reads_across_the_boundary(data_file):
-    train, valid = dataset.H5Source(data_file, "train"), dataset.H5Source(data_file, "valid")
+    train, valid = (dataset.H5Source(data_file, "train"),
+                    dataset.H5Source(data_file, "valid"))
     both = dataset.StackedSource([train, valid])
     x, y = both.read(np.array([1, train.n_rows - 1, train.n_rows, train.n_rows + 5]))
     np.testing.assert_array_equal(x[2:], valid.read(np.array([0, 5]))[0])
@@ -59,7 +60,8 @@ def test_training_from_the_file_equals_training_from_the_generator(data_file, tm
 def write_h5(path, train_x, train_y, valid_rows=20, attrs=None):
     with h5py.File(path, "w") as f:
         for split, (x, y) in {"train": (train_x, train_y),
-                              "valid": (train_x[:valid_rows], train_y[:valid_rows])}.items():
+                              "valid": (train_x[:valid_rows],
+                                        train_y[:valid_rows])}.items():
             g = f.create_group(split)
             g["inputs"], g["targets"] = x, y
         f.attrs.update(attrs if attrs is not None else {"task": "memorization"})
@@ -76,9 +78,9 @@ def bad_files(tmp_path):
     write_h5(tmp_path / "nan.h5", nan_x, y)
     cases["nan-row"] = (tmp_path / "nan.h5", "/train/inputs row 417 holds NaN or Inf")
     write_h5(tmp_path / "shape.h5", np.zeros((600, 6, 2)), y)
-    cases["wrong-shape"] = (tmp_path / "shape.h5", "/train/inputs has rows of shape (6, 2); "
-                                                   "task memorization reads rows of shape "
-                                                   "(T, 1)")
+    cases["wrong-shape"] = (tmp_path / "shape.h5",
+                            "/train/inputs has rows of shape (6, 2); "
+                            "task memorization reads rows of shape (T, 1)")
     write_h5(tmp_path / "targets.h5", x, np.zeros((600, 2)))
     cases["wrong-targets"] = (tmp_path / "targets.h5", "/train/targets has rows of shape "
                                                        "(2,); task memorization reads rows "
@@ -87,14 +89,15 @@ def bad_files(tmp_path):
         f["train/inputs"], f["train/targets"] = x, y
         f["valid/inputs"], f["valid/targets"] = np.zeros((20, 5, 1)), y[:20]
         f.attrs["task"] = "memorization"
-    cases["split-lengths"] = (tmp_path / "lengths.h5", "/valid/inputs has rows of shape "
-                                                       "(5, 1) but /train/inputs has (6, 1)")
+    cases["split-lengths"] = (tmp_path / "lengths.h5",
+                              "/valid/inputs has rows of shape "
+                              "(5, 1) but /train/inputs has (6, 1)")
     write_h5(tmp_path / "params.h5", x, y, attrs={"task": "memorization",
-                                                   "task_params": "T = 6"})
+                                                  "task_params": "T = 6"})
     cases["task-params-not-json"] = (tmp_path / "params.h5",
                                      "attribute 'task_params' is not JSON")
     write_h5(tmp_path / "claims.h5", x, y, attrs={"task": "memorization",
-                                                   "task_params": '{"T": 30}'})
+                                                  "task_params": '{"T": 30}'})
     cases["task-params-T"] = (tmp_path / "claims.h5", "/train/inputs has rows of shape "
                                                       "(6, 1); task memorization with "
                                                       "T = 30 reads rows of shape (30, 1)")
@@ -106,7 +109,8 @@ def bad_files(tmp_path):
         f.attrs["task"] = "memorization"
     cases["missing-dataset"] = (tmp_path / "nodata.h5", "dataset /train/targets is missing")
     write_h5(tmp_path / "strings.h5", x, np.array([b"a"] * 600))
-    cases["wrong-dtype"] = (tmp_path / "strings.h5", "/train/targets must be a numeric dataset")
+    cases["wrong-dtype"] = (tmp_path / "strings.h5",
+                            "/train/targets must be a numeric dataset")
     write_h5(tmp_path / "few.h5", x, y, valid_rows=1)
     cases["fewer-rows-than-ranks"] = (tmp_path / "few.h5", "/valid has 1 rows, fewer than")
     good = tmp_path / "good.h5"
@@ -117,8 +121,8 @@ def bad_files(tmp_path):
     return cases
 
 
-@pytest.mark.parametrize("case", ["missing", "not-hdf5", "nan-row", "wrong-shape", "no-task",
-                                  "missing-dataset", "wrong-dtype", "truncated",
+@pytest.mark.parametrize("case", ["missing", "not-hdf5", "nan-row", "wrong-shape",
+                                  "no-task", "missing-dataset", "wrong-dtype", "truncated",
                                   "wrong-targets", "split-lengths", "task-params-not-json",
                                   "task-params-T"])
 def test_bad_data_files_give_one_line_errors(tmp_path, capsys, case):
@@ -187,7 +191,8 @@ def test_exported_equations_compute_the_model_s_output(tmp_path):
     target = tmp_path / "m.json"
     assert export_main([str(out), "--out", str(target)]) == 0
     exported = json.loads(target.read_text())
-    assert exported["model"]["equations"][0].startswith("a_t = x_t @ W_in + h_{t-1} @ W_rec")
+    assert exported["model"]["equations"][0].startswith(
+        "a_t = x_t @ W_in + h_{t-1} @ W_rec")
     p = {k: np.array(v) for k, v in exported["params"].items()}
     cfg = config.load(None, [a for a in tiny_args()[1::2]])
     x, y = tasks.generate_splits(cfg)["valid"][:2]
@@ -325,7 +330,8 @@ def test_dhf_data_keeps_an_existing_file_unless_forced(data_file, capsys):
         assert json.loads(f.attrs["task_params"])["T"] == 5
 
 
-def test_resume_on_regenerated_data_is_refused_and_the_run_kept(data_file, tmp_path, capsys):
+def test_resume_on_regenerated_data_is_refused_and_the_run_kept(data_file, tmp_path,
+                                                                capsys):
     out = tmp_path / "run"
     args = tiny_args(f"data.path={str(data_file)!r}", "optimizer.max_updates=1")
     assert main(args + ["--out", str(out)]) == 0

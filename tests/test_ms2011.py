@@ -36,8 +36,8 @@ def single_target_rows(rng, n_in=2):
 
 def dense_structural(spec, data, theta, weights_per_step):
     """``Σ_{i,t} w_{it} J_{a_{it}}ᵀ D_{it} J_{a_{it}}`` with ``D = 1 − tanh²(a)``,
-    ``J_a`` by central differences of a separately compiled function of the pre-activations, and the
-    weights ``w`` (N, T) given by the caller."""
+    ``J_a`` by central differences of a separately compiled function of the
+    pre-activations, and the weights ``w`` (N, T) given by the caller."""
     (a_var, _, _), = spec.hidden
     f = pytensor.function(spec.inputs, a_var, on_unused_input="ignore")
     set_theta(spec.params, theta)
@@ -295,7 +295,8 @@ def test_h0_starts_as_the_releases_sparsified_initial_state():
     values = {p.name: p.get_value() for p in spec.params}
     assert values["h0_0"].std() == pytest.approx(15 ** -0.5, rel=0.1)
     # The weights are those of a net without it: h0 is drawn after them.
-    plain = {p.name: p.get_value() for p in recurrent(2, [400], 1, mask=True, seed=1).params}
+    plain = {p.name: p.get_value()
+             for p in recurrent(2, [400], 1, mask=True, seed=1).params}
     assert not plain["h0_0"].any()
     for name in ("W_in_0", "W_rec_0", "W_out"):
         np.testing.assert_array_equal(values[name], plain[name])
@@ -305,7 +306,8 @@ def test_h0_starts_as_the_releases_sparsified_initial_state():
 
 @pytest.mark.parametrize("name, average", [
     ("addition", "output"), ("random_permutation", "output"),
-    ("noiseless_memorization_5bit", "sequence"), ("noiseless_memorization_20bit", "sequence")])
+    ("noiseless_memorization_5bit", "sequence"),
+    ("noiseless_memorization_20bit", "sequence")])
 def test_memorisations_average_their_loss_per_sequence(name, average):
     """dhf's one deliberate departure from the release's loss units: the memorisation
     problems average per sequence (the release's per-output average with its λ₀ stalls

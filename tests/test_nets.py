@@ -218,7 +218,8 @@ def test_gv_with_structural_damping_matches_dense_reference(case):
     weight = WEIGHT if recurrent_net else 0.0
     if recurrent_net:
         assert np.abs(case.S_ref).max() > 1e-3
-    dense = np.stack([case.worker.gv_sum(e, weight) for e in np.eye(case.theta.size)], axis=1)
+    dense = np.stack([case.worker.gv_sum(e, weight) for e in np.eye(case.theta.size)],
+                     axis=1)
     assert_close_to(dense, case.G_ref + weight * case.S_ref)
 
 
@@ -262,7 +263,7 @@ def test_mask_needs_every_step_output():
         recurrent(2, [3], 2, mask=True, output_steps="last")
 
 
-# -- shapes and parameters ------------------------------------------------------------------
+# -- shapes and parameters -----------------------------------------------------------------
 def test_output_shapes_and_parameter_counts(case):
     n, n_out = len(case.rows), case.spec.targets.ndim
     assert case.theta.size == sum(p.get_value().size for p in case.params)
@@ -348,7 +349,7 @@ def test_bad_arguments_are_user_errors():
         recurrent(2, [3], 2, rec_layers=[1])
 
 
-# -- initialisations ------------------------------------------------------------------------
+# -- initialisations -----------------------------------------------------------------------
 def _values(spec):
     return {p.name: p.get_value() for p in spec.params}
 
@@ -404,7 +405,8 @@ def test_orthogonal_is_orthogonal(shape):
 def test_spectral_radius_is_as_asked():
     W = init.sparse(np.random.default_rng(SEED), (40, 40))
     for rho in [0.5, 1.1]:
-        assert np.isclose(np.abs(np.linalg.eigvals(init.spectral_radius(W, rho))).max(), rho)
+        assert np.isclose(
+            np.abs(np.linalg.eigvals(init.spectral_radius(W, rho))).max(), rho)
     with pytest.raises(UserError, match="spectral radius is 0"):
         init.spectral_radius(np.triu(np.ones((3, 3)), 1), 1.1)
 
@@ -423,7 +425,8 @@ def test_recurrent_init_options():
     for gate in range(4):
         block = lstm["W_rec_0"][:, gate * H:(gate + 1) * H]
         assert np.isclose(np.abs(np.linalg.eigvals(block)).max(), 0.9)
-    np.testing.assert_array_equal(lstm["b_0"], np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)])
+    np.testing.assert_array_equal(lstm["b_0"],
+                                  np.r_[np.zeros(H), np.ones(H), np.zeros(2 * H)])
     assert not lstm["c0_0"].any() and not lstm["h0_0"].any()
 
 
@@ -439,7 +442,8 @@ def test_initialise_dispatcher():
     W = init.initialise(rng, (30, 10), {"name": "sparse", "n_connections": 4}, gain=2.0)
     assert ((W != 0).sum(axis=0) == 4).all()
     np.testing.assert_array_equal(
-        init.initialise(np.random.default_rng(1), (5, 5), {"name": "uniform", "scale": 0.2}),
+        init.initialise(np.random.default_rng(1), (5, 5),
+                        {"name": "uniform", "scale": 0.2}),
         init.uniform(np.random.default_rng(1), (5, 5), 0.2))
     with pytest.raises(UserError, match="unknown init 'he'"):
         init.initialise(rng, (3, 3), "he")

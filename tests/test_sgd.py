@@ -109,8 +109,8 @@ def test_dhf_train_adam_resumes_exactly(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(tiny_args(*args, "optimizer.max_updates=4") + ["--out", str(straight)]) == 0
     assert main(tiny_args(*args, "optimizer.max_updates=2") + ["--out", str(split)]) == 0
-    assert main(tiny_args(*args, "optimizer.max_updates=4") + ["--out", str(split),
-                                                                "--resume"]) == 0
+    assert main(tiny_args(*args, "optimizer.max_updates=4")
+                + ["--out", str(split), "--resume"]) == 0
     rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
             for d in (straight, split)]
     assert [r["loss"] for r in rows[0]] == [r["loss"] for r in rows[1]]
@@ -160,7 +160,8 @@ def test_dhf_train_sgd_resumes_exactly(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(sgd_args("optimizer.max_updates=4") + ["--out", str(straight)]) == 0
     assert main(sgd_args("optimizer.max_updates=2") + ["--out", str(split)]) == 0
-    assert main(sgd_args("optimizer.max_updates=4") + ["--out", str(split), "--resume"]) == 0
+    assert main(sgd_args("optimizer.max_updates=4")
+                + ["--out", str(split), "--resume"]) == 0
     rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
             for d in (straight, split)]
     assert [r["update"] for r in rows[1]] == [1, 2, 3, 4]

@@ -24,7 +24,8 @@ def test_resume_at_another_rank_count_follows_the_trajectory(tmp_path):
                    ).returncode == 0
     assert run_mpi(1, tiny_args("optimizer.max_updates=3") + ["--out", str(split)]
                    ).returncode == 0
-    done = run_mpi(2, tiny_args("optimizer.max_updates=6") + ["--out", str(split), "--resume"])
+    done = run_mpi(2, tiny_args("optimizer.max_updates=6")
+                   + ["--out", str(split), "--resume"])
     assert done.returncode == 0, done.stdout + done.stderr
     a, b = metrics(straight), metrics(split)
     assert [r["update"] for r in b] == list(range(1, 7))
@@ -101,8 +102,8 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_checkpoint(tmp_path
 def test_bad_data_under_two_ranks_stops_every_rank_in_one_line(tmp_path, case):
     path, message = bad_files(tmp_path)[case]
     t0 = time.monotonic()
-    done = run_mpi(2, tiny_args(f"data.path={str(path)!r}") + ["--out", str(tmp_path / "r")],
-                   timeout=120)
+    done = run_mpi(2, tiny_args(f"data.path={str(path)!r}")
+                   + ["--out", str(tmp_path / "r")], timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert time.monotonic() - t0 < 60
     # One line, from one rank, and no launcher banner: every rank met the same error.

@@ -64,7 +64,8 @@ def test_task_defaults_sit_under_the_users_settings(tmp_path):
 def test_random_permutation_is_judged_at_the_last_step_only():
     cfg = small("random_permutation")
     spec = tasks.get("random_permutation").build_model(cfg)
-    x, y, mask = tasks.get("random_permutation").generate(cfg["task"], 40, np.random.default_rng(0))
+    x, y, mask = tasks.get("random_permutation").generate(cfg["task"], 40,
+                                                          np.random.default_rng(0))
     worker = Worker(spec, ArraySource([x, y, mask]))
     theta = worker.layout.flatten([p.get_value() for p in spec.params])
     worker.set_theta(theta)
@@ -76,10 +77,12 @@ def test_random_permutation_is_judged_at_the_last_step_only():
     s = predict(x.astype(spec.inputs[0].dtype))
     y_last = y.astype(float).copy()
     y_last[:, -1] = np.eye(y.shape[-1])[s[:, -1].argmax(-1)]
-    _, errors, _ = Worker(spec, ArraySource([x, y_last, mask])).loss_sum(theta, np.arange(40))
+    _, errors, _ = Worker(spec, ArraySource([x, y_last, mask])).loss_sum(
+        theta, np.arange(40))
     assert errors == 0
     y_last[:, -1] = np.roll(y_last[:, -1], 1, axis=-1)  # now every last step is wrong
-    _, errors, _ = Worker(spec, ArraySource([x, y_last, mask])).loss_sum(theta, np.arange(40))
+    _, errors, _ = Worker(spec, ArraySource([x, y_last, mask])).loss_sum(
+        theta, np.arange(40))
     assert errors == 40
 
 

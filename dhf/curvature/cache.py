@@ -7,9 +7,9 @@ RNN, the layer activations of an MLP).  The worker computes them once per update
 compiles ``Gv`` as a function of them, so a CG iteration costs an R-forward and a backward
 pass instead of a full forward pass more.
 
-Cheap nodes on the frontier (shapes, transposes, fills, slices, elementwise maps) are recomputed
-from their own inputs rather than cached, so the cache holds only the arrays that cost
-work to make.
+Cheap nodes on the frontier (shapes, transposes, fills, slices, elementwise maps) are
+recomputed from their own inputs rather than cached, so the cache holds only the arrays
+that cost work to make.
 """
 from __future__ import annotations
 

@@ -13,5 +13,6 @@ import numpy as np
 
 def martens_preconditioner(sq_grad_mean: np.ndarray, damping: float,
                            exponent: float = 0.75) -> np.ndarray:
-    """The inverse diagonal :math:`M^{-1} = (\\bar{g^2} + \\lambda)^{-\\xi}` for :func:`dhf.cg.pcg`."""
+    """The inverse diagonal :math:`M^{-1} = (\\bar{g^2} + \\lambda)^{-\\xi}` for
+    :func:`dhf.cg.pcg`."""
     return (np.asarray(sq_grad_mean, dtype=np.float64) + damping) ** (-exponent)

@@ -1,4 +1,5 @@
-r"""The tanh RNN's two Gv recurrences as fused PyTensor Ops (the inner loops of the fast path).
+r"""The tanh RNN's two Gv recurrences as fused PyTensor Ops
+(the inner loops of the fast path).
 
 :func:`dhf.curvature.recurrent.tanh_rnn_gauss_newton` batches every product with a
 tangent or a weight gradient into one GEMM outside the loop; what is left is sequential:

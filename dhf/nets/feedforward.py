@@ -37,7 +37,8 @@ from dhf.errors import UserError
 from dhf.model import ModelSpec
 from dhf.nets.init import initialise
 
-#: Nonlinearities by name, each ``f(a)`` elementwise except ``softmax`` (over the last axis).
+#: Nonlinearities by name, each ``f(a)`` elementwise except ``softmax`` (over the last
+#: axis).
 NONLINEARITIES: dict[str, Callable] = {
     "linear": lambda a: a,
     "tanh": activations.tanh,

@@ -19,7 +19,8 @@ name            weights                                      default ``scale``
 ``orthogonal``  ``gain`` × a (semi-)orthogonal matrix         gain 1
 ==============  ===========================================  ==============================
 
-The recipes of the Hessian-free literature (``reference/distributed_anchors.md`` §2.2, §5.5):
+The recipes of the Hessian-free literature (``reference/distributed_anchors.md`` §2.2,
+§5.5):
 
 - **Martens (2010)**, deep autoencoders: sparse, 15 incoming connections per unit drawn from
   a *unit* Gaussian, biases 0: ``sparse(rng, shape, 15, scale=1.0)``.
@@ -59,7 +60,8 @@ N_CONNECTIONS = 15
 def _fan_in(shape) -> int:
     shape = tuple(shape)
     if len(shape) != 2:
-        raise ValueError(f"weight initialisers take a 2-D (fan_in, fan_out) shape, got {shape}")
+        raise ValueError("weight initialisers take a 2-D (fan_in, fan_out) shape, "
+                         f"got {shape}")
     return shape[0]
 
 
@@ -183,7 +185,8 @@ def parse(spec) -> tuple[Callable, dict]:
 
 def initialise(rng: np.random.Generator, shape, spec="gaussian", *, gain: float = 1.0,
                **options) -> np.ndarray:
-    """``gain × fn(rng, shape, **options)`` for the init named by ``spec`` (see :func:`parse`).
+    """``gain × fn(rng, shape, **options)`` for the init named by ``spec`` (see
+    :func:`parse`).
 
     ``options`` add to (and override) the spec's own keyword arguments; ``gain`` is the
     builders' ``init_scale``, a multiplier on top of the (fan-in normalised) scale.

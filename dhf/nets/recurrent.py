@@ -83,7 +83,8 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
               input_scale: float = 1.0, forget_bias: float = 1.0, seed: int = 0,
               loss_average: str = "sequence", h0_scale: float = 0.0,
               dtype: str = "float64") -> ModelSpec:
-    """A stack of recurrent (and feed-forward) tanh or LSTM layers; see the module docstring.
+    """A stack of recurrent (and feed-forward) tanh or LSTM layers; see the module
+    docstring.
 
     Parameters
     ----------
@@ -190,7 +191,7 @@ def valid_steps(mask):
     return pt.gt(seen_later, 0).astype(mask.dtype)
 
 
-# -- layers ---------------------------------------------------------------------------------
+# -- layers --------------------------------------------------------------------------------
 def _tanh_layer(rng, k, u, n_prev, H, in_gain, weights):
     """A tanh RNN layer over the sequence ``u`` (T, N, n_prev): ``(params, h, a)``."""
     dtype = weights["dtype"]
@@ -249,7 +250,7 @@ def _feedforward_layer(rng, k, u, n_prev, H, in_gain, weights):
     return [W_in, b], activations.tanh(pt.dot(u, W_in) + b)
 
 
-# -- initial values -------------------------------------------------------------------------
+# -- initial values ------------------------------------------------------------------------
 def _matrix(rng, shape, weights) -> np.ndarray:
     return inits.initialise(rng, shape, weights["spec"], gain=weights["gain"])
 
@@ -263,7 +264,7 @@ def _shared(value, name: str, dtype: str):
     return pytensor.shared(np.asarray(value, dtype=dtype), name=name)
 
 
-# -- validation -----------------------------------------------------------------------------
+# -- validation ----------------------------------------------------------------------------
 def _recurrent_layers(rec_layers, n_hidden: int) -> set[int]:
     if rec_layers is None:
         return set(range(n_hidden))

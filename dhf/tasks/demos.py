@@ -53,9 +53,10 @@ def _integrator(T: int, n: int, rng: np.random.Generator) -> list:
     Row ``i`` holds the constant ``c_i`` at every one of ``T`` steps (the demo's
     ``sig_len``, default 10), with ``c_i ~ U[0.1, 0.9)`` (the demo uses the fixed grid
     ``linspace(0.1, 0.9, n)`` of ``n_inputs = 15`` rows and tests on it; drawing ``c``
-    makes the validation rows new ones).  The target is ``y_t = c · t/(T − 1)`` (``outer(c, linspace(0, 1,
-    T))``): the integral of the input with step ``Δ = 1/(T − 1)`` from ``y_0 = 0``, i.e.
-    ``y_t = Δ Σ_{τ<t} x_τ`` — not the plain sum ``Σ_{τ≤t} x_τ`` the package's docs write.
+    makes the validation rows new ones).  The target is ``y_t = c · t/(T − 1)``
+    (``outer(c, linspace(0, 1, T))``): the integral of the input with step
+    ``Δ = 1/(T − 1)`` from ``y_0 = 0``, i.e. ``y_t = Δ Σ_{τ<t} x_τ`` — not the plain sum
+    ``Σ_{τ≤t} x_τ`` the package's docs write.
     Targets at every step (mask all 1), squared error; the demo trains
     ``RNNet([1, 10, 1])`` (logistic) with ``HessianFree(CG_iter=100)`` for 30 epochs and
     tests on the training data itself.

@@ -72,7 +72,8 @@ def main() -> None:
         start = time.time() + args.start_after
         procs = [subprocess.Popen([sys.executable, __file__, "--child", str(start)],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True, preexec_fn=lambda c=c: os.sched_setaffinity(0, {c}))
+                                  text=True,
+                                  preexec_fn=lambda c=c: os.sched_setaffinity(0, {c}))
                  for c in cores[:n]]
         results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         gv = sorted(r["gv"] for r in results)

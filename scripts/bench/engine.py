@@ -125,11 +125,12 @@ def main():
               f"{t['Gv_generic_naive'] / t['Gv_explicit']:.2f}")
     per_rank = {}
     for n in args.ranks:
-        out = subprocess.run([args.mpiexec, "-n", str(n), sys.executable, __file__, "--child",
-                              "--T", str(args.T), "--batch", str(args.batch),
+        out = subprocess.run([args.mpiexec, "-n", str(n), sys.executable, __file__,
+                              "--child", "--T", str(args.T), "--batch", str(args.batch),
                               "--updates", str(args.updates), "--dtype", args.dtype],
                              capture_output=True, text=True, check=True)
-        result = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+        result = json.loads([ln for ln in out.stdout.splitlines()
+                             if ln.startswith("{")][-1])
         per_rank[n] = float(np.median(result["update_seconds"]))
         print(f"  HF update ({result['cg_iters']} CG iters) at {n} rank(s): "
               f"{per_rank[n]:.2f} s  (updates: "

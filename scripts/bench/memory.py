@@ -18,7 +18,8 @@ import sys
 import tempfile
 
 BATCH = ["optimizer.gradient_batch=2000", "optimizer.curvature_batch=500",
-         "optimizer.backtrack_batch=500", "optimizer.max_updates=2", "optimizer.cg_max_iters=10",
+         "optimizer.backtrack_batch=500", "optimizer.max_updates=2",
+         "optimizer.cg_max_iters=10",
          "run.stop_valid_error=-1.0", "run.checkpoint_every=0", "task.T=50"]
 
 
@@ -34,8 +35,9 @@ def child(args: list[str]) -> None:
 
 def run(ranks: int, args: list[str]) -> float:
     bin_dir = os.path.dirname(sys.executable)
-    out = subprocess.run([os.path.join(bin_dir, "mpiexec"), "-n", str(ranks), sys.executable,
-                          __file__, "--child", *args], capture_output=True, text=True)
+    out = subprocess.run([os.path.join(bin_dir, "mpiexec"), "-n", str(ranks),
+                          sys.executable, __file__, "--child", *args],
+                         capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stdout + out.stderr)
     # Ranks share stderr, so their lines may interleave: match the numbers, not lines.
@@ -52,7 +54,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[20000, 80000, 320000])
     a = ap.parse_args()
     sets = [x for item in BATCH for x in ("--set", item)]
-    print(f"{a.ranks} ranks, T = 50, gradient batch 2000; peak RSS of the largest rank (MB)")
+    print(f"{a.ranks} ranks, T = 50, gradient batch 2000; "
+          "peak RSS of the largest rank (MB)")
     print(f"{'n_train':>8} {'file MB':>8} {'HDF5 (data.path)':>17} {'in memory':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.sizes:

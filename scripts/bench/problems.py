@@ -98,12 +98,14 @@ def _reached(r: dict, threshold: float) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| run | task | T | release T | optimiser | seed | < 1 % wrong: update (time, CG iters) | "
+    lines = ["| run | task | T | release T | optimiser | seed | "
+             "< 1 % wrong: update (time, CG iters) | "
              "≤ 0.1 %: update (time, CG iters) | best error | updates run (time) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: (r["task"], r["T"], r["opt"], r["run"])):
         best = "—" if r["best_error"] is None else f"{r['best_error']:.4f}"
-        lines.append(f"| {r['run']} | {r['task']} | {r['T']} | {r['release_T']} | {r['opt']} | {r['seed']} | "
+        lines.append(f"| {r['run']} | {r['task']} | {r['T']} | {r['release_T']} | "
+                     f"{r['opt']} | {r['seed']} | "
                      f"{_reached(r, THRESHOLDS[0])} | {_reached(r, THRESHOLDS[1])} | "
                      f"{best} | "
                      f"{r['updates']} ({r['seconds'] / 60:.1f} min) |")

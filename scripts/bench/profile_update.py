@@ -56,9 +56,10 @@ def main() -> None:
     for _ in range(args.updates):
         state, _ = opt.step(state)
     total = (time.perf_counter() - t0) / args.updates
-    print(f"HF update, {rows} rows, T=50, H=100, {args.dtype}, 60 CG iterations, one thread: "
-          f"{total:.2f} s")
-    print(f"  {'call':18s} {'per update':>10s} {'calls':>6s} {'per call':>9s} {'share':>6s}")
+    print(f"HF update, {rows} rows, T=50, H=100, {args.dtype}, 60 CG iterations, "
+          f"one thread: {total:.2f} s")
+    print(f"  {'call':18s} {'per update':>10s} {'calls':>6s} "
+          f"{'per call':>9s} {'share':>6s}")
     for name, what in CALLS.items():
         s, n = seconds[name] / args.updates, calls[name] / args.updates
         print(f"  {name:18s} {s:9.3f}s {n:6.0f} {1e3 * s / max(n, 1):7.1f}ms "

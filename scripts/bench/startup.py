@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["task.T=12", "task.n_train=400", "task.n_valid=100", "optimizer.gradient_batch=100",
-         "optimizer.curvature_batch=50", "optimizer.backtrack_batch=50",
+SMALL = ["task.T=12", "task.n_train=400", "task.n_valid=100",
+         "optimizer.gradient_batch=100", "optimizer.curvature_batch=50",
+         "optimizer.backtrack_batch=50",
          "optimizer.cg_max_iters=5", "optimizer.max_updates=1", "run.stop_valid_error=-1.0"]
 
 

@@ -41,7 +41,8 @@ opt = hf.opt.HessianFree(CG_iter=60, plotting=True)
 times = []
 for _ in range(updates + 1):
     t0 = time.perf_counter()
-    net.run_epochs(x, y, optimizer=opt, max_epochs=1, minibatch_size=batch, print_period=None)
+    net.run_epochs(x, y, optimizer=opt, max_epochs=1, minibatch_size=batch,
+                   print_period=None)
     times.append(time.perf_counter() - t0)
 print(json.dumps({"update_seconds": times[1:], "cg_iters": opt.plots["CG iterations"]}))
 """
