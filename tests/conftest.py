@@ -75,3 +75,12 @@ def tiny_args(*extra: str) -> list[str]:
     for item in TINY + list(extra):
         args += ["--set", item]
     return args
+
+
+#: The shortest T each problem's layout fits, written out from its definition: two
+#: marker windows and the end cue (6), the temporal orders' windows (4), a symbol and
+#: the one it returns to (2), K symbols, a cue and K recall steps (2K + 1).
+SHORTEST_T = {"addition": 6, "multiplication": 6, "xor": 6, "temporal_order_2bit": 4,
+              "temporal_order_3bit": 4, "random_permutation": 2,
+              "noiseless_memorization_5bit": 11, "noiseless_memorization_20bit": 21,
+              "adding": 2}

@@ -10,7 +10,7 @@ import pytest
 
 from dhf.cli import main
 from dhf.launcher import THREAD_VARIABLES
-from tests.conftest import ROOT, tiny_args, venv_bin
+from tests.conftest import ROOT, SHORTEST_T, tiny_args, venv_bin
 
 REQUIRED = {"update", "loss", "valid_loss", "valid_error", "rho", "damping", "cg_iters",
             "step_size", "seconds"}
@@ -269,14 +269,29 @@ def test_a_problem_parameter_it_cannot_lay_out_is_one_line_and_exit_2(tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_problem_parameter_error_under_mpiexec_is_one_line_and_exit_2(tmp_path):
-    done = run_mpi(2, ["--set", "task.name='noiseless_memorization_20bit'", "--set",
-                       "task.T=15", "--out", str(tmp_path / "run")], timeout=120)
+@pytest.mark.parametrize("name", sorted(SHORTEST_T))
+def test_a_problem_parameter_error_under_mpiexec_is_one_line_and_exit_2(tmp_path, name):
+    """Each problem's constraint, under mpiexec -n 2: one line, from rank 0, exit 2, no
+    launcher banner, nothing written."""
+    shortest = SHORTEST_T[name]
+    done = run_mpi(2, ["--set", f"task.name='{name}'", "--set", f"task.T={shortest - 1}",
+                       "--out", str(tmp_path / "run")], timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
-    assert lines == ["rank 0: error: task.T = 15 is too small for "
-                     "noiseless_memorization_20bit: must be >= 21"]
+    assert lines == [f"rank 0: error: task.T = {shortest - 1} is too small for {name}: "
+                     f"must be >= {shortest}"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_an_output_that_cannot_be_written_under_mpiexec_is_one_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("kept")
+    done = run_mpi(2, tiny_args() + ["--out", str(a_file)], timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
+    assert lines == [f"rank 0: error: --out {a_file}: is a file, not a directory"]
+    assert a_file.read_text() == "kept"
 
 
 def test_a_second_ctrl_c_stops_at_once():

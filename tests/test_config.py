@@ -3,6 +3,7 @@ import pytest
 
 from dhf import config
 from dhf.errors import ConfigError
+from tests.conftest import SHORTEST_T
 
 
 def test_defaults_then_file_then_set(tmp_path):
@@ -100,15 +101,6 @@ def test_a_fixed_set_too_small_for_the_batches_names_the_keys_and_the_way_out(tm
                                           r"linesearch_batch = 600 exceeds the 500 "
                                           r"training rows.*data.fresh = true"):
         run.train(cfg, SerialComm(), tmp_path / "r")
-
-
-#: The shortest T each problem's layout fits, written out from its definition: two
-#: marker windows and the end cue (6), the temporal orders' windows (4), a symbol and
-#: the one it returns to (2), K symbols, a cue and K recall steps (2K + 1).
-SHORTEST_T = {"addition": 6, "multiplication": 6, "xor": 6, "temporal_order_2bit": 4,
-              "temporal_order_3bit": 4, "random_permutation": 2,
-              "noiseless_memorization_5bit": 11, "noiseless_memorization_20bit": 21,
-              "adding": 2}
 
 
 @pytest.mark.parametrize("name", sorted(SHORTEST_T))
