@@ -3,7 +3,7 @@
 Public API (imported lazily, so ``import dhf`` stays cheap)::
 
     dhf.train, dhf.TrainResult                        train your own graph
-    dhf.ModelSpec, dhf.model.rnn, dhf.model.mlp     what to train
+    dhf.ModelSpec, dhf.nets.rnn, dhf.nets.mlp       what to train
     dhf.gauss_newton_product                          the symbolic Gv
     dhf.pcg, dhf.update_damping                       the pure numerical core
     dhf.HFOptimizer, dhf.HFConfig, dhf.HFState        the HF loop

@@ -47,7 +47,7 @@ import numpy as np
 
 from dhf import cg, damping, linesearch
 from dhf.comm import Communicator, allreduce_exact
-from dhf.config import default
+from dhf.schema import default
 from dhf.curvature import martens_preconditioner
 from dhf.data import BatchSampler
 from dhf.reduction import ExactSum, dot

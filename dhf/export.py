@@ -34,7 +34,7 @@ OUTPUT = {"squared_error": "y_hat = s",
           "sigmoid_xent": "y_hat = sigmoid(s)",
           "softmax_xent": "y_hat = softmax(s) over the last axis"}
 
-#: Equations by parameter-name family (dhf.model.rnn, dhf.nets.recurrent with tanh or
+#: Equations by parameter-name family (dhf.nets.rnn, dhf.nets.recurrent with tanh or
 #: LSTM layers, dhf.nets.feedforward).
 RNN = ["a_t = x_t @ W_in + h_{t-1} @ W_rec + b_h, with h_{-1} = h0",
        "h_t = tanh(a_t)",

@@ -19,7 +19,11 @@ reference for tests.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import pytensor.tensor as pt
+
+from dhf import activations
 
 LOSSES = ("squared_error", "sigmoid_xent", "softmax_xent")
 
@@ -70,3 +74,12 @@ def hessian_product(name: str, s, u):
         p = pt.special.softmax(s, axis=-1)
         return p * u - p * pt.sum(p * u, axis=-1, keepdims=True)
     raise ValueError(f"no analytic Hessian for loss {name!r}")
+
+
+#: Diagonal Hessian, in the pre-activation ``a``, of the matching loss of each hidden
+#: nonlinearity: what structural damping penalises (Martens & Sutskever 2011, §3.2).
+HIDDEN_CURVATURE: dict[str, Callable] = {
+    "tanh": lambda a: 1.0 - pt.sqr(activations.tanh(a)),
+    "logistic": lambda a: pt.sigmoid(a) * (1.0 - pt.sigmoid(a)),
+    "linear": lambda a: pt.ones_like(a),
+}

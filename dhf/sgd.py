@@ -40,7 +40,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dhf.comm import Communicator, allreduce_exact
-from dhf.config import default
+from dhf.schema import default
 from dhf.coordinator import StopRequested, evaluate
 from dhf.data import fresh_minibatch, minibatch
 from dhf.reduction import ExactSum, dot

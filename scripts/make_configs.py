@@ -134,8 +134,8 @@ def reference() -> str:
     for section, keys in config_mod.SCHEMA.items():
         lines += [f"## [{section}]", "", "| key | default | meaning |", "|---|---|---|"]
         for key, (default, text) in keys.items():
-            choices = config_mod._CHOICES.get((section, key))
-            bounds = config_mod._RANGES.get((section, key))
+            choices = config_mod.CHOICES.get((section, key))
+            bounds = config_mod.RANGES.get((section, key))
             extra = f" One of: {', '.join(map(str, choices))}." if choices else ""
             if bounds:
                 lo, hi = bounds

@@ -181,8 +181,8 @@ def test_the_documented_names_are_reachable_from_a_bare_import():
     import subprocess
     import sys
 
-    names = ["dhf.nets.feedforward", "dhf.nets.recurrent", "dhf.nets.init", "dhf.model.rnn",
-             "dhf.model.mlp", "dhf.losses", "dhf.tasks.TASKS", "dhf.train", "dhf.ModelSpec"]
+    names = ["dhf.nets.feedforward", "dhf.nets.recurrent", "dhf.nets.init", "dhf.nets.rnn",
+             "dhf.nets.mlp", "dhf.losses", "dhf.tasks.TASKS", "dhf.train", "dhf.ModelSpec"]
     done = subprocess.run([sys.executable, "-c", "import dhf; " + "; ".join(names)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

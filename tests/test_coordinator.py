@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from dhf import model
+from dhf import nets
 from dhf.comm import SerialComm
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler, shard_bounds
@@ -20,7 +20,7 @@ def linear_problem():
     X = rng.normal(size=(N, D))
     w_true, b_true = rng.normal(size=(D, 1)), rng.normal(size=1)
     y = X @ w_true + b_true
-    spec = model.mlp([D, 1], loss="squared_error", seed=1)
+    spec = nets.mlp([D, 1], loss="squared_error", seed=1)
     return spec, [X, y], np.concatenate([w_true.ravel(), b_true])
 
 
@@ -87,7 +87,7 @@ class ShardedWorker:
 def rnn_problem():
     rng = np.random.default_rng(666)
     x = rng.integers(0, 2, size=(200, 5, 1)).astype(float)
-    spec = model.rnn(1, 6, 1, seed=2)
+    spec = nets.rnn(1, 6, 1, seed=2)
     return spec, [x, x[:, 0, :].copy()]
 
 

@@ -6,7 +6,7 @@ Allreduced so that all ranks pass or fail together.
 import numpy as np
 import pytest
 
-from dhf import model
+from dhf import nets
 from dhf.comm import SerialComm
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.mpi
 def trajectory(comm, n_updates=3):
     rng = np.random.default_rng(666)
     x = rng.integers(0, 2, size=(300, 5, 1)).astype(float)
-    spec = model.rnn(1, 6, 1, seed=4)
+    spec = nets.rnn(1, 6, 1, seed=4)
     worker = Worker(spec, [x, x[:, 0, :].copy()])
     cfg = HFConfig(init_damping=0.5, structural_damping=0.5, cg_max_iters=25)
     opt = HFOptimizer(worker, comm, cfg, BatchSampler(300, 150, 60, 60, seed=9))

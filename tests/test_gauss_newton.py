@@ -11,7 +11,7 @@ import pytest
 
 from dhf import losses
 from dhf.curvature import gauss_newton_product
-from dhf.model import mlp, rnn
+from dhf.nets import mlp, rnn
 from dhf.worker import Worker
 
 SEED = 666

@@ -20,7 +20,8 @@ SEED = 666
 N, T = 4, 4
 WEIGHT = 0.7  # λμ, the structural-damping weight handed to gv_sum
 
-#: numpy curvature of each hidden nonlinearity's matching loss (dhf.model.HIDDEN_CURVATURE).
+#: numpy curvature of each hidden nonlinearity's matching loss
+#: (dhf.losses.HIDDEN_CURVATURE).
 CURVATURE = {
     "tanh": lambda a: 1.0 - np.tanh(a) ** 2,
     "logistic": lambda a: (1 / (1 + np.exp(-a))) * (1 - 1 / (1 + np.exp(-a))),

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from dhf import model
+from dhf import nets
 from dhf.cli import main
 from dhf.comm import SerialComm
 from dhf.data import minibatch
@@ -19,7 +19,7 @@ def linear_problem():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(N, 3))
     Y = X @ rng.normal(size=(3, 2)) + 0.1 * rng.normal(size=(N, 2))
-    spec = model.mlp([3, 2], seed=1)  # s = x W0 + b0, loss ½‖s − y‖²
+    spec = nets.mlp([3, 2], seed=1)  # s = x W0 + b0, loss ½‖s − y‖²
     return spec, X, Y
 
 

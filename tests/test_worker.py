@@ -5,7 +5,8 @@ import pytensor.tensor as pt
 import pytest
 
 from dhf.errors import UserError
-from dhf.model import ModelSpec, mlp, rnn
+from dhf.model import ModelSpec
+from dhf.nets import mlp, rnn
 from dhf.worker import Worker
 
 SEED = 666

@@ -15,6 +15,8 @@ from typing import Sequence
 import pytensor.tensor as pt
 from pytensor.gradient import grad, pullback, pushforward
 
+from dhf.losses import HIDDEN_CURVATURE
+
 
 def gauss_newton_product(loss, output, params: Sequence, tangents: Sequence) -> list:
     """Symbolic :math:`J^\\top H_L J v`, one variable per parameter.
@@ -26,7 +28,8 @@ def gauss_newton_product(loss, output, params: Sequence, tangents: Sequence) -> 
     params : variables (usually shared) the Jacobian is taken with respect to.
     tangents : one variable per parameter, same shapes: the ``v`` in ``Gv``.
     """
-    return _gn([output], [lambda Jv: _hessian_product(loss, output, Jv)], params, tangents)
+    return _gn([output], [lambda Jv: loss_hessian_product(loss, output, Jv)], params,
+               tangents)
 
 
 def model_gauss_newton_product(spec, tangents: Sequence, structural_weight=None) -> list:
@@ -37,11 +40,9 @@ def model_gauss_newton_product(spec, tangents: Sequence, structural_weight=None)
     Hessian of the matching loss of each hidden nonlinearity in its pre-activation ``a``.
     The loss and the damping share one forward (R-op) pass and one pullback.
     """
-    from dhf.model import HIDDEN_CURVATURE
-
     loss = pt.sum(spec.example_losses())
     outputs = [spec.output]
-    hessians = [lambda Jv: _hessian_product(loss, spec.output, Jv)]
+    hessians = [lambda Jv: loss_hessian_product(loss, spec.output, Jv)]
     if structural_weight is not None:
         for a, nonlinearity, weights in spec.hidden:
             d = HIDDEN_CURVATURE[nonlinearity](a)
@@ -58,6 +59,7 @@ def _gn(outputs, hessian_fns, params, tangents) -> list:
     return pullback(outputs, list(params), HJv)
 
 
-def _hessian_product(loss, output, u):
-    """:math:`H_L u` by differentiating :math:`\\partial L / \\partial s` once more."""
+def loss_hessian_product(loss, output, u):
+    """:math:`H_L u`, the loss's Hessian in ``output`` times ``u``, by differentiating
+    :math:`\\partial L / \\partial s` once more (the explicit recurrences use it too)."""
     return pullback(grad(loss, output), output, u)

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import pytensor.tensor as pt
 
-from dhf.curvature.gauss_newton import _hessian_product
+from dhf.curvature.gauss_newton import loss_hessian_product
 from dhf.curvature.tanh_recurrence import tanh_backward, tanh_r_forward
 
 
 def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -> list:
-    """``Gv`` for :func:`dhf.model.rnn`, summed over the batch.
+    """``Gv`` for :func:`dhf.nets.rnn`, summed over the batch.
 
     ``parts`` holds the builder's symbolic pieces: ``x`` (N, T, I), ``h`` (T, N, H) the
     hidden states, ``h_init`` (N, H), ``W_rec``, ``W_out`` and ``output_steps``.
@@ -53,7 +53,7 @@ def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -
     else:
         Rs = (pt.dot(d * Ra, W_out) + pt.dot(h, V_out) + V_bout).dimshuffle(1, 0, 2)
     loss = pt.sum(spec.example_losses())
-    u = _hessian_product(loss, spec.output, Rs)  # H_L R s, same shape as s
+    u = loss_hessian_product(loss, spec.output, Rs)  # H_L R s, same shape as s
 
     # Backward: the output cotangent on h, then one GEMM per step with W_recᵀ.  Read out
     # at the last step only, the cotangent enters as the recurrence's initial value.

@@ -173,7 +173,7 @@ def recurrent(n_in: int, hidden: Sequence[int] | int, n_out: int, *,
         y = pt.tensor3("y", dtype=dtype)
     explicit = None
     if cell == "tanh" and len(hidden) == 1 and 0 in rec:
-        # One tanh RNN layer: dhf.model.rnn's structure, so its explicit Gv recurrences
+        # One tanh RNN layer: dhf.nets.rnn's structure, so its explicit Gv recurrences
         # (the fast path, masks included) apply.
         W_rec, h0 = params[1], params[3]
         parts = dict(x=x, h=h, h_init=pt.alloc(h0, x.shape[0], hidden[0]), W_rec=W_rec,

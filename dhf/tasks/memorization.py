@@ -25,13 +25,13 @@ def generate(params: dict, n: int, rng: np.random.Generator, first_row: int = 0
 def build_model(config: dict):
     """theano-hf's net (one tanh layer, weights U(-init_scale, init_scale), explicit fast
     Gv) unless ``[model]`` asks for another cell, depth or init."""
-    from dhf import model, nets
+    from dhf import nets
 
     m, run = config["model"], config["run"]
     if (m["cell"] == "tanh" and m["layers"] == 1 and m["init"] == "uniform"
             and m["input_scale"] == 1.0 and not m["spectral_radius"]):
-        return model.rnn(1, m["hidden"], 1, loss="sigmoid_xent", output_steps="last",
-                         init_scale=m["init_scale"], seed=run["seed"], dtype=run["dtype"])
+        return nets.rnn(1, m["hidden"], 1, loss="sigmoid_xent", output_steps="last",
+                        init_scale=m["init_scale"], seed=run["seed"], dtype=run["dtype"])
     return nets.recurrent(1, [m["hidden"]] * m["layers"], 1, cell=m["cell"],
                           output_steps="last", loss="sigmoid_xent", init=m["init"],
                           init_scale=m["init_scale"], input_scale=m["input_scale"],

@@ -27,12 +27,12 @@ import numpy as np  # noqa: E402
 
 
 def build(T, batch, dtype="float64", **worker_options):
-    from dhf import model
+    from dhf import nets
     from dhf.worker import Worker
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2, size=(3 * batch, T, 1)).astype(np.float64)
-    spec = model.rnn(1, 100, 1, seed=0, dtype=dtype)
+    spec = nets.rnn(1, 100, 1, seed=0, dtype=dtype)
     return spec, Worker(spec, [x, x[:, 0, :].copy()], **worker_options)
 
 
