@@ -50,6 +50,7 @@ from dhf.comm import Communicator, allreduce_exact
 from dhf.schema import default
 from dhf.curvature import martens_preconditioner
 from dhf.data import BatchSampler
+from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop
 from dhf.reduction import ExactSum, dot
 from dhf.worker import Worker
 
@@ -123,17 +124,14 @@ class StepInfo(NamedTuple):
                 "held_out_loss": self.loss_after}
 
 
-class StopRequested(Exception):
-    """Some rank asked to stop (a signal); raised on every rank at the same point."""
-
-
 class HFOptimizer:
-    """Data-parallel HF: ``worker`` computes sums over this rank's rows, ``comm`` adds them.
+    """Data-parallel HF (an :class:`~dhf.optimizer.Optimizer`): ``worker`` computes sums
+    over this rank's rows, ``comm`` adds them.
 
     ``should_stop`` is polled at the update's first reduction and at every CG iteration:
     its value rides in the buffers already being reduced, so when any rank wants to stop,
-    every rank raises :class:`StopRequested` at the same point and the update in progress
-    is abandoned.
+    every rank raises :class:`~dhf.optimizer.StopRequested` at the same point and the
+    update in progress is abandoned.
     """
 
     name = "hf"
@@ -145,17 +143,11 @@ class HFOptimizer:
         self.should_stop = should_stop or (lambda: False)
 
     def _reduce(self, *sums: ExactSum) -> np.ndarray:
-        """Sum ``sums`` (concatenated) over ranks, exactly, with this rank's stop flag;
-        stop if any rank asks."""
-        total, (stop,) = allreduce_exact(self.comm, ExactSum.join(*sums),
-                                         float(self.should_stop()))
-        if stop:
-            raise StopRequested()
-        return total
+        return reduce_or_stop(self.comm, self.should_stop, *sums)
 
     def init(self, theta0: np.ndarray) -> HFState:
         """The starting state, with rank 0's θ broadcast to all ranks."""
-        theta = np.asarray(self.comm.bcast(np.asarray(theta0, np.float64)), np.float64)
+        theta = broadcast_theta(self.comm, theta0)
         return HFState(theta, self.config.init_damping, np.zeros_like(theta))
 
     def _local(self, rows: np.ndarray) -> list[np.ndarray]:
@@ -278,13 +270,3 @@ class HFOptimizer:
     def evaluate(self, theta: np.ndarray, first_row: int,
                  n_rows: int) -> tuple[float, float]:
         return evaluate(self.worker, self.comm, theta, first_row, n_rows)
-
-
-def evaluate(worker: Worker, comm: Communicator, theta: np.ndarray, first_row: int,
-             n_rows: int) -> tuple[float, float]:
-    """Mean loss and error rate over rows ``[first_row, first_row + n_rows)``, split over
-    ranks in the batch's global chunks and summed exactly."""
-    mine = worker.shard(np.arange(first_row, first_row + n_rows), comm.rank, comm.size)
-    (loss, errors, count), _ = allreduce_exact(comm, ExactSum.of(
-        worker.loss_chunks(theta, mine), 3))
-    return loss / count, errors / count

@@ -21,7 +21,8 @@ import numpy as np
 from dhf import checkpoint, dataset, tasks
 from dhf.comm import Communicator, check_replicas, on_every_rank, on_root
 from dhf.config import read_toml, to_toml
-from dhf.coordinator import HFConfig, HFOptimizer, StopRequested
+from dhf.coordinator import HFConfig, HFOptimizer
+from dhf.optimizer import StopRequested
 from dhf.data import BatchSampler, FreshSampler, shard_bounds
 from dhf.dataset import ArraySource, FreshSource, StackedSource, fresh_block
 from dhf.errors import CheckpointError, ConfigError, DataError, UserError
@@ -289,7 +290,7 @@ def load_data(config: dict, comm: Communicator):
     path = config["data"]["path"]
     if config["data"]["fresh"]:
         task_cfg, task = config["task"], tasks.get(config["task"]["name"])
-        if not hasattr(task, "generate"):
+        if not isinstance(task, tasks.GeneratedTask):
             raise ConfigError(f"data.fresh = true needs a task that generates its data; "
                               f"task {task_cfg['name']!r} has a fixed data set")
         opt = config["optimizer"]
@@ -332,7 +333,7 @@ def _check_shapes(path, task_cfg: dict, file_says_T: bool, sources) -> None:
     a row the task generates (its width always; its length too when the file's
     ``task_params`` state T), and the splits agree with each other."""
     task = tasks.get(task_cfg["name"])
-    if not hasattr(task, "generate"):
+    if not isinstance(task, tasks.GeneratedTask):
         return
     try:
         want = [a.shape[1:] for a in task.generate(task_cfg, 1, np.random.default_rng(0))]

@@ -39,9 +39,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from dhf.comm import Communicator, allreduce_exact
+from dhf.comm import Communicator
 from dhf.schema import default
-from dhf.coordinator import StopRequested, evaluate
+from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop
 from dhf.data import fresh_minibatch, minibatch
 from dhf.reduction import ExactSum, dot
 from dhf.worker import Worker
@@ -97,7 +97,7 @@ class SGDInfo(NamedTuple):
 
 
 class SGDOptimizer:
-    """Data-parallel momentum SGD with the interface of
+    """Data-parallel momentum SGD, an :class:`~dhf.optimizer.Optimizer` like
     :class:`~dhf.coordinator.HFOptimizer`."""
 
     name = "sgd"
@@ -111,7 +111,7 @@ class SGDOptimizer:
         self.should_stop = should_stop or (lambda: False)
 
     def init(self, theta0: np.ndarray) -> SGDState:
-        theta = np.asarray(self.comm.bcast(np.asarray(theta0, np.float64)), np.float64)
+        theta = broadcast_theta(self.comm, theta0)
         return self._state(theta, [np.zeros_like(theta) for _ in self._moments], 0, 0)
 
     def _state(self, theta, moments, update: int, step: int):
@@ -135,11 +135,8 @@ class SGDOptimizer:
         """Global mean gradient and loss over ``rows`` (global indices)."""
         mine = self.worker.shard(rows, self.comm.rank, self.comm.size)
         P = theta.size
-        buf, (stop,) = allreduce_exact(
-            self.comm, ExactSum.of(self.worker.grad_chunks(theta, mine), P + 2),
-            float(self.should_stop()))
-        if stop:
-            raise StopRequested()
+        buf = reduce_or_stop(self.comm, self.should_stop,
+                             ExactSum.of(self.worker.grad_chunks(theta, mine), P + 2))
         return buf[:P] / buf[P + 1], buf[P] / buf[P + 1]
 
     def step(self, state, on_iter: Callable[[int, float], None] | None = None):

@@ -14,7 +14,7 @@ LAYERS = [
     {"model"},
     {"curvature"},
     {"nets", "worker"},
-    {"coordinator", "sgd"},
+    {"optimizer", "coordinator", "sgd"},
     {"tasks", "config", "run", "export"},
     {"api", "cli"},
 ]

@@ -138,3 +138,28 @@ def test_memorization_takes_the_general_net_when_asked_for_its_options():
     assert [p.name for p in fast.params][:2] == ["W_in", "W_rec"]
     W_rec = {p.name: p for p in general.params}["W_rec_0"].get_value()
     assert np.max(np.abs(np.linalg.eigvals(W_rec))) == pytest.approx(1.1)
+
+
+def test_every_task_has_one_of_the_two_written_shapes():
+    """dhf.tasks.base's interfaces, not hasattr: each built-in task is a Task that either
+    generates its data or holds a fixed set."""
+    from dhf.tasks.base import FixedTask, GeneratedTask, Task
+
+    for name, task in tasks.TASKS.items():
+        assert isinstance(task, Task), name
+        assert isinstance(task, GeneratedTask) != isinstance(task, FixedTask), name
+
+
+def test_the_optimisers_are_what_run_drives():
+    from dhf.comm import SerialComm
+    from dhf.nets import mlp
+    from dhf.optimizer import Optimizer
+    from dhf.run import make_optimizer
+
+    worker = Worker(mlp([2, 1]), [np.zeros((300, 2)), np.zeros((300, 1))])
+    for name in ("hf", "sgd", "adam"):
+        cfg = config_mod.load(None, [f"optimizer.name='{name}'",
+                                     "optimizer.gradient_batch=100",
+                                     "optimizer.curvature_batch=50",
+                                     "optimizer.backtrack_batch=50"])
+        assert isinstance(make_optimizer(cfg, worker, SerialComm(), 300), Optimizer), name

@@ -25,6 +25,7 @@ import numpy as np
 from dhf.dataset import TEST_TAG, VALID_TAG, generate_blocks
 from dhf.errors import ConfigError
 from dhf.tasks import demos, digits, memorization, pathological, plant
+from dhf.tasks.base import FixedTask, GeneratedTask, Task  # noqa: F401 (the interfaces)
 from dhf.tasks.problem import ProblemTask
 
 #: Martens & Sutskever's recipe, as Sutskever's released HF-RNN code ran it
@@ -175,7 +176,7 @@ def generate_splits(config: dict, test: bool = False, train: bool = True
     """
     task_cfg = config["task"]
     task = get(task_cfg["name"])
-    if hasattr(task, "splits"):
+    if isinstance(task, FixedTask):
         return task.splits(task_cfg, test)
     if not train:
         def split(tag):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+name = "memorization"
 #: The global defaults of dhf.config are this task's settings (it is the default job).
 defaults: dict = {}
 

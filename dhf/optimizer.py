@@ -1,0 +1,69 @@
+"""What every optimiser is (HF, and the SGD and Adam baselines), and the three things they
+share: the starting θ broadcast from rank 0, the exact sum of a batch's chunk results
+with the stop flag riding along, and the validation pass.
+
+:mod:`dhf.run` drives any :class:`Optimizer`: it builds the state with :meth:`init` (or
+from a checkpoint, through ``State``'s fields), calls :meth:`step` once an update, and
+:meth:`evaluate` on the validation rows.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from dhf.comm import Communicator, allreduce_exact
+from dhf.reduction import ExactSum
+from dhf.worker import Worker
+
+
+class StopRequested(Exception):
+    """Some rank asked to stop (a signal); raised on every rank at the same point."""
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """An optimiser as :mod:`dhf.run` uses it.
+
+    ``State`` is a dataclass whose fields are the optimiser's whole state (``theta``,
+    ``update`` and its own arrays and scalars): the checkpoint stores them by name.
+    ``step`` returns the new state and an info object whose ``metrics()`` is the update's
+    row of ``metrics.jsonl``; it raises :class:`StopRequested` on every rank at once when
+    a stop was asked for.
+    """
+
+    name: str
+    State: type
+
+    def init(self, theta0: np.ndarray) -> Any: ...
+
+    def step(self, state: Any, on_iter: Callable[[int, float], None] | None = None
+             ) -> tuple[Any, Any]: ...
+
+    def evaluate(self, theta: np.ndarray, first_row: int, n_rows: int
+                 ) -> tuple[float, float]: ...
+
+
+def broadcast_theta(comm: Communicator, theta0: np.ndarray) -> np.ndarray:
+    """Rank 0's starting θ, as float64, on every rank."""
+    return np.asarray(comm.bcast(np.asarray(theta0, np.float64)), np.float64)
+
+
+def reduce_or_stop(comm: Communicator, should_stop: Callable[[], bool],
+                   *sums: ExactSum) -> np.ndarray:
+    """``sums`` (concatenated) summed over ranks exactly, with this rank's stop flag;
+    :class:`StopRequested` on every rank if any rank asks."""
+    total, (stop,) = allreduce_exact(comm, ExactSum.join(*sums), float(should_stop()))
+    if stop:
+        raise StopRequested()
+    return total
+
+
+def evaluate(worker: Worker, comm: Communicator, theta: np.ndarray, first_row: int,
+             n_rows: int) -> tuple[float, float]:
+    """Mean loss and error rate over rows ``[first_row, first_row + n_rows)``, split over
+    ranks in the batch's global chunks and summed exactly."""
+    mine = worker.shard(np.arange(first_row, first_row + n_rows), comm.rank, comm.size)
+    (loss, errors, count), _ = allreduce_exact(comm, ExactSum.of(
+        worker.loss_chunks(theta, mine), 3))
+    return loss / count, errors / count
