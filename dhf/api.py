@@ -31,9 +31,9 @@ from typing import Sequence
 import numpy as np
 
 from dhf import config as config_mod
-from dhf.comm import Communicator, get_comm, on_every_rank
+from dhf.comm import Communicator, get_comm, on_every_rank, on_root
 from dhf.dataset import ArraySource
-from dhf.errors import DataError
+from dhf.errors import DataError, UserError
 from dhf.model import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
         _warn_frozen(spec)
     temporary = out is None
     if temporary:
-        out = comm.bcast(tempfile.mkdtemp(prefix="dhf-") if comm.rank == 0 else None)
+        out = on_root(comm, _temporary_directory)
     out = Path(out)
     cfg["run"]["out"] = str(out)
     try:
@@ -147,6 +147,14 @@ def _reporting(report: bool):
             dhf_logger.removeHandler(handler)
         for h in dhf_logger.handlers + logging.getLogger().handlers:
             h.removeFilter(quiet)
+
+
+def _temporary_directory() -> str:
+    try:
+        return tempfile.mkdtemp(prefix="dhf-")
+    except OSError as err:
+        raise UserError(f"cannot make a temporary run directory ({err.strerror}); pass "
+                        "out=DIR") from None
 
 
 def _fit_batches(opt: dict, given: dict, n_rows: int, report: bool) -> None:

@@ -131,8 +131,7 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
         row["wall"] = wall_before + time.perf_counter() - t_start
         # Metrics first, then the checkpoint: a crash between the two leaves a row that
         # --resume drops and redoes, never a checkpointed update missing from the metrics.
-        if comm.rank == 0:
-            _append_metrics(out, row)
+        _on_root_writing(comm, out, lambda: _append_metrics(out, row))
         metrics.append(row)
         logger.info(format_update(row))
         ckpt_every = run_cfg["checkpoint_every"]
@@ -143,9 +142,10 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
         if reason:
             logger.info(reason)
             break
-    if comm.rank == 0 and best["update"] > 0:
-        checkpoint.save_params(out / "best.h5", worker.layout, best["theta"],
-                               update=best["update"], valid_error=best["error"])
+    if best["update"] > 0:
+        _on_root_writing(comm, out, lambda: checkpoint.save_params(
+            out / "best.h5", worker.layout, best["theta"], update=best["update"],
+            valid_error=best["error"]))
     worker.set_theta(state.theta)  # leave the model's shared variables at the result
     return {"updates": state.update, "stopped": stopped,
             "train_loss": row.get("loss", math.nan),
@@ -389,12 +389,25 @@ def _mode(backend: str):
 
 
 def _save(comm, out, optimizer_name, state, best, config_toml, layout, data_fingerprint):
-    if comm.rank == 0:
-        checkpoint.save(out / "checkpoint.h5", state=dataclasses.asdict(state),
-                        optimizer=optimizer_name, best_theta=best["theta"],
-                        best_valid_error=best["error"], best_update=best["update"],
-                        config_toml=config_toml, layout=layout,
-                        data_fingerprint=data_fingerprint)
+    _on_root_writing(comm, out, lambda: checkpoint.save(
+        out / "checkpoint.h5", state=dataclasses.asdict(state), optimizer=optimizer_name,
+        best_theta=best["theta"], best_valid_error=best["error"],
+        best_update=best["update"], config_toml=config_toml, layout=layout,
+        data_fingerprint=data_fingerprint))
+
+
+def _on_root_writing(comm: Communicator, out: Path, write: Callable[[], None]) -> None:
+    """Rank 0 writes (metrics, a checkpoint, best.h5); a failure (a full disk) reaches
+    every rank as one line, so that none waits in the next collective.  Checkpoints are
+    atomic: the last one written stays whole."""
+    def guarded():
+        try:
+            write()
+        except OSError as err:
+            reason = err.strerror or str(err).split("(")[0].strip()
+            raise UserError(f"{out}: cannot write the run ({reason}); its last "
+                            "checkpoint stays, --resume continues from it") from None
+    on_root(comm, guarded)
 
 
 def _check_same_data(out: Path, data_fingerprint: str) -> None:

@@ -262,3 +262,28 @@ def test_dhf_train_reports_progress_once_from_rank_0(tmp_path, ranks, basic, ver
     assert done.returncode == 0, done.stderr[-3000:]
     printed = (done.stdout + done.stderr).splitlines()
     assert sum(ln.startswith("update ") for ln in printed) == lines, printed
+
+
+def test_a_full_disk_is_one_error_on_every_rank_and_the_checkpoint_stays(tmp_path,
+                                                                         monkeypatch):
+    """Rank 0's writes go through one shared decision: a failed write is a UserError on
+    every rank (none is left waiting in the next collective), naming the run."""
+    import errno
+
+    from dhf import run
+
+    out = tmp_path / "run"
+    dhf.train(autoencoder(), train=binary_data(300), config=FAST, out=out,
+              comm=SerialComm())
+    before = (out / "checkpoint.h5").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run, "_append_metrics", full)
+    more = {**FAST, "optimizer": {**FAST["optimizer"], "max_updates": 6}}
+    with pytest.raises(UserError, match=r"run: cannot write the run \(No space left on "
+                                        r"device\); its last checkpoint stays"):
+        dhf.train(autoencoder(), train=binary_data(300), config=more, out=out,
+                  resume=True, comm=SerialComm())
+    assert (out / "checkpoint.h5").read_bytes() == before
