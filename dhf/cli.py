@@ -34,7 +34,7 @@ logger = logging.getLogger("dhf.cli")
 def build_parser() -> argparse.ArgumentParser:
     keys = "\n".join(f"  {sec}.{key} = {default!r}: {doc}"
                      for sec, items in config_mod.SCHEMA.items()
-                     for key, (default, doc) in items.items())
+                     for key, (default, doc, *_) in items.items())
     parser = argparse.ArgumentParser(
         prog="dhf-train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Distributed Hessian-free training. Run under mpirun -n N to spread "

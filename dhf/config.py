@@ -21,7 +21,8 @@ from dhf.schema import CHOICES, RANGES, SCHEMA
 
 def defaults() -> dict:
     """A fresh config holding every default."""
-    return {sec: {k: v for k, (v, _) in keys.items()} for sec, keys in SCHEMA.items()}
+    return {sec: {k: key.default for k, key in keys.items()}
+            for sec, keys in SCHEMA.items()}
 
 
 def load(path: str | Path | None = None, overrides: list[str] = (),
@@ -122,8 +123,7 @@ def _coerce(section: str, key: str, value: Any, source: str) -> Any:
         valid = {f"{section}.{k}": None for k in SCHEMA[section]}
         raise ConfigError(f"{source}: unknown key {section}.{key}"
                           f"{_suggest(f'{section}.{key}', valid)}")
-    default = SCHEMA[section][key][0]
-    expected = type(default)
+    expected = type(SCHEMA[section][key].default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if expected is int and isinstance(value, float) and value.is_integer():

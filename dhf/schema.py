@@ -1,149 +1,160 @@
 """Every config key, declared once: its default, its one-line description (what
 ``dhf-train --help`` and ``docs/config.md`` show), its range and its choices.
 
+Each key is one :class:`Key`; the validation's RANGES and CHOICES are taken from them.
 Plain data, below everything that reads it: :mod:`dhf.config` validates TOML and
 ``--set`` against it; :class:`~dhf.coordinator.HFConfig` and :class:`~dhf.sgd.SGDConfig`
 take their defaults from it, so an optimiser built in code behaves as ``dhf-train`` does.
 """
+
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from dhf.damping import MAX_DAMPING, MIN_DAMPING
 
-#: Every key, its default and a one-line description (shown by ``dhf-train --help``).
-SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
+
+class Key(NamedTuple):
+    """One config key: its default (whose type is the key's type), its one-line
+    description, and optionally its range ``(lo, hi)`` (``hi`` None: unbounded) and its
+    choices."""
+
+    default: Any
+    doc: str
+    range: tuple | None = None
+    choices: tuple | None = None
+
+
+#: Every key by section, in the order configs and ``--help`` show them.
+SCHEMA: dict[str, dict[str, Key]] = {
     "task": {
-        "name": ("memorization", "built-in problem to generate (see dhf.tasks.TASKS)"),
-        "T": (20, "sequence length"),
-        "n_train": (20000, "training sequences"),
-        "n_valid": (1000, "validation sequences"),
-        "seed": (1234, "seed of the generated data set"),
+        "name": Key("memorization", "built-in problem to generate (see dhf.tasks.TASKS)"),
+        "T": Key(20, "sequence length", range=(1, None)),
+        "n_train": Key(20000, "training sequences", range=(1, None)),
+        "n_valid": Key(1000, "validation sequences", range=(1, None)),
+        "seed": Key(1234, "seed of the generated data set"),
     },
     "data": {
-        "path": ("", "HDF5 data set (from dhf-data) to train on instead of generating "
-                     "[task]"),
-        "fresh": (False, "generate new training sequences for every update (never reused; "
-                         "task.n_train unused) instead of a fixed training set"),
+        "path": Key("", "HDF5 data set (from dhf-data) to train on instead of generating "
+                        "[task]"),
+        "fresh": Key(False, "generate new training sequences for every update (never "
+                            "reused; task.n_train unused) instead of a fixed training set"),
     },
     "model": {
-        "hidden": (100, "hidden units per layer"),
-        "layers": (1, "hidden layers"),
-        "cell": ("tanh", "recurrent cell: tanh or lstm"),
-        "nonlinearity": ("tanh", "feed-forward hidden units: tanh, logistic, relu, "
-                                 "softplus, linear"),
-        "init": ("uniform", "weight init: sparse, gaussian, uniform, orthogonal "
-                            "(see dhf.nets.init)"),
-        "init_scale": (0.2, "memorization: weights U(-s, s); other tasks: a gain on "
-                            "model.init's fan-in scale"),
-        "input_scale": (1.0, "multiplier on the input weights (Sutskever: 0.25)"),
-        "spectral_radius": (0.0, "rescale recurrent matrices to this (0: leave)"),
-        "code": (8, "digits_autoencoder: code units"),
-        "h0_scale": (0.0, "recurrent nets: learned initial states h0 start N(0, s^2) "
-                          "(0: zeros; Sutskever's code: 1/sqrt(15))"),
-        "loss_average": ("sequence", "masked recurrent tasks: the objective averages over "
-                                     "sequences or over outputs (each sequence's terms "
-                                     "over its number of targets, as Sutskever's release)"),
+        "hidden": Key(100, "hidden units per layer", range=(1, None)),
+        "layers": Key(1, "hidden layers", range=(1, None)),
+        "cell": Key("tanh", "recurrent cell: tanh or lstm", choices=("tanh", "lstm")),
+        "nonlinearity": Key("tanh", "feed-forward hidden units: tanh, logistic, relu, "
+                                    "softplus, linear",
+                                    choices=("tanh", "logistic", "relu", "softplus",
+                                             "linear")),
+        "init": Key("uniform", "weight init: sparse, gaussian, uniform, orthogonal (see "
+                               "dhf.nets.init)",
+                               choices=("sparse", "gaussian", "uniform", "orthogonal")),
+        "init_scale": Key(0.2, "memorization: weights U(-s, s); other tasks: a gain on "
+                               "model.init's fan-in scale", range=(0.0, None)),
+        "input_scale": Key(1.0, "multiplier on the input weights (Sutskever: 0.25)",
+                                range=(0.0, None)),
+        "spectral_radius": Key(0.0, "rescale recurrent matrices to this (0: leave)",
+                                    range=(0.0, None)),
+        "code": Key(8, "digits_autoencoder: code units", range=(1, None)),
+        "h0_scale": Key(0.0, "recurrent nets: learned initial states h0 start N(0, s^2) "
+                             "(0: zeros; Sutskever's code: 1/sqrt(15))", range=(0.0, None)),
+        "loss_average": Key("sequence", "masked recurrent tasks: the objective averages "
+                                        "over sequences or over outputs (each sequence's "
+                                        "terms over its number of targets, as Sutskever's "
+                                        "release)", choices=("sequence", "output")),
     },
     "optimizer": {
-        "name": ("hf", "optimiser: hf (Hessian-free), sgd or adam (first-order baselines)"),
-        "max_updates": (100, "updates in the whole run, resumed ones included"),
-        "gradient_batch": (5000, "sequences per gradient (global, over all ranks)"),
-        "curvature_batch": (1000, "sequences per Gv product, a subset of the gradient "
-                                  "batch"),
-        "backtrack_batch": (1000, "sequences for CG backtracking (and the line search when "
-                                  "linesearch_batch = 0)"),
-        "linesearch_batch": (0, "sequences for the line search, disjoint from the others "
-                                "(0: search on the backtracking batch)"),
-        "held_out": (True, "backtracking and line-search sequences are disjoint from the "
-                           "gradient batch (false: rows of it, as Sutskever's code)"),
-        "cg_min_iters": (1, "minimum CG iterations per update"),
-        "cg_max_iters": (250, "maximum CG iterations per update"),
-        "cg_tol": (5e-4, "Martens' relative-progress tolerance epsilon"),
-        "cg_decay": (0.95, "CG warm start: this times the previous solution"),
-        "init_damping": (0.5, "initial Tikhonov damping lambda"),
-        "min_damping": (MIN_DAMPING, "lower bound on lambda"),
-        "max_damping": (MAX_DAMPING, "upper bound on lambda"),
-        "structural_damping": (1.0, "mu: structural damping weight relative to lambda"),
-        "preconditioner": (False, "Martens' diagonal preconditioner"),
-        "structural_d": ("paper", "structural damping's D for tanh units: paper (1 - h^2) "
-                                  "or release (0.25 (1 - h^2), Sutskever's code)"),
-        "rho_model": ("undamped", "rho's denominator: the undamped quadratic model "
-                                  "(Martens 2010) or the damped one (Sutskever's code)"),
-        "backtrack": ("martens", "CG backtracking: martens (iterates at 1.3^j, walk back) "
-                                 "or release (every 10th iterate and the last, best one)"),
-        "linesearch_c": (0.01, "Armijo constant c of the line search (0: any decrease, "
-                               "as Sutskever's code)"),
-        "boost_on_reject": (True, "a rejected line search raises lambda whatever rho says "
-                                  "(false: lambda follows rho alone, as Sutskever's code)"),
-        "l2": (0.0, "L2 weight cost: l2/2 times the squared norm of theta, on the loss, "
-                    "gradient and curvature"),
-        "learning_rate": (0.01, "sgd, adam: step size epsilon"),
-        "momentum": (0.9, "sgd: momentum mu"),
-        "nesterov": (False, "sgd: Nesterov's momentum (Sutskever et al. 2013)"),
-        "clip_norm": (0.0, "sgd, adam: rescale gradients to at most this norm (0: off)"),
-        "sgd_batch": (100, "sgd, adam: rows per minibatch (global, over all ranks)"),
-        "sgd_steps": (100, "sgd, adam: minibatch steps per update (per metrics row)"),
-        "adam_beta1": (0.9, "adam: decay of the gradient's running mean"),
-        "adam_beta2": (0.999, "adam: decay of the squared gradient's running mean"),
-        "adam_epsilon": (1e-8, "adam: added to the root mean square"),
+        "name": Key("hf", "optimiser: hf (Hessian-free), sgd or adam (first-order "
+                          "baselines)", choices=("hf", "sgd", "adam")),
+        "max_updates": Key(100, "updates in the whole run, resumed ones included",
+                                range=(0, None)),
+        "gradient_batch": Key(5000, "sequences per gradient (global, over all ranks)",
+                                    range=(1, None)),
+        "curvature_batch": Key(1000, "sequences per Gv product, a subset of the gradient "
+                                     "batch", range=(1, None)),
+        "backtrack_batch": Key(1000, "sequences for CG backtracking (and the line search "
+                                     "when linesearch_batch = 0)", range=(1, None)),
+        "linesearch_batch": Key(0, "sequences for the line search, disjoint from the "
+                                   "others (0: search on the backtracking batch)",
+                                   range=(0, None)),
+        "held_out": Key(True, "backtracking and line-search sequences are disjoint from "
+                              "the gradient batch (false: rows of it, as Sutskever's "
+                              "code)"),
+        "cg_min_iters": Key(1, "minimum CG iterations per update", range=(0, None)),
+        "cg_max_iters": Key(250, "maximum CG iterations per update", range=(1, None)),
+        "cg_tol": Key(0.0005, "Martens' relative-progress tolerance epsilon",
+                              range=(0.0, None)),
+        "cg_decay": Key(0.95, "CG warm start: this times the previous solution",
+                              range=(0.0, 1.0)),
+        "init_damping": Key(0.5, "initial Tikhonov damping lambda", range=(0.0, None)),
+        "min_damping": Key(MIN_DAMPING, "lower bound on lambda", range=(0.0, None)),
+        "max_damping": Key(MAX_DAMPING, "upper bound on lambda", range=(0.0, None)),
+        "structural_damping": Key(1.0, "mu: structural damping weight relative to lambda",
+                                       range=(0.0, None)),
+        "preconditioner": Key(False, "Martens' diagonal preconditioner"),
+        "structural_d": Key("paper", "structural damping's D for tanh units: paper (1 - "
+                                     "h^2) or release (0.25 (1 - h^2), Sutskever's code)",
+                                     choices=("paper", "release")),
+        "rho_model": Key("undamped", "rho's denominator: the undamped quadratic model "
+                                     "(Martens 2010) or the damped one (Sutskever's code)",
+                                     choices=("undamped", "damped")),
+        "backtrack": Key("martens", "CG backtracking: martens (iterates at 1.3^j, walk "
+                                    "back) or release (every 10th iterate and the last, "
+                                    "best one)", choices=("martens", "release")),
+        "linesearch_c": Key(0.01, "Armijo constant c of the line search (0: any decrease, "
+                                  "as Sutskever's code)", range=(0.0, 1.0)),
+        "boost_on_reject": Key(True, "a rejected line search raises lambda whatever rho "
+                                     "says (false: lambda follows rho alone, as "
+                                     "Sutskever's code)"),
+        "l2": Key(0.0, "L2 weight cost: l2/2 times the squared norm of theta, on the loss,"
+                       " gradient and curvature", range=(0.0, None)),
+        "learning_rate": Key(0.01, "sgd, adam: step size epsilon", range=(0.0, None)),
+        "momentum": Key(0.9, "sgd: momentum mu", range=(0.0, 1.0)),
+        "nesterov": Key(False, "sgd: Nesterov's momentum (Sutskever et al. 2013)"),
+        "clip_norm": Key(0.0, "sgd, adam: rescale gradients to at most this norm (0: off)",
+                              range=(0.0, None)),
+        "sgd_batch": Key(100, "sgd, adam: rows per minibatch (global, over all ranks)",
+                              range=(1, None)),
+        "sgd_steps": Key(100, "sgd, adam: minibatch steps per update (per metrics row)",
+                              range=(1, None)),
+        "adam_beta1": Key(0.9, "adam: decay of the gradient's running mean",
+                               range=(0.0, 1.0)),
+        "adam_beta2": Key(0.999, "adam: decay of the squared gradient's running mean",
+                                 range=(0.0, 1.0)),
+        "adam_epsilon": Key(1e-08, "adam: added to the root mean square",
+                                   range=(0.0, None)),
     },
     "run": {
-        "seed": (0, "seed of the model initialisation and the batch sampler"),
-        "out": ("", "output directory (default: runs/<task>-<time>)"),
-        "backend": ("numba", "PyTensor backend: numba, c, jax or default"),
-        "dtype": ("float64", "model arithmetic: float64 or float32 (CG is float64)"),
-        "checkpoint_every": (1, "updates between checkpoints (0: only at the end)"),
-        "valid_every": (1, "updates between validation passes"),
-        "stop_valid_error": (0.0, "stop once validation error <= this (-1: never)"),
-        "patience": (0, "stop after this many updates without a better validation "
-                        "error (0: never); best.h5 keeps the best parameters"),
-        "max_minutes": (0.0, "stop cleanly, with a checkpoint, after this many minutes "
-                             "of wall time (0: no limit); --resume continues, with no "
-                             "limit unless given again"),
-        "check_replicas_every": (10, "updates between checks that θ is equal on all ranks"),
+        "seed": Key(0, "seed of the model initialisation and the batch sampler"),
+        "out": Key("", "output directory (default: runs/<task>-<time>)"),
+        "backend": Key("numba", "PyTensor backend: numba, c, jax or default",
+                                choices=("numba", "c", "jax", "default")),
+        "dtype": Key("float64", "model arithmetic: float64 or float32 (CG is float64)",
+                                choices=("float64", "float32")),
+        "checkpoint_every": Key(1, "updates between checkpoints (0: only at the end)",
+                                   range=(0, None)),
+        "valid_every": Key(1, "updates between validation passes", range=(1, None)),
+        "stop_valid_error": Key(0.0, "stop once validation error <= this (-1: never)"),
+        "patience": Key(0, "stop after this many updates without a better validation error"
+                           " (0: never); best.h5 keeps the best parameters",
+                           range=(0, None)),
+        "max_minutes": Key(0.0, "stop cleanly, with a checkpoint, after this many minutes "
+                                "of wall time (0: no limit); --resume continues, with no "
+                                "limit unless given again", range=(0.0, None)),
+        "check_replicas_every": Key(10, "updates between checks that θ is equal on all "
+                                        "ranks", range=(0, None)),
     },
 }
 
-RANGES = {
-    ("task", "T"): (1, None), ("task", "n_train"): (1, None),
-    ("task", "n_valid"): (1, None),
-    ("model", "hidden"): (1, None), ("model", "init_scale"): (0.0, None),
-    ("model", "layers"): (1, None), ("model", "input_scale"): (0.0, None),
-    ("model", "spectral_radius"): (0.0, None), ("model", "code"): (1, None),
-    ("model", "h0_scale"): (0.0, None),
-    ("optimizer", "max_updates"): (0, None), ("optimizer", "gradient_batch"): (1, None),
-    ("optimizer", "curvature_batch"): (1, None),
-    ("optimizer", "backtrack_batch"): (1, None),
-    ("optimizer", "cg_min_iters"): (0, None), ("optimizer", "cg_max_iters"): (1, None),
-    ("optimizer", "cg_tol"): (0.0, None), ("optimizer", "cg_decay"): (0.0, 1.0),
-    ("optimizer", "init_damping"): (0.0, None), ("optimizer", "min_damping"): (0.0, None),
-    ("optimizer", "max_damping"): (0.0, None),
-    ("optimizer", "structural_damping"): (0.0, None),
-    ("optimizer", "learning_rate"): (0.0, None), ("optimizer", "momentum"): (0.0, 1.0),
-    ("optimizer", "clip_norm"): (0.0, None), ("optimizer", "sgd_batch"): (1, None),
-    ("optimizer", "sgd_steps"): (1, None), ("optimizer", "linesearch_batch"): (0, None),
-    ("optimizer", "linesearch_c"): (0.0, 1.0), ("optimizer", "l2"): (0.0, None),
-    ("optimizer", "adam_beta1"): (0.0, 1.0), ("optimizer", "adam_beta2"): (0.0, 1.0),
-    ("optimizer", "adam_epsilon"): (0.0, None),
-    ("run", "checkpoint_every"): (0, None), ("run", "valid_every"): (1, None),
-    ("run", "check_replicas_every"): (0, None), ("run", "max_minutes"): (0.0, None),
-    ("run", "patience"): (0, None),
-}
-CHOICES = {
-    ("model", "cell"): ("tanh", "lstm"),
-    ("model", "nonlinearity"): ("tanh", "logistic", "relu", "softplus", "linear"),
-    ("model", "init"): ("sparse", "gaussian", "uniform", "orthogonal"),
-    ("optimizer", "name"): ("hf", "sgd", "adam"),
-    ("optimizer", "structural_d"): ("paper", "release"),
-    ("optimizer", "rho_model"): ("undamped", "damped"),
-    ("optimizer", "backtrack"): ("martens", "release"),
-    ("model", "loss_average"): ("sequence", "output"),
-    ("run", "backend"): ("numba", "c", "jax", "default"),
-    ("run", "dtype"): ("float64", "float32"),
-}
+#: ``(section, key): (lo, hi)`` and ``(section, key): choices``, from :data:`SCHEMA`.
+RANGES = {(sec, k): key.range for sec, keys in SCHEMA.items() for k, key in keys.items()
+          if key.range is not None}
+CHOICES = {(sec, k): key.choices for sec, keys in SCHEMA.items()
+           for k, key in keys.items() if key.choices is not None}
 
 
 def default(section: str, key: str):
     """One key's default."""
-    return SCHEMA[section][key][0]
+    return SCHEMA[section][key].default

@@ -36,7 +36,7 @@ def render(name: str) -> str:
     recommended = tasks.defaults(name)
     for section, keys in config_mod.SCHEMA.items():
         lines.append(f"[{section}]")
-        for key, (_, text) in keys.items():
+        for key, (_, text, *_) in keys.items():
             mark = "*" if key in recommended.get(section, {}) else " "
             value = config_mod._toml_value(cfg[section][key])
             lines.append(f"{f'{key} = {value}':<30} # {mark} {text}")
@@ -130,10 +130,10 @@ def reference() -> str:
              "marked `*`); your file replaces those, and `--set` replaces your file. "
              "Unknown keys and out-of-range values stop the run with a one-line error "
              "before any rank starts work. Written by `scripts/make_configs.py` from "
-             "`dhf/config.py`.", ""]
+             "`dhf/schema.py`.", ""]
     for section, keys in config_mod.SCHEMA.items():
         lines += [f"## [{section}]", "", "| key | default | meaning |", "|---|---|---|"]
-        for key, (default, text) in keys.items():
+        for key, (default, text, *_) in keys.items():
             choices = config_mod.CHOICES.get((section, key))
             bounds = config_mod.RANGES.get((section, key))
             extra = f" One of: {', '.join(map(str, choices))}." if choices else ""
