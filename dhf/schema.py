@@ -16,54 +16,63 @@ from dhf.damping import MAX_DAMPING, MIN_DAMPING
 
 class Key(NamedTuple):
     """One config key: its default (whose type is the key's type), its one-line
-    description, and optionally its range ``(lo, hi)`` (``hi`` None: unbounded) and its
-    choices."""
+    description, and optionally its range ``(lo, hi)`` (``hi`` None: unbounded), its
+    choices and the kind of task it applies to."""
 
     default: Any
     doc: str
     range: tuple | None = None
     choices: tuple | None = None
+    #: The kind of task the key means something for (the configs/ files of other tasks
+    #: leave it out; it still has its default): "recurrent", "feedforward",
+    #: "autoencoder" (digits_autoencoder), "generated" (a task that generates its data).
+    applies: str | None = None
 
 
 #: Every key by section, in the order configs and ``--help`` show them.
 SCHEMA: dict[str, dict[str, Key]] = {
     "task": {
         "name": Key("memorization", "built-in problem to generate (see dhf.tasks.TASKS)"),
-        "T": Key(20, "sequence length", range=(1, None)),
-        "n_train": Key(20000, "training sequences", range=(1, None)),
-        "n_valid": Key(1000, "validation sequences", range=(1, None)),
+        "T": Key(20, "sequence length", range=(1, None), applies="recurrent"),
+        "n_train": Key(20000, "training rows (sequences)", range=(1, None)),
+        "n_valid": Key(1000, "validation rows (sequences)", range=(1, None)),
         "seed": Key(1234, "seed of the generated data set"),
     },
     "data": {
         "path": Key("", "HDF5 data set (from dhf-data) to train on instead of generating "
                         "[task]"),
         "fresh": Key(False, "generate new training sequences for every update (never "
-                            "reused; task.n_train unused) instead of a fixed training set"),
+                            "reused; task.n_train unused) instead of a fixed training set",
+                     applies="generated"),
     },
     "model": {
         "hidden": Key(100, "hidden units per layer", range=(1, None)),
         "layers": Key(1, "hidden layers", range=(1, None)),
-        "cell": Key("tanh", "recurrent cell: tanh or lstm", choices=("tanh", "lstm")),
+        "cell": Key("tanh", "recurrent cell: tanh or lstm", choices=("tanh", "lstm"),
+                    applies="recurrent"),
         "nonlinearity": Key("tanh", "feed-forward hidden units: tanh, logistic, relu, "
                                     "softplus, linear",
                                     choices=("tanh", "logistic", "relu", "softplus",
-                                             "linear")),
+                                             "linear"), applies="feedforward"),
         "init": Key("uniform", "weight init: sparse, gaussian, uniform, orthogonal (see "
                                "dhf.nets.init)",
                                choices=("sparse", "gaussian", "uniform", "orthogonal")),
         "init_scale": Key(0.2, "memorization: weights U(-s, s); other tasks: a gain on "
                                "model.init's fan-in scale", range=(0.0, None)),
         "input_scale": Key(1.0, "multiplier on the input weights (Sutskever: 0.25)",
-                                range=(0.0, None)),
+                                range=(0.0, None), applies="recurrent"),
         "spectral_radius": Key(0.0, "rescale recurrent matrices to this (0: leave)",
-                                    range=(0.0, None)),
-        "code": Key(8, "digits_autoencoder: code units", range=(1, None)),
+                                    range=(0.0, None), applies="recurrent"),
+        "code": Key(8, "digits_autoencoder: code units", range=(1, None),
+                    applies="autoencoder"),
         "h0_scale": Key(0.0, "recurrent nets: learned initial states h0 start N(0, s^2) "
-                             "(0: zeros; Sutskever's code: 1/sqrt(15))", range=(0.0, None)),
+                             "(0: zeros; Sutskever's code: 1/sqrt(15))", range=(0.0, None),
+                             applies="recurrent"),
         "loss_average": Key("sequence", "masked recurrent tasks: the objective averages "
                                         "over sequences or over outputs (each sequence's "
                                         "terms over its number of targets, as Sutskever's "
-                                        "release)", choices=("sequence", "output")),
+                                        "release)", choices=("sequence", "output"),
+                                        applies="recurrent"),
     },
     "optimizer": {
         "name": Key("hf", "optimiser: hf (Hessian-free), sgd or adam (first-order "

@@ -22,6 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 HAND_WRITTEN = {"memorization"}
 
 
+def task_kinds(task, name: str) -> set[str]:
+    """What kind of task ``name`` is, for the keys' ``applies`` (dhf.schema.Key)."""
+    problem = getattr(task, "problem", None)
+    recurrent = (problem.recurrent if problem is not None
+                 else name in ("memorization", "plant"))
+    kinds = {"recurrent" if recurrent else "feedforward"}
+    if isinstance(task, tasks.GeneratedTask):
+        kinds.add("generated")
+    if name == "digits_autoencoder":
+        kinds.add("autoencoder")
+    return kinds
+
+
 def render(name: str) -> str:
     cfg = config_mod.load(None, [f"task.name={name!r}"])
     task = tasks.get(name)
@@ -34,9 +47,12 @@ def render(name: str) -> str:
     lines = [textwrap.fill(line, 92, subsequent_indent="#   ") if line.startswith("# ")
              else line for line in head]
     recommended = tasks.defaults(name)
+    kinds = task_kinds(task, name)
     for section, keys in config_mod.SCHEMA.items():
         lines.append(f"[{section}]")
-        for key, (_, text, *_) in keys.items():
+        for key, (_, text, _, _, applies) in keys.items():
+            if applies is not None and applies not in kinds:
+                continue
             mark = "*" if key in recommended.get(section, {}) else " "
             value = config_mod._toml_value(cfg[section][key])
             lines.append(f"{f'{key} = {value}':<30} # {mark} {text}")
