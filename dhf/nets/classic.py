@@ -54,8 +54,8 @@ def rnn(n_in: int, n_hidden: int, n_out: int, *, loss: str = "sigmoid_xent",
         return a_t, activations.tanh(a_t)
 
     h_init = pt.alloc(h0, x.shape[0], n_hidden)
-    (a, h), _ = pytensor.scan(step, sequences=x_proj, outputs_info=[None, h_init],
-                              return_updates=True)
+    a, h = pytensor.scan(step, sequences=x_proj, outputs_info=[None, h_init],
+                         return_updates=False)
     if output_steps == "last":
         s = pt.dot(h[-1], W_out) + b_out
         y = pt.matrix("y", dtype=dtype)

@@ -206,8 +206,8 @@ def _tanh_layer(rng, k, u, n_prev, H, in_gain, weights):
         return a_t, activations.tanh(a_t)
 
     h_init = pt.alloc(h0, u.shape[1], H)
-    (a, h), _ = pytensor.scan(step, sequences=projected, outputs_info=[None, h_init],
-                              return_updates=True, name=f"tanh_rnn_{k}")
+    a, h = pytensor.scan(step, sequences=projected, outputs_info=[None, h_init],
+                         return_updates=False, name=f"tanh_rnn_{k}")
     return [W_in, W_rec, b, h0], h, a
 
 
@@ -236,9 +236,9 @@ def _lstm_layer(rng, k, u, n_prev, H, in_gain, weights, forget_bias):
         return o * activations.tanh(c), c
 
     n = u.shape[1]
-    (h, c), _ = pytensor.scan(step, sequences=projected,
-                              outputs_info=[pt.alloc(h0, n, H), pt.alloc(c0, n, H)],
-                              return_updates=True, name=f"lstm_{k}")
+    h, c = pytensor.scan(step, sequences=projected,
+                         outputs_info=[pt.alloc(h0, n, H), pt.alloc(c0, n, H)],
+                         return_updates=False, name=f"lstm_{k}")
     return [W_in, W_rec, b, h0, c0], h, c
 
 

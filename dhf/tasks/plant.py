@@ -80,9 +80,8 @@ def build_model(config: dict):
         h = pt.tanh(a)
         return plant_step(z, pt.dot(h, W_out) + b_out), h, a
 
-    (z, _, a), _ = pytensor.scan(step,
-                                 outputs_info=[z0, pt.alloc(h0, z0.shape[0], H), None],
-                                 n_steps=T, return_updates=True, name="plant")
+    z, _, a = pytensor.scan(step, outputs_info=[z0, pt.alloc(h0, z0.shape[0], H), None],
+                            n_steps=T, return_updates=False, name="plant")
     return ModelSpec(inputs=[z0], targets=target, params=[W_in, W_rec, b, h0, W_out, b_out],
                      output=z[-1], loss="squared_error", hidden=[(a, "tanh", None)],
                      error="abs", error_tolerance=TOLERANCE)
