@@ -19,8 +19,8 @@ name            weights                                      default ``scale``
 ``orthogonal``  ``gain`` × a (semi-)orthogonal matrix         gain 1
 ==============  ===========================================  ==============================
 
-The recipes of the Hessian-free literature (``reference/distributed_anchors.md`` §2.2,
-§5.5):
+The recipes of the Hessian-free literature (Martens 2010, §5; Martens & Sutskever 2011
+and Sutskever's released HF-RNN code, ``opt/r/demo.py``):
 
 - **Martens (2010)**, deep autoencoders: sparse, 15 incoming connections per unit drawn from
   a *unit* Gaussian, biases 0: ``sparse(rng, shape, 15, scale=1.0)``.

@@ -28,19 +28,19 @@ from dhf.tasks import demos, digits, memorization, pathological, plant
 from dhf.tasks.base import FixedTask, GeneratedTask, Task  # noqa: F401 (the interfaces)
 from dhf.tasks.problem import ProblemTask
 
-#: Martens & Sutskever's recipe, as Sutskever's released HF-RNN code ran it
-#: (``opt/r/demo.py``, ``opt/hf.py``; reference/ms2011_recipe.md): 100 tanh units, sparse
-#: init with input weights × 0.25 and h0 drawn like them; fresh data every update, the
-#: gradient on 10 minibatches of 1,000 sequences, the curvature on the first, backtracking
-#: on the second and the line search on the third (32-sequence minibatches for 5-bit
-#: memorisation); up to 300 CG steps; μ = 0.03 with the release's D = ¼(1 − h²); ρ from
-#: the damped model, and λ from ρ alone; the best of every tenth CG iterate; any decrease
-#: accepted by the line search; L2 2e-5; the loss averaged over outputs (over sequences
-#: for the memorisations, :data:`_PER_SEQUENCE`); λ₀ = 0.01 × the release's number of
-#: outputs (:class:`_Pathological`).  The first-order baselines on the same problems
-#: (``optimizer.name = "sgd"`` or ``"adam"``) clip gradients to norm 1 (Pascanu,
-#: Mikolov & Bengio 2013).  Success: under 0.1 % of the 10,000 test sequences
-#: wrong (the release's stop; under 1 % is the usual criterion).
+#: Martens & Sutskever's recipe, as Sutskever's released HF-RNN code ran it (barapa/HF-RNN:
+#: ``opt/r/demo.py``, ``opt/hf.py``; docs/results.md): 100 tanh units, sparse init with
+#: input weights × 0.25 and h0 drawn like them; fresh data every update, the gradient on 10
+#: minibatches of 1,000 sequences, the curvature on the first, backtracking on the second
+#: and the line search on the third (32-sequence minibatches for 5-bit memorisation); up to
+#: 300 CG steps; μ = 0.03 with the release's D = ¼(1 − h²); ρ from the damped model, and λ
+#: from ρ alone; the best of every tenth CG iterate; any decrease accepted by the line
+#: search; L2 2e-5; the loss averaged over outputs (over sequences for the memorisations,
+#: :data:`_PER_SEQUENCE`); λ₀ = 0.01 × the release's number of outputs
+#: (:class:`_Pathological`). The first-order baselines on the same problems
+#: (``optimizer.name = "sgd"`` or ``"adam"``) clip gradients to norm 1 (Pascanu, Mikolov &
+#: Bengio 2013). Success: under 0.1 % of the 10,000 test sequences wrong (the release's
+#: stop; under 1 % is the usual criterion).
 MS2011 = {
     "task": {"n_train": 20000, "n_valid": 10000},
     "data": {"fresh": True},
