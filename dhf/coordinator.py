@@ -113,6 +113,8 @@ class StepInfo(NamedTuple):
     loss_after: float  # line-search batch loss after the update
     seconds: float
     cg_breakdown: bool = False  # CG met non-positive or non-finite curvature
+    backtrack_evals: int = 0  # loss evaluations of CG backtracking
+    linesearch_tries: int = 0  # step sizes the line search tried
 
     def metrics(self) -> dict:
         """The update's row of ``metrics.jsonl`` (without validation and timing)."""
@@ -121,7 +123,8 @@ class StepInfo(NamedTuple):
                 "cg_status": self.cg_status, "cg_breakdown": self.cg_breakdown,
                 "backtrack_iter": self.backtrack_iter,
                 "step_size": self.step_size, "accepted": self.accepted,
-                "held_out_loss": self.loss_after}
+                "held_out_loss": self.loss_after, "backtrack_evals": self.backtrack_evals,
+                "linesearch_tries": self.linesearch_tries}
 
 
 class HFOptimizer:
@@ -239,7 +242,7 @@ class HFOptimizer:
             new_state = HFState(theta, new_lam, np.zeros_like(x), update)
         info = StepInfo(update, loss, rho, new_lam, cg_info.iters, cg_info.status,
                         bt.iteration, ls.step_size, ls.accepted, ls.loss,
-                        time.perf_counter() - t0, breakdown)
+                        time.perf_counter() - t0, breakdown, bt.evaluations, ls.tries)
         return new_state, info
 
     def _rho(self, theta, delta, slope, loss_curv, curv_rows, n_curv, lam,

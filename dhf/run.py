@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from dhf import checkpoint, dataset, tasks
+from dhf import cg, checkpoint, dataset, tasks
 from dhf.comm import Communicator, check_replicas, on_every_rank, on_root
 from dhf.config import read_toml, to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
@@ -113,6 +113,10 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
             break
         _close(on_cg_iter)
         row = {**info.metrics(), "valid_loss": None, "valid_error": None}
+        if row.get("cg_breakdown"):
+            logger.warning("update %d: CG %s; damping raised to %.3g, the next CG starts "
+                           "from zero", state.update, cg.STATUS_MESSAGES[row["cg_status"]],
+                           row["damping"])
         if n_valid and (state.update % run_cfg["valid_every"] == 0
                         or state.update == opt_cfg["max_updates"]):
             valid_loss, valid_error = optimizer.evaluate(state.theta, n_train, n_valid)

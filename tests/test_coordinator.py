@@ -223,3 +223,14 @@ def test_no_branch_is_taken_on_a_blas_dot_product():
                 assert node.attr not in {"dot", "vdot", "inner", "norm"} or (
                     isinstance(node.value, ast.Name) and node.value.id == "reduction"), \
                     f"{module.__name__} line {node.lineno}: .{node.attr}"
+
+
+def test_each_update_counts_its_loss_evaluations(linear_problem):
+    """The row of metrics.jsonl says how many loss evaluations backtracking and the line
+    search spent (BacktrackInfo.evaluations, LineSearchInfo.tries), breakdown or not."""
+    spec, data, _ = linear_problem
+    for worker in (Worker(spec, data), NegativeCurvatureWorker(Worker(spec, data), 2)):
+        opt = optimizer_for(worker, N, init_damping=1.0)
+        _, info = opt.step(opt.init(np.zeros(D + 1)))
+        row = info.metrics()
+        assert row["backtrack_evals"] >= 1 and row["linesearch_tries"] >= 1
