@@ -113,10 +113,10 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
     finally:
         if temporary and comm.rank == 0:
             shutil.rmtree(out, ignore_errors=True)
-    return TrainResult(params=summary["params"], best_params=summary["best_params"],
-                       metrics=summary["metrics"], updates=summary["updates"],
-                       train_loss=summary["train_loss"], valid_loss=summary["valid_loss"],
-                       valid_error=summary["valid_error"], seconds=summary["seconds"],
+    return TrainResult(params=summary.params, best_params=summary.best_params,
+                       metrics=summary.metrics, updates=summary.updates,
+                       train_loss=summary.train_loss, valid_loss=summary.valid_loss,
+                       valid_error=summary.valid_error, seconds=summary.seconds,
                        out=None if temporary else out)
 
 

@@ -89,7 +89,7 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
 
     result = train(config, comm, out, resume=args.resume, on_cg_iter=progress,
                    should_stop=lambda: bool(received) or out_of_time())
-    if result["stopped"]:
+    if result.stopped:
         # Ranks agree on why: any signal anywhere means the scheduler wants the job gone
         # (exit 128 + signal); otherwise the time limit ended a run that is fine (exit 0).
         import numpy as np
@@ -101,7 +101,9 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     if comm.rank == 0:
         print("result: updates={updates} train_loss={train_loss:.6g} valid_loss={vl} "
               "valid_error={ve} seconds={seconds:.1f}".format(
-                  vl=_fmt(result["valid_loss"]), ve=_fmt(result["valid_error"]), **result),
+                  vl=_fmt(result.valid_loss), ve=_fmt(result.valid_error),
+                  updates=result.updates, train_loss=result.train_loss,
+                  seconds=result.seconds),
               flush=True)
     return 0
 

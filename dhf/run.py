@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -37,10 +37,34 @@ MODES = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "default": None}
 FIRST_ORDER = {"sgd": SGDOptimizer, "adam": AdamOptimizer}
 
 
+class Best(NamedTuple):
+    """The parameters of the best validation error so far, and when they were reached."""
+
+    theta: np.ndarray
+    error: float
+    update: int
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run did (on every rank): the ``result:`` line's numbers, the final and the
+    best parameters by name, and every update's row of ``metrics.jsonl``."""
+
+    updates: int
+    stopped: bool  # a stop was requested (signal, time limit) before the run's end
+    train_loss: float
+    valid_loss: float | None
+    valid_error: float | None
+    seconds: float
+    params: dict[str, np.ndarray]
+    best_params: dict[str, np.ndarray]
+    metrics: list[dict]
+
+
 def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
           spec: ModelSpec | None = None, data: tuple | None = None,
           on_cg_iter: Callable[[int, float], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> dict:
+          should_stop: Callable[[], bool] | None = None) -> RunResult:
     """Run (or resume) the configured job; returns the result summary on every rank.
 
     The model and data come from ``[task]`` (or ``data.path``) unless ``spec`` and
@@ -68,14 +92,14 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     _check_fit(worker, theta0, config, own_data=data is not None)
     state = optimizer.init(theta0)
     config_toml = to_toml(config)
-    best = {"theta": state.theta, "error": math.inf, "update": 0}
+    best = Best(state.theta, math.inf, 0)
     if resume:
         saved = on_root(comm, lambda: checkpoint.load(
             out / "checkpoint.h5", layout=worker.layout, optimizer=optimizer.name))
         state = optimizer.State(**{f.name: _scalar(saved[f.name])
                                    for f in dataclasses.fields(optimizer.State)})
-        best = {"theta": saved["best_theta"], "error": float(saved["best_valid_error"]),
-                "update": int(saved["best_update"])}
+        best = Best(saved["best_theta"], float(saved["best_valid_error"]),
+                    int(saved["best_update"]))
         logger.info("resumed %s at update %d", out, state.update)
     on_root(comm, lambda: _start_outputs(out, config_toml, state.update))
     # Wall time since the run began, each invocation's start-up included: where the last
@@ -121,8 +145,8 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
                         or state.update == opt_cfg["max_updates"]):
             valid_loss, valid_error = optimizer.evaluate(state.theta, n_train, n_valid)
             row.update(valid_loss=valid_loss, valid_error=valid_error)
-            if valid_error < best["error"]:
-                best = {"theta": state.theta, "error": valid_error, "update": state.update}
+            if valid_error < best.error:
+                best = Best(state.theta, valid_error, state.update)
         every = run_cfg["check_replicas_every"]
         if every and state.update % every == 0 and not check_replicas(comm, state.theta):
             logger.warning("θ differed between ranks at update %d; using rank 0's",
@@ -146,29 +170,27 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
         if reason:
             logger.info(reason)
             break
-    if best["update"] > 0:
+    if best.update > 0:
         _on_root_writing(comm, out, lambda: checkpoint.save_params(
-            out / "best.h5", worker.layout, best["theta"], update=best["update"],
-            valid_error=best["error"]))
+            out / "best.h5", worker.layout, best.theta, update=best.update,
+            valid_error=best.error))
     worker.set_theta(state.theta)  # leave the model's shared variables at the result
-    return {"updates": state.update, "stopped": stopped,
-            "train_loss": row.get("loss", math.nan),
-            "valid_loss": valid_loss, "valid_error": valid_error,
-            "seconds": time.perf_counter() - t_start, "theta": state.theta,
-            "params": worker.layout.as_dict(state.theta),
-            "best_params": worker.layout.as_dict(best["theta"]),
-            "metrics": metrics}
+    return RunResult(updates=state.update, stopped=stopped,
+                     train_loss=row.get("loss", math.nan), valid_loss=valid_loss,
+                     valid_error=valid_error, seconds=time.perf_counter() - t_start,
+                     params=worker.layout.as_dict(state.theta),
+                     best_params=worker.layout.as_dict(best.theta), metrics=metrics)
 
 
-def _already_complete(update: int, max_updates: int, best: dict, stop_error: float
+def _already_complete(update: int, max_updates: int, best: Best, stop_error: float
                       ) -> str | None:
     """Why a resumed run has nothing left to do, or None."""
     if update >= max_updates:
         return (f"the run is complete at update {update} (optimizer.max_updates = "
                 f"{max_updates}); raise it to continue")
-    if best["update"] and best["error"] <= stop_error:
-        return (f"the run was solved at update {best['update']} (validation error "
-                f"{best['error']:.3g} <= run.stop_valid_error = {stop_error:.3g}); set it "
+    if best.update and best.error <= stop_error:
+        return (f"the run was solved at update {best.update} (validation error "
+                f"{best.error:.3g} <= run.stop_valid_error = {stop_error:.3g}); set it "
                 "lower (-1: never stop) to continue")
     return None
 
@@ -276,15 +298,15 @@ def _check_fit(worker: Worker, theta: np.ndarray, config: dict, own_data: bool) 
         raise DataError(f"{source}: the data does not fit the model ({first})") from None
 
 
-def _stop_reason(run_cfg: dict, update: int, valid_error, best: dict) -> str | None:
+def _stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | None:
     """Why the run should end after this update, or None."""
     if valid_error is not None and valid_error <= run_cfg["stop_valid_error"]:
         return (f"solved: validation error {valid_error:.3g} <= "
                 f"{run_cfg['stop_valid_error']:.3g}")
     patience = run_cfg["patience"]
-    if patience and valid_error is not None and update - best["update"] >= patience:
+    if patience and valid_error is not None and update - best.update >= patience:
         return (f"early stopping: no better validation error in {patience} updates "
-                f"(best {best['error']:.3g} at update {best['update']})")
+                f"(best {best.error:.3g} at update {best.update})")
     return None
 
 
@@ -395,8 +417,8 @@ def _mode(backend: str):
 def _save(comm, out, optimizer_name, state, best, config_toml, layout, data_fingerprint):
     _on_root_writing(comm, out, lambda: checkpoint.save(
         out / "checkpoint.h5", state=dataclasses.asdict(state), optimizer=optimizer_name,
-        best_theta=best["theta"], best_valid_error=best["error"],
-        best_update=best["update"], config_toml=config_toml, layout=layout,
+        best_theta=best.theta, best_valid_error=best.error,
+        best_update=best.update, config_toml=config_toml, layout=layout,
         data_fingerprint=data_fingerprint))
 
 

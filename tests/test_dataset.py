@@ -10,7 +10,7 @@ from dhf.cli import data_main, export_main, main
 from dhf.config import load
 from dhf.errors import CheckpointError, DataError
 from dhf.layout import ParamLayout
-from dhf.run import _stop_reason
+from dhf.run import Best, _stop_reason
 from tests.conftest import TINY, tiny_args
 from tests.test_cli import metrics
 
@@ -212,12 +212,13 @@ def test_exported_equations_compute_the_model_s_output(tmp_path):
 
 
 @pytest.mark.parametrize("update,valid_error,best,patience,expect", [
-    (5, 0.0, {"update": 5, "error": 0.0}, 0, "solved"),
-    (5, 0.2, {"update": 2, "error": 0.1}, 3, "early stopping"),
-    (4, 0.2, {"update": 2, "error": 0.1}, 3, None),
-    (9, 0.2, {"update": 2, "error": 0.1}, 0, None),
+    (5, 0.0, (5, 0.0), 0, "solved"),
+    (5, 0.2, (2, 0.1), 3, "early stopping"),
+    (4, 0.2, (2, 0.1), 3, None),
+    (9, 0.2, (2, 0.1), 0, None),
 ])
 def test_stop_reasons(update, valid_error, best, patience, expect):
+    best = Best(theta=None, error=best[1], update=best[0])
     reason = _stop_reason({"stop_valid_error": 0.0, "patience": patience}, update,
                           valid_error, best)
     assert (reason is None) if expect is None else reason.startswith(expect)

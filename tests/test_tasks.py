@@ -31,8 +31,8 @@ def test_every_task_trains_an_update(comm, tmp_path, name):
     if name.startswith("digits"):
         pytest.importorskip("sklearn")
     result = run.train(small(name), comm, tmp_path / "run")
-    assert result["updates"] == 1
-    assert np.isfinite(result["train_loss"]) and 0 <= result["valid_error"] <= 1
+    assert result.updates == 1
+    assert np.isfinite(result.train_loss) and 0 <= result.valid_error <= 1
 
 
 @pytest.mark.parametrize("name", sorted(tasks.TASKS))
@@ -44,7 +44,7 @@ def test_every_task_trains_with_sgd(tmp_path, name):
     from dhf.comm import SerialComm
 
     result = run.train(config, SerialComm(), tmp_path / "run")
-    assert result["updates"] == 1 and np.isfinite(result["train_loss"])
+    assert result.updates == 1 and np.isfinite(result.train_loss)
 
 
 def test_task_defaults_sit_under_the_users_settings(tmp_path):
