@@ -127,8 +127,10 @@ def _reporting(report: bool):
     warnings."""
     dhf_logger = logging.getLogger("dhf")
     handler = None
-    quiet = logging.Filter()
-    quiet.filter = lambda record: record.levelno >= logging.WARNING
+
+    def quiet(record):  # a handler filter: warnings and errors only
+        return record.levelno >= logging.WARNING
+
     level = dhf_logger.level
     if report and not dhf_logger.hasHandlers():  # no handler here or above: add one
         handler = logging.StreamHandler(sys.stdout)

@@ -55,17 +55,24 @@ def split(x: np.ndarray, out: np.ndarray | None = None, block: int = _BLOCK) -> 
     parts = np.zeros((BINS, np.size(x))) if out is None else out
     x = np.asarray(x, dtype=np.float64).ravel()
     r, q = np.empty(min(block, x.size)), np.empty(min(block, x.size))
-    with np.errstate(invalid="ignore"):  # Inf − Inf: a non-finite value becomes NaN
-        for lo in range(0, x.size, block):
-            hi = min(lo + block, x.size)
-            rb, qb = r[:hi - lo], q[:hi - lo]
-            rb[:] = x[lo:hi]
-            for k, shifter in enumerate(_SHIFTERS):
-                np.add(rb, shifter, out=qb)
-                qb -= shifter
-                rb -= qb
-                parts[k, lo:hi] += qb
+    for lo in range(0, x.size, block):
+        hi = min(lo + block, x.size)
+        rb = r[:hi - lo]
+        rb[:] = x[lo:hi]
+        for k, qk in _extract(rb, q[:hi - lo]):
+            parts[k, lo:hi] += qk
     return parts
+
+
+def _extract(r: np.ndarray, q: np.ndarray):
+    """Yield ``(k, q_k)`` for each bin, top first, taking ``q_k`` out of ``r`` in place
+    (``q`` is the buffer each ``q_k`` is written to)."""
+    with np.errstate(invalid="ignore"):  # Inf − Inf: a non-finite value becomes NaN
+        for k, shifter in enumerate(_SHIFTERS):
+            np.add(r, shifter, out=q)
+            q -= shifter
+            r -= q
+            yield k, q
 
 
 def total(parts: np.ndarray) -> np.ndarray:
@@ -95,21 +102,16 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     products = np.multiply(np.ravel(a), np.ravel(b), dtype=np.float64)
     value = 0.0
     q = np.empty(min(_BLOCK, products.size))
-    with np.errstate(invalid="ignore"):  # Inf − Inf: a non-finite product gives NaN
-        for group in range(0, products.size, _DOT_GROUP):
-            sums = [0.0] * BINS  # exact: integers of each bin's unit below 2**53
-            for lo in range(group, min(group + _DOT_GROUP, products.size), _BLOCK):
-                r = products[lo:lo + _BLOCK]  # a copy's worth: products is ours
-                qb = q[:r.size]
-                for k, shifter in enumerate(_SHIFTERS):
-                    np.add(r, shifter, out=qb)
-                    qb -= shifter
-                    r -= qb
-                    sums[k] += float(qb.sum())
-            group_value = 0.0
-            for s in reversed(sums):  # smallest bin first
-                group_value += s
-            value += group_value
+    for group in range(0, products.size, _DOT_GROUP):
+        sums = [0.0] * BINS  # exact: integers of each bin's unit below 2**53
+        for lo in range(group, min(group + _DOT_GROUP, products.size), _BLOCK):
+            r = products[lo:lo + _BLOCK]  # products is ours: taken apart in place
+            for k, qk in _extract(r, q[:r.size]):
+                sums[k] += float(qk.sum())
+        group_value = 0.0
+        for s in reversed(sums):  # smallest bin first
+            group_value += s
+        value += group_value
     return value
 
 

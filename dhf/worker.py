@@ -152,24 +152,18 @@ class Worker:
 
     def _chunks(self, chunks):
         """The data of each chunk of rows (:meth:`plan`), cut, when padding is trimmed,
-        to the chunk's longest row, so padded steps cost nothing."""
+        to the chunk's longest row, so padded steps cost nothing.  The lengths are the
+        ones read once at start-up, or, for rows generated when read, the chunk's own
+        mask's."""
         for chunk in chunks:
             data = self._read(chunk)
-            lengths = self._lengths(chunk)
-            if lengths is not None and len(chunk):
+            if self.spec.trim_padding and len(chunk):
+                lengths = (self.lengths[chunk] if self.lengths is not None else
+                           mask_lengths(data[self.spec.data_vars.index(self.spec.mask)]))
                 steps = int(lengths.max())
                 data = [a[:, :steps] if a.ndim >= 2 and v.ndim >= 2 else a
                         for a, v in zip(data, self.spec.data_vars)]
             yield data
-
-    def _lengths(self, rows: np.ndarray) -> np.ndarray | None:
-        """The rows' lengths when padding is trimmed, else None."""
-        if not self.spec.trim_padding:
-            return None
-        if self.lengths is not None:
-            return self.lengths[rows]
-        where = self.spec.data_vars.index(self.spec.mask)
-        return mask_lengths(self.source.read(rows, fields=[where])[0])
 
     def plan(self, rows) -> Chunks:
         """``rows`` cut into the batch's **global chunks**: the same chunks, in the same

@@ -26,3 +26,8 @@ def test_profile_update_accounts_for_the_whole_update():
 def test_ceiling_runs_one_pinned_copy():
     out = _run("ceiling.py", "--copies", "1", "--start-after", "0")
     assert "1 copies" in out and "ceiling on efficiency 100%" in out
+
+
+def test_exact_sums_benchmark_prints_the_ratio():
+    out = _run("exact_sums.py", "--T", "5", "--rows", "16")
+    assert "of the chunk's Gv" in out and "2800000 values" in out
