@@ -189,7 +189,8 @@ def _dry_run(config: dict, comm: Communicator) -> int:
     training rows and each batch's split over ranks; the batches are checked against the
     rows, as a run would."""
     from dhf import tasks
-    from dhf.run import check_batches, training_rows
+    from dhf.run import check_batches
+    from dhf.sources import training_rows
     from dhf.worker import chunk_size, rows_per_rank
 
     n_train = training_rows(config)

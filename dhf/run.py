@@ -1,48 +1,44 @@
 """A training run from a resolved config: data, model, optimiser, outputs.
 
-Every rank calls :func:`train`; rank 0 alone writes the run directory:
-``config.toml`` (the resolved config), ``metrics.jsonl`` (one JSON object per update) and
-``checkpoint.h5``.  Decisions that could differ between ranks (the run directory, what a
-checkpoint holds) are made on rank 0 and broadcast, errors included, so a bad
-``--resume`` stops every rank with the same message instead of leaving some waiting.
+Every rank calls :func:`train`; rank 0 alone writes the run directory
+(:class:`dhf.rundir.RunDir`).  A run is three steps: :func:`_set_up` builds what stays
+fixed (data, model, compiled worker, optimiser) and the starting state, new or resumed;
+:func:`_record` turns each update into its metrics row (with validation, the best θ and
+the replicas' check); :func:`_result` is what the caller gets back.  Decisions that could
+differ between ranks (the run directory, what a checkpoint holds) are made on rank 0 and
+broadcast, errors included, so a bad ``--resume`` stops every rank with the same message
+instead of leaving some waiting.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
 
-from dhf import cg, checkpoint, dataset, tasks
-from dhf.comm import Communicator, check_replicas, on_every_rank, on_root
-from dhf.config import read_toml, to_toml
+from dhf import cg, dataset, tasks
+from dhf.comm import Communicator, check_replicas
+from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
-from dhf.optimizer import StopRequested
-from dhf.data import BatchSampler, FreshSampler, shard_bounds
-from dhf.dataset import ArraySource, FreshSource, StackedSource, fresh_block
-from dhf.errors import CheckpointError, ConfigError, DataError, UserError
+from dhf.data import BatchSampler, FreshSampler
+from dhf.dataset import StackedSource
+from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
+from dhf.optimizer import Optimizer, StopRequested
+from dhf.rundir import Best, RunDir
 from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
+from dhf.sources import load_data
 from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
 
 MODES = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "default": None}
 FIRST_ORDER = {"sgd": SGDOptimizer, "adam": AdamOptimizer}
-
-
-class Best(NamedTuple):
-    """The parameters of the best validation error so far, and when they were reached."""
-
-    theta: np.ndarray
-    error: float
-    update: int
 
 
 @dataclasses.dataclass
@@ -61,6 +57,30 @@ class RunResult:
     metrics: list[dict]
 
 
+@dataclasses.dataclass
+class _Job:
+    """What stays fixed through one invocation of :func:`train` (built by
+    :func:`_set_up`)."""
+
+    config: dict
+    comm: Communicator
+    rundir: RunDir
+    worker: Worker
+    optimizer: Optimizer
+    n_train: int
+    n_valid: int
+    config_toml: str
+    data_fingerprint: str
+    t_start: float
+    wall_before: float  # wall time of the run's earlier invocations
+
+    def save(self, state, best: Best) -> None:
+        self.rundir.save_checkpoint(self.optimizer.name, state, best,
+                                    config_toml=self.config_toml,
+                                    layout=self.worker.layout,
+                                    data_fingerprint=self.data_fingerprint)
+
+
 def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
           spec: ModelSpec | None = None, data: tuple | None = None,
           on_cg_iter: Callable[[int, float], None] | None = None,
@@ -73,113 +93,133 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     progress is abandoned, the last completed one is checkpointed, and the result has
     ``stopped = True``.
     """
-    t_start = time.perf_counter()
-    on_root(comm, lambda: _prepare_out(out, resume, config))
-    train_rows, valid_rows = data if data is not None else load_data(config, comm)
-    n_train = train_rows.n_rows
-    n_valid = valid_rows.n_rows if valid_rows is not None else 0
-    if spec is None:
-        spec = tasks.get(config["task"]["name"]).build_model(config)
-    sources = [train_rows] + ([valid_rows] if valid_rows is not None else [])
-    data_fingerprint = ("" if getattr(train_rows, "on_demand", False)
-                        else dataset.fingerprint(sources))
-    if resume:
-        on_root(comm, lambda: _check_same_data(out, data_fingerprint))
-    worker = Worker(spec, StackedSource(sources), mode=_mode(config["run"]["backend"]))
-    opt_cfg = config["optimizer"]
-    optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
-    theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
-    _check_fit(worker, theta0, config, own_data=data is not None)
-    state = optimizer.init(theta0)
-    config_toml = to_toml(config)
-    best = Best(state.theta, math.inf, 0)
-    if resume:
-        saved = on_root(comm, lambda: checkpoint.load(
-            out / "checkpoint.h5", layout=worker.layout, optimizer=optimizer.name))
-        state = optimizer.State(**{f.name: _scalar(saved[f.name])
-                                   for f in dataclasses.fields(optimizer.State)})
-        best = Best(saved["best_theta"], float(saved["best_valid_error"]),
-                    int(saved["best_update"]))
-        logger.info("resumed %s at update %d", out, state.update)
-    on_root(comm, lambda: _start_outputs(out, config_toml, state.update))
-    # Wall time since the run began, each invocation's start-up included: where the last
-    # kept row of an earlier invocation left off.
-    wall_before = on_root(comm, lambda: _wall_so_far(out)) if resume else 0.0
-    logger.info("dhf: %s, %s, %d parameters, %d ranks, %s train / %d valid rows; "
-                "compiled in %.1fs",
-                config["task"]["name"] if data is None else "own model",
-                optimizer.name, theta0.size, comm.size,
-                "fresh" if getattr(train_rows, "on_demand", False) else n_train, n_valid,
-                worker.compile_seconds)
-
-    run_cfg = config["run"]
-    row: dict = {}
-    metrics: list[dict] = []
-    valid_loss = valid_error = None
-    stopped = False
-    complete = _already_complete(state.update, opt_cfg["max_updates"], best,
+    job, state, best = _set_up(config, comm, Path(out), resume, spec, data, should_stop)
+    run_cfg, max_updates = config["run"], config["optimizer"]["max_updates"]
+    complete = _already_complete(state.update, max_updates, best,
                                  run_cfg["stop_valid_error"]) if resume else None
     if complete:
         logger.info("nothing to do: %s", complete)
-        row = on_root(comm, lambda: _last_metrics(out))
-        valid_loss, valid_error = row.get("valid_loss"), row.get("valid_error")
-    while state.update < opt_cfg["max_updates"] and not complete:
+        return _result(job, state, best, [job.rundir.last_metrics()], kept=[])
+    rows: list[dict] = []
+    validated: dict = {}  # the last row with a validation pass
+    stopped = False
+    while state.update < max_updates:
         t_update = time.perf_counter()
         try:
-            state, info = optimizer.step(state, on_cg_iter)
+            state, info = job.optimizer.step(state, on_cg_iter)
         except StopRequested:
             _close(on_cg_iter)
-            _save(comm, out, optimizer.name, state, best, config_toml, worker.layout,
-                  data_fingerprint)
+            job.save(state, best)
             logger.info("stop requested: checkpointed update %d in %s; continue with "
-                        "--resume", state.update, out)
+                        "--resume", state.update, job.rundir.path)
             stopped = True
             break
         _close(on_cg_iter)
-        row = {**info.metrics(), "valid_loss": None, "valid_error": None}
-        if row.get("cg_breakdown"):
-            logger.warning("update %d: CG %s; damping raised to %.3g, the next CG starts "
-                           "from zero", state.update, cg.STATUS_MESSAGES[row["cg_status"]],
-                           row["damping"])
-        if n_valid and (state.update % run_cfg["valid_every"] == 0
-                        or state.update == opt_cfg["max_updates"]):
-            valid_loss, valid_error = optimizer.evaluate(state.theta, n_train, n_valid)
-            row.update(valid_loss=valid_loss, valid_error=valid_error)
-            if valid_error < best.error:
-                best = Best(state.theta, valid_error, state.update)
-        every = run_cfg["check_replicas_every"]
-        if every and state.update % every == 0 and not check_replicas(comm, state.theta):
-            logger.warning("θ differed between ranks at update %d; using rank 0's",
-                           state.update)
-            state = dataclasses.replace(state, **{
-                f.name: comm.bcast(getattr(state, f.name))
-                for f in dataclasses.fields(state) if np.ndim(getattr(state, f.name))})
-        reason = _stop_reason(run_cfg, state.update, valid_error, best)
-        row["seconds"] = time.perf_counter() - t_update
-        row["wall"] = wall_before + time.perf_counter() - t_start
-        # Metrics first, then the checkpoint: a crash between the two leaves a row that
-        # --resume drops and redoes, never a checkpointed update missing from the metrics.
-        _on_root_writing(comm, out, lambda: _append_metrics(out, row))
-        metrics.append(row)
-        logger.info(format_update(row))
-        ckpt_every = run_cfg["checkpoint_every"]
-        if reason or state.update >= opt_cfg["max_updates"] or (
-                ckpt_every and state.update % ckpt_every == 0):
-            _save(comm, out, optimizer.name, state, best, config_toml, worker.layout,
-                  data_fingerprint)
+        state, best, row = _record(job, state, best, info, t_update)
+        rows.append(row)
+        validated = row if row["valid_error"] is not None else validated
+        reason = stop_reason(run_cfg, state.update, validated.get("valid_error"), best)
+        every = run_cfg["checkpoint_every"]
+        if reason or state.update >= max_updates or (every and state.update % every == 0):
+            job.save(state, best)
         if reason:
             logger.info(reason)
             break
     if best.update > 0:
-        _on_root_writing(comm, out, lambda: checkpoint.save_params(
-            out / "best.h5", worker.layout, best.theta, update=best.update,
-            valid_error=best.error))
-    worker.set_theta(state.theta)  # leave the model's shared variables at the result
+        job.rundir.save_best(job.worker.layout, best)
+    return _result(job, state, best, rows, kept=rows, stopped=stopped)
+
+
+def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
+            spec: ModelSpec | None, data: tuple | None, should_stop
+            ) -> tuple[_Job, Any, Best]:
+    """Data, model, compiled worker and optimiser, then the starting state and best θ:
+    the optimiser's ``init`` or the checkpoint's.  The run directory is written only
+    once all of it is ready, so a failed start leaves nothing behind."""
+    t_start = time.perf_counter()
+    rundir = RunDir(out, comm)
+    rundir.prepare(resume, config)
+    train_rows, valid_rows = data if data is not None else load_data(config, comm)
+    fresh = getattr(train_rows, "on_demand", False)
+    if spec is None:
+        spec = tasks.get(config["task"]["name"]).build_model(config)
+    sources = [train_rows] + ([valid_rows] if valid_rows is not None else [])
+    data_fingerprint = "" if fresh else dataset.fingerprint(sources)
+    if resume:
+        rundir.check_same_data(data_fingerprint)
+    worker = Worker(spec, StackedSource(sources), mode=_mode(config["run"]["backend"]))
+    n_train = train_rows.n_rows
+    optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
+    theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
+    _check_fit(worker, theta0, config, own_data=data is not None)
+    state = optimizer.init(theta0)
+    best = Best(state.theta, math.inf, 0)
+    if resume:
+        saved = rundir.load(worker.layout, optimizer.name,
+                            dataclasses.fields(optimizer.State))
+        state, best = optimizer.State(**saved.state), saved.best
+        logger.info("resumed %s at update %d", out, state.update)
+    config_toml = to_toml(config)
+    rundir.start(config_toml, state.update)
+    job = _Job(config, comm, rundir, worker, optimizer, n_train,
+               valid_rows.n_rows if valid_rows is not None else 0, config_toml,
+               data_fingerprint, t_start,
+               # each invocation's start-up included: where the last kept row left off
+               rundir.wall_so_far() if resume else 0.0)
+    logger.info("dhf: %s, %s, %d parameters, %d ranks, %s train / %d valid rows; "
+                "compiled in %.1fs",
+                config["task"]["name"] if data is None else "own model",
+                optimizer.name, theta0.size, comm.size, "fresh" if fresh else n_train,
+                job.n_valid, worker.compile_seconds)
+    return job, state, best
+
+
+def _record(job: _Job, state, best: Best, info, t_update: float
+            ) -> tuple[Any, Best, dict]:
+    """One update's metrics row, after validating (when due) and checking that the
+    replicas agree; the row is logged and appended to metrics.jsonl (before any
+    checkpoint: a crash between the two leaves a row that --resume drops and redoes,
+    never a checkpointed update missing from the metrics)."""
+    run_cfg, update = job.config["run"], state.update
+    row = {**info.metrics(), "valid_loss": None, "valid_error": None}
+    if row.get("cg_breakdown"):
+        logger.warning("update %d: CG %s; damping raised to %.3g, the next CG starts "
+                       "from zero", update, cg.STATUS_MESSAGES[row["cg_status"]],
+                       row["damping"])
+    if job.n_valid and (update % run_cfg["valid_every"] == 0
+                        or update == job.config["optimizer"]["max_updates"]):
+        row["valid_loss"], row["valid_error"] = job.optimizer.evaluate(
+            state.theta, job.n_train, job.n_valid)
+        if row["valid_error"] < best.error:
+            best = Best(state.theta, row["valid_error"], update)
+    every = run_cfg["check_replicas_every"]
+    if every and update % every == 0 and not check_replicas(job.comm, state.theta):
+        logger.warning("θ differed between ranks at update %d; using rank 0's", update)
+        state = dataclasses.replace(state, **{
+            f.name: job.comm.bcast(getattr(state, f.name))
+            for f in dataclasses.fields(state) if np.ndim(getattr(state, f.name))})
+    row["seconds"] = time.perf_counter() - t_update
+    row["wall"] = job.wall_before + time.perf_counter() - job.t_start
+    job.rundir.append_metrics(row)
+    logger.info(format_update(row))
+    return state, best, row
+
+
+def _result(job: _Job, state, best: Best, rows: list[dict], *, kept: list[dict],
+            stopped: bool = False) -> RunResult:
+    """The run's result from its rows (``kept``: this invocation's, returned as
+    ``metrics``); the model's shared variables are left at the final θ."""
+    last = rows[-1] if rows else {}
+    validated = next((r for r in reversed(rows) if r.get("valid_error") is not None), {})
+    job.worker.set_theta(state.theta)
+    layout = job.worker.layout
     return RunResult(updates=state.update, stopped=stopped,
-                     train_loss=row.get("loss", math.nan), valid_loss=valid_loss,
-                     valid_error=valid_error, seconds=time.perf_counter() - t_start,
-                     params=worker.layout.as_dict(state.theta),
-                     best_params=worker.layout.as_dict(best.theta), metrics=metrics)
+                     train_loss=last.get("loss", math.nan),
+                     valid_loss=validated.get("valid_loss"),
+                     valid_error=validated.get("valid_error"),
+                     seconds=time.perf_counter() - job.t_start,
+                     params=layout.as_dict(state.theta),
+                     best_params=layout.as_dict(best.theta), metrics=kept)
 
 
 def _already_complete(update: int, max_updates: int, best: Best, stop_error: float
@@ -193,24 +233,6 @@ def _already_complete(update: int, max_updates: int, best: Best, stop_error: flo
                 f"{best.error:.3g} <= run.stop_valid_error = {stop_error:.3g}); set it "
                 "lower (-1: never stop) to continue")
     return None
-
-
-def _wall_so_far(out: Path) -> float:
-    """The last kept metrics row's ``wall`` (the sum of ``seconds`` for rows from a dhf
-    that did not record it)."""
-    path = out / "metrics.jsonl"
-    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] \
-        if path.exists() else []
-    if rows and "wall" in rows[-1]:
-        return float(rows[-1]["wall"])
-    return float(sum(r.get("seconds") or 0.0 for r in rows))
-
-
-def _last_metrics(out: Path) -> dict:
-    """The last row of ``out``'s metrics.jsonl ({} if none)."""
-    path = out / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return json.loads(lines[-1]) if lines else {}
 
 
 def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: int,
@@ -261,25 +283,6 @@ def check_batches(opt_cfg: dict, n_train: int, fresh: bool) -> list[int]:
     return sizes
 
 
-def training_rows(config: dict) -> int | None:
-    """What ``--dry-run`` needs of the data without loading it: ``[task]`` updated from
-    ``data.path``'s own task, and the number of training rows (None: fresh data)."""
-    if config["data"]["fresh"]:
-        return None
-    path = config["data"]["path"]
-    if not path:
-        return config["task"]["n_train"]
-    name, params = _inspect_file(path, config["task"], 1)
-    config["task"].update({"name": name, **{k: v for k, v in params.items()
-                                            if k in config["task"] and k != "name"}})
-    return dataset.H5Source(path, "train").n_rows
-
-
-def _scalar(value):
-    """numpy scalars read from HDF5 attributes as Python numbers."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _close(progress) -> None:
     """Clear a progress display (see :class:`dhf.log.CGProgress`) before logging."""
     close = getattr(progress, "close", None)
@@ -298,7 +301,7 @@ def _check_fit(worker: Worker, theta: np.ndarray, config: dict, own_data: bool) 
         raise DataError(f"{source}: the data does not fit the model ({first})") from None
 
 
-def _stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | None:
+def stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | None:
     """Why the run should end after this update, or None."""
     if valid_error is not None and valid_error <= run_cfg["stop_valid_error"]:
         return (f"solved: validation error {valid_error:.3g} <= "
@@ -310,99 +313,6 @@ def _stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | N
     return None
 
 
-def load_data(config: dict, comm: Communicator):
-    """The training and validation row sources: generated from ``[task]`` or read from the
-    HDF5 file ``data.path`` (whose task then sets ``[task]``), checked for every rank."""
-    path = config["data"]["path"]
-    if config["data"]["fresh"]:
-        task_cfg, task = config["task"], tasks.get(config["task"]["name"])
-        if not isinstance(task, tasks.GeneratedTask):
-            raise ConfigError(f"data.fresh = true needs a task that generates its data; "
-                              f"task {task_cfg['name']!r} has a fixed data set")
-        opt = config["optimizer"]
-        sizes = ([opt["sgd_batch"]] if opt["name"] in FIRST_ORDER else
-                 [opt[f"{b}_batch"] for b in ("gradient", "curvature", "backtrack",
-                                              "linesearch")])
-        train = FreshSource(lambda n, rng, first_row: task.generate(task_cfg, n, rng,
-                                                                    first_row),
-                            task_cfg["seed"], config["run"]["seed"],
-                            block=fresh_block(sizes))
-        return train, ArraySource(tasks.generate_splits(config, train=False)["valid"])
-    if not path:
-        splits = tasks.generate_splits(config)
-        return ArraySource(splits["train"]), ArraySource(splits["valid"])
-    name, params = on_root(comm, lambda: _inspect_file(path, config["task"], comm.size))
-    config["task"].update({"name": name, **{k: v for k, v in params.items()
-                                            if k in config["task"] and k != "name"}})
-    train, valid = dataset.H5Source(path, "train"), dataset.H5Source(path, "valid")
-    _check_finite(path, (train, valid), comm)
-    return train, valid
-
-
-def _inspect_file(path: str, task_cfg: dict, n_ranks: int) -> tuple[str, dict]:
-    """The data file's task and parameters, after checking (once, on rank 0) that it
-    opens, that each split has a row for every rank and that its rows fit the task."""
-    name, params = dataset.file_task(path)
-    task_cfg = {**task_cfg, "name": name, **{k: v for k, v in params.items()
-                                             if k in task_cfg and k != "name"}}
-    sources = dataset.H5Source(path, "train"), dataset.H5Source(path, "valid")
-    for src in sources:
-        if src.n_rows < n_ranks:
-            raise DataError(f"{path}: /{src.split} has {src.n_rows} rows, fewer than the "
-                            f"{n_ranks} ranks")
-    _check_shapes(path, task_cfg, "T" in params, sources)
-    return name, params
-
-
-def _check_shapes(path, task_cfg: dict, file_says_T: bool, sources) -> None:
-    """Before anything compiles: each dataset's rows have the shape the task's model reads,
-    a row the task generates (its width always; its length too when the file's
-    ``task_params`` state T), and the splits agree with each other."""
-    task = tasks.get(task_cfg["name"])
-    if not isinstance(task, tasks.GeneratedTask):
-        return
-    try:
-        want = [a.shape[1:] for a in task.generate(task_cfg, 1, np.random.default_rng(0))]
-    except ValueError as err:
-        raise DataError(f"{path}: task_params {task_cfg} do not describe a "
-                        f"{task_cfg['name']} data set ({err})") from None
-    first = sources[0]
-    for src in sources:
-        for d, base, shape in zip(src.datasets, first.datasets, want):
-            found = d.shape[1:]
-            if len(found) != len(shape) or found[-1:] != shape[-1:] or (
-                    file_says_T and found != shape):
-                where = f" with T = {task_cfg['T']}" if file_says_T else ""
-                wanted = shape if file_says_T else str(
-                    tuple(["T"] * (len(shape) - 1) + [shape[-1]])).replace("'", "")
-                raise DataError(f"{path}: {d.name} has rows of shape {found}; task "
-                                f"{task_cfg['name']}{where} reads rows of shape {wanted}")
-            if found != base.shape[1:]:
-                raise DataError(f"{path}: {d.name} has rows of shape {found} but "
-                                f"{base.name} has {base.shape[1:]}; the splits must agree "
-                                "(pad shorter sequences, with a zero mask)")
-
-
-def _check_finite(path, sources, comm: Communicator) -> None:
-    """Every rank scans its share of the rows; all learn the first NaN/Inf row of each
-    dataset (one Allreduce: each rank fills its own slot)."""
-    names = [d.name for src in sources for d in src.datasets]
-    slots = np.zeros((len(names), comm.size))
-    k = 0
-    for src in sources:
-        lo, hi = shard_bounds(src.n_rows, comm.rank, comm.size)
-        bad = src.first_nonfinite_row(lo, hi)
-        for d in src.datasets:
-            slots[k, comm.rank] = bad.get(d.name, -1) + 1  # 0 = clean
-            k += 1
-    slots = comm.allreduce_sum(slots.ravel()).reshape(slots.shape)
-    for name, row in zip(names, slots):
-        found = row[row > 0]
-        if found.size:
-            raise on_every_rank(DataError(f"{path}: {name} row {int(found.min()) - 1} "
-                                          "holds NaN or Inf"))
-
-
 def _mode(backend: str):
     """The PyTensor mode for ``run.backend``, checking that its package is installed."""
     if backend == "jax":
@@ -412,105 +322,3 @@ def _mode(backend: str):
             raise UserError("run.backend = 'jax' needs the jax package: pip install jax "
                             "(GPU: jax[cuda12])") from None
     return MODES[backend]
-
-
-def _save(comm, out, optimizer_name, state, best, config_toml, layout, data_fingerprint):
-    _on_root_writing(comm, out, lambda: checkpoint.save(
-        out / "checkpoint.h5", state=dataclasses.asdict(state), optimizer=optimizer_name,
-        best_theta=best.theta, best_valid_error=best.error,
-        best_update=best.update, config_toml=config_toml, layout=layout,
-        data_fingerprint=data_fingerprint))
-
-
-def _on_root_writing(comm: Communicator, out: Path, write: Callable[[], None]) -> None:
-    """Rank 0 writes (metrics, a checkpoint, best.h5); a failure (a full disk) reaches
-    every rank as one line, so that none waits in the next collective.  Checkpoints are
-    atomic: the last one written stays whole."""
-    def guarded():
-        try:
-            write()
-        except OSError as err:
-            reason = err.strerror or str(err).split("(")[0].strip()
-            raise UserError(f"{out}: cannot write the run ({reason}); its last "
-                            "checkpoint stays, --resume continues from it") from None
-    on_root(comm, guarded)
-
-
-def _check_same_data(out: Path, data_fingerprint: str) -> None:
-    """Refuse to resume on training data other than the run's (a data file regenerated
-    under the same name, other arrays): before anything compiles."""
-    before = checkpoint.data_fingerprint(out / "checkpoint.h5")
-    if before and data_fingerprint and before != data_fingerprint:
-        raise CheckpointError(f"{out}: --resume on other data than the run trained on "
-                              f"(fingerprint {data_fingerprint}, the run's {before}); "
-                              "restore its data or start a new run (--out DIR)")
-
-
-#: What a resumed run must keep: the problem, the model and its arithmetic.  Changing
-#: one would continue the checkpoint on another job (the parameter shapes may well agree:
-#: task.T, run.dtype), so it is refused.  Anything else (max_updates, max_minutes, CG
-#: settings...) may change on resume.
-FIXED_ON_RESUME = {"task": None, "data": None, "model": None, "run": ("dtype", "seed")}
-
-
-def _prepare_out(out: Path, resume: bool, config: dict) -> None:
-    if resume:
-        if not (out / "checkpoint.h5").exists():
-            raise UserError(f"{out}: no checkpoint.h5 to resume from")
-        _check_same_job(out, config)
-        return
-    if (out / "checkpoint.h5").exists() or (out / "metrics.jsonl").exists():
-        raise UserError(f"{out}: already holds a run; pass --resume to continue it or "
-                        "--out DIR to start a new one")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file, not a directory")
-
-
-def _check_same_job(out: Path, config: dict) -> None:
-    """Refuse to resume the run in ``out`` with a ``config`` whose problem-defining keys
-    differ from those it was started with (its ``config.toml``)."""
-    path = out / "config.toml"
-    if not path.exists():
-        return
-    saved = read_toml(path)
-    changed = []
-    for section, keys in FIXED_ON_RESUME.items():
-        old, new = saved.get(section, {}), config.get(section, {})
-        for key in keys or sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                changed.append(f"{section}.{key} = {new.get(key)!r} (the run has "
-                               f"{old.get(key)!r})")
-    if changed:
-        raise UserError(f"{out}: --resume with {'; '.join(changed)}: a resumed run keeps "
-                        "its task, data, model, dtype and seed; start a new run "
-                        "(--out DIR) to change them")
-
-
-def _start_outputs(out: Path, config_toml: str, update: int) -> None:
-    """Make ``out`` (only now that the model and data are ready, so that a failed start
-    leaves nothing behind), write config.toml, and drop metrics rows past the checkpoint
-    (updates to be redone)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(config_toml)
-    except OSError as err:
-        raise UserError(f"--out {out}: cannot write the run there: {err.strerror}"
-                        ) from None
-    metrics = out / "metrics.jsonl"
-    if metrics.exists():
-        rows = [ln for ln in metrics.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["update"] <= update]
-        tmp = metrics.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(r + "\n" for r in rows))
-        tmp.replace(metrics)
-
-
-def _append_metrics(out: Path, row: dict) -> None:
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
-
-
-def _jsonable(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
-    return v

@@ -9,31 +9,7 @@ import pytest
 import dhf
 from dhf.comm import SerialComm
 from dhf.errors import ConfigError, DataError, UserError
-
-FAST = {"optimizer": {"gradient_batch": 120, "curvature_batch": 40, "backtrack_batch": 40,
-                      "cg_max_iters": 20, "max_updates": 4, "init_damping": 0.05},
-        "run": {"backend": "default", "stop_valid_error": -1.0}}
-
-
-def autoencoder(n_visible=12, n_hidden=4, seed=0):
-    """The tied-weight autoencoder of seeds/004: h = σ(xW + b_h), x̂ = σ(hWᵀ + b_v),
-    binary cross-entropy; ``s`` is x̂'s pre-activation, the targets are the input."""
-    rng = np.random.default_rng(seed)
-    W = pytensor.shared(0.1 * rng.normal(size=(n_visible, n_hidden)), name="W")
-    b_h = pytensor.shared(np.zeros(n_hidden), name="b_h")
-    b_v = pytensor.shared(np.zeros(n_visible), name="b_v")
-    x = pt.matrix("x")
-    h = pt.sigmoid(pt.dot(x, W) + b_h)
-    s = pt.dot(h, W.T) + b_v
-    return dhf.ModelSpec(inputs=[x], targets=x, params=[W, b_h, b_v], output=s,
-                         loss="sigmoid_xent")
-
-
-def binary_data(n, n_visible=12, seed=1):
-    rng = np.random.default_rng(seed)
-    prototypes = rng.integers(0, 2, size=(3, n_visible))
-    flips = rng.random((n, n_visible)) < 0.05
-    return np.abs(prototypes[rng.integers(0, 3, n)] - flips).astype(float)
+from tests.builders import FAST, autoencoder, binary_data
 
 
 def test_train_an_autoencoder_from_arrays():
@@ -234,7 +210,7 @@ TRAIN_SCRIPT = """
 import logging, sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from tests.test_api import FAST, autoencoder, binary_data
+from tests.builders import FAST, autoencoder, binary_data
 import dhf
 if {basic}:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -270,7 +246,7 @@ def test_a_full_disk_is_one_error_on_every_rank_and_the_checkpoint_stays(tmp_pat
     every rank (none is left waiting in the next collective), naming the run."""
     import errno
 
-    from dhf import run
+    from dhf import rundir
 
     out = tmp_path / "run"
     dhf.train(autoencoder(), train=binary_data(300), config=FAST, out=out,
@@ -280,7 +256,7 @@ def test_a_full_disk_is_one_error_on_every_rank_and_the_checkpoint_stays(tmp_pat
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(run, "_append_metrics", full)
+    monkeypatch.setattr(rundir, "_append", full)
     more = {**FAST, "optimizer": {**FAST["optimizer"], "max_updates": 6}}
     with pytest.raises(UserError, match=r"run: cannot write the run \(No space left on "
                                         r"device\); its last checkpoint stays"):
