@@ -12,6 +12,7 @@ follow reuses it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Iterator
@@ -55,6 +56,16 @@ class Chunks(list):
     or one rank's share of it (:meth:`Worker.shard`)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class CurvatureBatch:
+    """What an update's Gv products are taken at (:meth:`Worker.curvature_chunks`): θ,
+    and each chunk's arguments to the compiled Gv (its data and, with ``cache_forward``,
+    the forward pass's states)."""
+
+    theta: np.ndarray
+    chunk_args: list
+
+
 class Worker:
     """Loss, gradient, Gv and squared-gradient sums over rows of ``data``.
 
@@ -87,7 +98,8 @@ class Worker:
         # JAX cannot trace: under JAX the generic graph is used.
         self.explicit_gv = (explicit_gv and spec.gauss_newton is not None
                             and str(mode).upper() != "JAX")
-        self._cache: list[np.ndarray] | None = None
+        #: θ and the curvature batch of the Gv products (:meth:`curvature_chunks`).
+        self.curvature: CurvatureBatch | None = None
         # Row lengths, for trimming padding: read once from the mask, or, for rows that
         # are generated when read (fresh data), from each batch's own mask.
         self.on_demand = getattr(self.source, "on_demand", False)
@@ -150,7 +162,7 @@ class Worker:
                             f", the data has {len(arrays)}")
         return [np.asarray(a, dtype=v.dtype) for a, v in zip(arrays, self.spec.data_vars)]
 
-    def _chunks(self, chunks):
+    def chunk_data(self, chunks):
         """The data of each chunk of rows (:meth:`plan`), cut, when padding is trimmed,
         to the chunk's longest row, so padded steps cost nothing.  The lengths are the
         ones read once at start-up, or, for rows generated when read, the chunk's own
@@ -204,41 +216,44 @@ class Worker:
         """``[Σ loss, Σ errors, count]`` of each chunk of ``rows`` at ``theta``."""
         self.set_theta(theta)
         chunks = self.plan(rows)
-        for chunk, data in zip(chunks, self._chunks(chunks)):
+        for chunk, data in zip(chunks, self.chunk_data(chunks)):
             yield np.append(self._eval_fn(*data), len(chunk))
 
     def grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
         """``[Σ ∇loss (P values), Σ loss, count]`` of each chunk of ``rows``."""
         self.set_theta(theta)
         chunks = self.plan(rows)
-        for chunk, data in zip(chunks, self._chunks(chunks)):
+        for chunk, data in zip(chunks, self.chunk_data(chunks)):
             yield np.append(self._grad_fn(*data), len(chunk))
 
     def curvature_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
-        """Fix θ and the curvature batch for :meth:`gv_chunks`: runs the forward pass
-        once per chunk and keeps the states Gv needs; yields each chunk's ``[Σ loss,
-        count]`` (a generator: the batch is fixed once it has been run to the end)."""
-        self._curv_theta = np.array(theta, dtype=np.float64)
-        self.set_theta(self._curv_theta)
-        self._cache = []
+        """Fix θ and the curvature batch for :meth:`gv_chunks` (:attr:`curvature`): runs
+        the forward pass once per chunk and keeps the states Gv needs; yields each
+        chunk's ``[Σ loss, count]``.  A generator: the batch is fixed once it has been
+        run to the end, and none is until then."""
+        theta = np.array(theta, dtype=np.float64)
+        self.curvature = None
+        self.set_theta(theta)
+        chunk_args = []
         chunks = self.plan(rows)
-        for chunk, data in zip(chunks, self._chunks(chunks)):
+        for chunk, data in zip(chunks, self.chunk_data(chunks)):
             *states, chunk_loss = self._forward_fn(*data)
-            self._cache.append(data + (states if self.cache_forward else []))
+            chunk_args.append(data + (states if self.cache_forward else []))
             yield np.array([chunk_loss, len(chunk)], dtype=np.float64)
+        self.curvature = CurvatureBatch(theta, chunk_args)
 
     def gv_chunks(self, v: np.ndarray, structural_weight: float = 0.0
                   ) -> Iterator[np.ndarray]:
         r"""``Σ_i (J_iᵀ H_i J_i + w J_{a,i}ᵀ D_i J_{a,i}) v`` over each chunk of the
-        curvature batch.  ``structural_weight`` is λμ; 0 gives the undamped Gauss-Newton
-        product."""
-        if self._cache is None:
+        curvature batch, at its θ (:attr:`curvature`).  ``structural_weight`` is λμ; 0
+        gives the undamped Gauss-Newton product."""
+        if self.curvature is None:
             raise RuntimeError("curvature_chunks() (or prepare_curvature()) must run to "
                                "the end before gv_chunks()")
-        self.set_theta(self._curv_theta)
+        self.set_theta(self.curvature.theta)
         v = np.asarray(v, dtype=self.dtype)
         weight = np.asarray(structural_weight, dtype=self.dtype)
-        for args in self._cache:
+        for args in self.curvature.chunk_args:
             yield np.asarray(self._gv_fn(*args, v, weight), dtype=np.float64)
 
     def squared_grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
