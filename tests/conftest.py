@@ -6,8 +6,10 @@ assert collectively, so that a failure on one rank fails all of them instead of 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,3 +86,14 @@ SHORTEST_T = {"addition": 6, "multiplication": 6, "xor": 6, "temporal_order_2bit
               "temporal_order_3bit": 4, "random_permutation": 2,
               "noiseless_memorization_5bit": 11, "noiseless_memorization_20bit": 21,
               "adding": 2}
+
+
+def metrics(out: Path) -> list[dict]:
+    """A run directory's metrics.jsonl, one dict per update."""
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_mpi(n, args, timeout=300):
+    """``mpiexec -n N dhf-train ARGS`` from the repository root, output captured."""
+    cmd = [venv_bin("mpiexec"), "-n", str(n), venv_bin("dhf-train")] + args
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)

@@ -10,14 +10,10 @@ import pytest
 
 from dhf.cli import main
 from dhf.launcher import THREAD_VARIABLES
-from tests.conftest import ROOT, SHORTEST_T, tiny_args, venv_bin
+from tests.conftest import SHORTEST_T, metrics, run_mpi, tiny_args, venv_bin
 
 REQUIRED = {"update", "loss", "valid_loss", "valid_error", "rho", "damping", "cg_iters",
             "step_size", "seconds"}
-
-
-def metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_train_writes_metrics_config_and_checkpoint(tmp_path, capsys):
@@ -115,11 +111,6 @@ def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys
     assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [1500]" in out
     assert main(base) == 2  # 5000 + 1000 rows asked of 3000
     assert "exceeds the 3000 training rows" in capsys.readouterr().out
-
-
-def run_mpi(n, args, timeout=300):
-    cmd = [venv_bin("mpiexec"), "-n", str(n), venv_bin("dhf-train")] + args
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def same_run(rows):

@@ -5,14 +5,12 @@ import h5py
 import numpy as np
 import pytest
 
-from dhf import checkpoint, dataset, tasks
-from dhf.cli import data_main, export_main, main
+from dhf import dataset, tasks
+from dhf.cli import data_main, main
 from dhf.config import load
-from dhf.errors import CheckpointError, DataError
-from dhf.layout import ParamLayout
-from dhf.run import Best, _stop_reason
-from tests.conftest import TINY, tiny_args
-from tests.test_cli import metrics
+from dhf.errors import DataError
+from tests.builders import bad_files
+from tests.conftest import TINY, metrics, tiny_args
 
 
 def task_args():
@@ -57,70 +55,6 @@ def test_training_from_the_file_equals_training_from_the_generator(data_file, tm
         [r["loss"] for r in metrics(tmp_path / "file")]
 
 
-def write_h5(path, train_x, train_y, valid_rows=20, attrs=None):
-    with h5py.File(path, "w") as f:
-        for split, (x, y) in {"train": (train_x, train_y),
-                              "valid": (train_x[:valid_rows],
-                                        train_y[:valid_rows])}.items():
-            g = f.create_group(split)
-            g["inputs"], g["targets"] = x, y
-        f.attrs.update(attrs if attrs is not None else {"task": "memorization"})
-
-
-def bad_files(tmp_path):
-    x, y = np.zeros((600, 6, 1)), np.zeros((600, 1))
-    cases = {}
-    cases["missing"] = (tmp_path / "nope.h5", "data file not found")
-    (tmp_path / "text.h5").write_text("not hdf5")
-    cases["not-hdf5"] = (tmp_path / "text.h5", "not a readable HDF5 file")
-    nan_x = x.copy()
-    nan_x[417, 3, 0] = np.nan
-    write_h5(tmp_path / "nan.h5", nan_x, y)
-    cases["nan-row"] = (tmp_path / "nan.h5", "/train/inputs row 417 holds NaN or Inf")
-    write_h5(tmp_path / "shape.h5", np.zeros((600, 6, 2)), y)
-    cases["wrong-shape"] = (tmp_path / "shape.h5",
-                            "/train/inputs has rows of shape (6, 2); "
-                            "task memorization reads rows of shape (T, 1)")
-    write_h5(tmp_path / "targets.h5", x, np.zeros((600, 2)))
-    cases["wrong-targets"] = (tmp_path / "targets.h5", "/train/targets has rows of shape "
-                                                       "(2,); task memorization reads rows "
-                                                       "of shape (1,)")
-    with h5py.File(tmp_path / "lengths.h5", "w") as f:
-        f["train/inputs"], f["train/targets"] = x, y
-        f["valid/inputs"], f["valid/targets"] = np.zeros((20, 5, 1)), y[:20]
-        f.attrs["task"] = "memorization"
-    cases["split-lengths"] = (tmp_path / "lengths.h5",
-                              "/valid/inputs has rows of shape "
-                              "(5, 1) but /train/inputs has (6, 1)")
-    write_h5(tmp_path / "params.h5", x, y, attrs={"task": "memorization",
-                                                  "task_params": "T = 6"})
-    cases["task-params-not-json"] = (tmp_path / "params.h5",
-                                     "attribute 'task_params' is not JSON")
-    write_h5(tmp_path / "claims.h5", x, y, attrs={"task": "memorization",
-                                                  "task_params": '{"T": 30}'})
-    cases["task-params-T"] = (tmp_path / "claims.h5", "/train/inputs has rows of shape "
-                                                      "(6, 1); task memorization with "
-                                                      "T = 30 reads rows of shape (30, 1)")
-    write_h5(tmp_path / "notask.h5", x, y, attrs={})
-    cases["no-task"] = (tmp_path / "notask.h5", "attribute 'task' is missing")
-    with h5py.File(tmp_path / "nodata.h5", "w") as f:
-        f.create_group("train")["inputs"] = x
-        f.create_group("valid")
-        f.attrs["task"] = "memorization"
-    cases["missing-dataset"] = (tmp_path / "nodata.h5", "dataset /train/targets is missing")
-    write_h5(tmp_path / "strings.h5", x, np.array([b"a"] * 600))
-    cases["wrong-dtype"] = (tmp_path / "strings.h5",
-                            "/train/targets must be a numeric dataset")
-    write_h5(tmp_path / "few.h5", x, y, valid_rows=1)
-    cases["fewer-rows-than-ranks"] = (tmp_path / "few.h5", "/valid has 1 rows, fewer than")
-    good = tmp_path / "good.h5"
-    write_h5(good, x, y)
-    truncated = tmp_path / "truncated.h5"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    cases["truncated"] = (truncated, str(truncated))
-    return cases
-
-
 @pytest.mark.parametrize("case", ["missing", "not-hdf5", "nan-row", "wrong-shape",
                                   "no-task", "missing-dataset", "wrong-dtype", "truncated",
                                   "wrong-targets", "split-lengths", "task-params-not-json",
@@ -132,96 +66,6 @@ def test_bad_data_files_give_one_line_errors(tmp_path, capsys, case):
     assert code == 2
     assert len(out) == 1 and message in out[0] and str(path) in out[0], out
     assert not (tmp_path / "run").exists()
-
-
-def test_checkpoint_and_best_round_trip(tmp_path):
-    layout = ParamLayout(["W", "b"], [(2, 3), (3,)])
-    theta = np.arange(9.0)
-    state = dict(theta=theta, cg_init=-theta, damping=0.25, update=7)
-    checkpoint.save(tmp_path / "c.h5", state=state, optimizer="hf", best_theta=2 * theta,
-                    best_valid_error=0.125, best_update=5, config_toml="[run]\n",
-                    layout=layout)
-    state = checkpoint.load(tmp_path / "c.h5", layout=layout)
-    np.testing.assert_array_equal(state["cg_init"], -theta)
-    assert (state["update"], state["damping"], state["best_update"]) == (7, 0.25, 5)
-    np.testing.assert_array_equal(checkpoint.read_params(tmp_path / "c.h5")["W"],
-                                  theta[:6].reshape(2, 3))
-    with pytest.raises(CheckpointError, match="written by optimizer.name = 'hf'"):
-        checkpoint.load(tmp_path / "c.h5", layout=layout, optimizer="sgd")
-    other = ParamLayout(["W", "b"], [(2, 4), (4,)])
-    with pytest.raises(CheckpointError, match="checkpoint is for parameters"):
-        checkpoint.load(tmp_path / "c.h5", layout=other)
-    with h5py.File(tmp_path / "c.h5", "a") as f:
-        f.attrs["format_version"] = 99
-    with pytest.raises(CheckpointError, match="format version 99"):
-        checkpoint.load(tmp_path / "c.h5", layout=layout)
-
-
-def test_export_writes_the_best_parameters_by_name(tmp_path):
-    out = tmp_path / "run"
-    assert main(tiny_args() + ["--out", str(out)]) == 0
-    assert (out / "best.h5").exists()
-    assert export_main([str(out), "--format", "npz"]) == 0
-    assert export_main([str(out), "--format", "json"]) == 0
-    npz = np.load(out / "params.npz")
-    exported = json.loads((out / "params.json").read_text())
-    as_json = exported["params"]
-    best = checkpoint.read_params(out / "best.h5")
-    order = ["W_in", "W_rec", "b_h", "h0", "W_out", "b_out"]  # the model's, everywhere
-    assert list(best) == list(as_json) == npz.files[:-1] == order
-    assert npz.files[-1] == "__model__"
-    for name, value in best.items():
-        np.testing.assert_array_equal(npz[name], value)
-        np.testing.assert_allclose(np.array(as_json[name]), value, rtol=1e-15)
-    model = exported["model"]
-    assert json.loads(str(npz["__model__"])) == model and exported["dhf_params"] == 1
-    assert (model["task"], model["T"], model["loss"]) == ("memorization", 6, "sigmoid_xent")
-    assert model["output"] == "y_hat = sigmoid(s)" and "W of shape (inputs, outputs)" in \
-        model["orientation"] and model["shapes"]["W_rec"] == [8, 8]
-
-
-def test_exported_equations_compute_the_model_s_output(tmp_path):
-    """The exported equations, coded in numpy from their text's orientation, give the
-    run's own output: the metadata says what a user outside dhf needs."""
-    from dhf import config, tasks
-    from dhf.worker import Worker
-
-    out = tmp_path / "run"
-    assert main(tiny_args() + ["--out", str(out)]) == 0
-    target = tmp_path / "m.json"
-    assert export_main([str(out), "--out", str(target)]) == 0
-    exported = json.loads(target.read_text())
-    assert exported["model"]["equations"][0].startswith(
-        "a_t = x_t @ W_in + h_{t-1} @ W_rec")
-    p = {k: np.array(v) for k, v in exported["params"].items()}
-    cfg = config.load(None, [a for a in tiny_args()[1::2]])
-    x, y = tasks.generate_splits(cfg)["valid"][:2]
-    x = x[:50].astype(float)
-    h = np.broadcast_to(p["h0"], (len(x), p["h0"].size))
-    for t in range(x.shape[1]):
-        h = np.tanh(x[:, t] @ p["W_in"] + h @ p["W_rec"] + p["b_h"])
-    s = h @ p["W_out"] + p["b_out"]
-    loss = np.logaddexp(0, s) - y[:50] * s  # sigmoid_xent on s, per the export
-    spec = tasks.get("memorization").build_model(cfg)
-    for var, name in zip(spec.params, exported["params"]):
-        var.set_value(p[name].astype(var.dtype))
-    worker = Worker(spec, [x, y[:50].astype(float)])
-    theta = worker.layout.flatten([v.get_value() for v in spec.params])
-    np.testing.assert_allclose(worker.loss_sum(theta, np.arange(50))[0], loss.sum(),
-                               rtol=1e-10)
-
-
-@pytest.mark.parametrize("update,valid_error,best,patience,expect", [
-    (5, 0.0, (5, 0.0), 0, "solved"),
-    (5, 0.2, (2, 0.1), 3, "early stopping"),
-    (4, 0.2, (2, 0.1), 3, None),
-    (9, 0.2, (2, 0.1), 0, None),
-])
-def test_stop_reasons(update, valid_error, best, patience, expect):
-    best = Best(theta=None, error=best[1], update=best[0])
-    reason = _stop_reason({"stop_valid_error": 0.0, "patience": patience}, update,
-                          valid_error, best)
-    assert (reason is None) if expect is None else reason.startswith(expect)
 
 
 def test_unreadable_data_error_type():
@@ -331,6 +175,16 @@ def test_dhf_data_keeps_an_existing_file_unless_forced(data_file, capsys):
         assert json.loads(f.attrs["task_params"])["T"] == 5
 
 
+def test_fingerprint_tells_data_apart():
+    x = np.arange(600.0).reshape(100, 6, 1)
+    same = dataset.fingerprint([dataset.ArraySource([x, x[:, 0]])])
+    assert same == dataset.fingerprint([dataset.ArraySource([x.copy(), x[:, 0].copy()])])
+    edited = x.copy()
+    edited[99, 5, 0] = -1.0  # the last row is always sampled
+    for other in ([edited, x[:, 0]], [x[:99], x[:99, 0]], [x.astype(np.float32), x[:, 0]]):
+        assert dataset.fingerprint([dataset.ArraySource(other)]) != same
+
+
 def test_resume_on_regenerated_data_is_refused_and_the_run_kept(data_file, tmp_path,
                                                                 capsys):
     out = tmp_path / "run"
@@ -346,13 +200,3 @@ def test_resume_on_regenerated_data_is_refused_and_the_run_kept(data_file, tmp_p
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "--resume on other data than the run trained on" in lines[0]
     assert {f: (out / f).read_bytes() for f in before} == before
-
-
-def test_fingerprint_tells_data_apart():
-    x = np.arange(600.0).reshape(100, 6, 1)
-    same = dataset.fingerprint([dataset.ArraySource([x, x[:, 0]])])
-    assert same == dataset.fingerprint([dataset.ArraySource([x.copy(), x[:, 0].copy()])])
-    edited = x.copy()
-    edited[99, 5, 0] = -1.0  # the last row is always sampled
-    for other in ([edited, x[:, 0]], [x[:99], x[:99, 0]], [x.astype(np.float32), x[:, 0]]):
-        assert dataset.fingerprint([dataset.ArraySource(other)]) != same

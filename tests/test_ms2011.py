@@ -16,7 +16,7 @@ from dhf.comm import SerialComm
 from dhf.data import BatchSampler
 from dhf.nets import init, recurrent
 from dhf.worker import Worker
-from tests.test_gauss_newton import fd_jacobian, get_theta, set_theta
+from tests.references import fd_jacobian, get_theta, set_theta
 
 SEED = 666
 N, T, H = 5, 6, 3

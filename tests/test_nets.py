@@ -1,6 +1,6 @@
 """The built-in nets (:mod:`dhf.nets`): shapes, parameters, inits, and Gv against ``JᵀHJ``.
 
-The dense references reuse :mod:`tests.test_gauss_newton`'s helpers: ``J`` by central
+The dense references are :mod:`tests.references`'s: ``J`` by central
 finite differences of a separately compiled function of ``s`` (and of the hidden
 pre-activations, for structural damping), ``H`` the analytic Hessian of the loss in ``s``.
 Parameter counts are computed here by hand, not by the builders.
@@ -13,8 +13,8 @@ import pytest
 from dhf.errors import UserError
 from dhf.nets import feedforward, init, recurrent
 from dhf.worker import Worker
-from tests.test_gauss_newton import (assert_close_to, fd_jacobian, get_theta, loss_hessian,
-                                     one_hot, set_theta)
+from tests.references import (assert_close_to, fd_jacobian, get_theta, loss_hessian,
+                              one_hot, set_theta)
 
 SEED = 666
 N, T = 4, 4

@@ -11,9 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, tiny_args, venv_bin
-from tests.test_cli import metrics, run_mpi
-from tests.test_dataset import bad_files
+from tests.builders import bad_files
+from tests.conftest import ROOT, metrics, run_mpi, tiny_args, venv_bin
 
 pytestmark = pytest.mark.slow
 

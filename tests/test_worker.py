@@ -305,7 +305,7 @@ def test_trimmed_padding_gives_the_same_sums():
     np.testing.assert_allclose(trimmed.gv_sum(v, 0.3), full.gv_sum(v, 0.3),
                                rtol=1e-11, atol=1e-13)
     # the chunks really are cut: shortest rows first, each chunk to its longest row
-    steps = [a[0].shape[1] for a in trimmed._chunks(trimmed.plan(rows))]
+    steps = [a[0].shape[1] for a in trimmed.chunk_data(trimmed.plan(rows))]
     assert steps == sorted(steps) and steps[0] < 9
 
 
