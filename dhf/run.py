@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 MODES = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "default": None}
 FIRST_ORDER = {"sgd": SGDOptimizer, "adam": AdamOptimizer}
+#: Compiling longer than this (a cold cache) is announced while it runs.
+COMPILE_NOTICE_SECONDS = 5.0
 
 
 @dataclasses.dataclass
@@ -151,7 +154,7 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     n_train = train_rows.n_rows
     optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
-    _check_fit(worker, theta0, config, own_data=data is not None)
+    _compile(worker, theta0, config, own_data=data is not None)
     state = optimizer.init(theta0)
     best = Best(state.theta, math.inf, 0)
     if resume:
@@ -290,15 +293,26 @@ def _close(progress) -> None:
         close()
 
 
-def _check_fit(worker: Worker, theta: np.ndarray, config: dict, own_data: bool) -> None:
-    """Evaluate one row so that data of the wrong shape fails here, in one line."""
+def _compile(worker: Worker, theta: np.ndarray, config: dict, own_data: bool) -> None:
+    """Generate the compiled functions' code now (:meth:`Worker.warm_up`), so that the
+    start line says what compiling cost and the first update is an update; a first run
+    of a model compiles for a minute or more, and the user is told so while it waits.
+    One row is evaluated first, so that data of the wrong shape fails here, in one line.
+    """
+    notice = threading.Timer(COMPILE_NOTICE_SECONDS, logger.info, [
+        "compiling the model: a first run of a model on this machine takes a minute or "
+        "more; later runs load it from the compile cache in seconds"])
+    notice.daemon = True
+    notice.start()
     try:
-        worker.loss_sum(theta, np.array([0]))
+        worker.warm_up(theta, curvature=config["optimizer"]["name"] not in FIRST_ORDER)
     except (ValueError, IndexError, TypeError, AssertionError) as err:
         source = ("train" if own_data else
                   config["data"]["path"] or f"task {config['task']['name']}")
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{source}: the data does not fit the model ({first})") from None
+    finally:
+        notice.cancel()
 
 
 def stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | None:

@@ -107,8 +107,10 @@ class Worker:
                         if spec.trim_padding and not self.on_demand else None)
         t0 = time.perf_counter()
         self._compile()
+        #: Seconds spent building the compiled functions; their machine code (Numba's
+        #: JIT) is made on first call, which :meth:`warm_up` adds.
         self.compile_seconds = time.perf_counter() - t0
-        logger.debug("compiled worker functions in %.1fs", self.compile_seconds)
+        logger.debug("built worker functions in %.1fs", self.compile_seconds)
 
     # -- compilation ---------------------------------------------------------------
     def _function(self, inputs, outputs):
@@ -142,6 +144,26 @@ class Worker:
         else:
             self._forward_fn = self._function(data_vars, [loss_sum])
             self._gv_fn = self._function(data_vars + [v, weight], Gv)
+
+    def warm_up(self, theta: np.ndarray, *, curvature: bool = True) -> float:
+        """Call each compiled function once, on one row, so that the backend's code is
+        generated (or loaded from its cache) now rather than inside the first update;
+        returns the seconds it took, which are added to :attr:`compile_seconds`.
+
+        A row of the wrong shape fails here, before any update.  ``curvature=False``
+        skips the forward-states and Gv functions (first-order optimisers).
+        """
+        t0 = time.perf_counter()
+        row = np.array([0])
+        self.loss_sum(theta, row)
+        self.grad_sum(theta, row)
+        if curvature:
+            self.prepare_curvature(theta, row)
+            self.gv_sum(np.zeros(self.layout.size))
+            self.curvature = None
+        seconds = time.perf_counter() - t0
+        self.compile_seconds += seconds
+        return seconds
 
     # -- parameters ----------------------------------------------------------------
     def set_theta(self, theta: np.ndarray) -> None:

@@ -30,6 +30,21 @@ def test_train_writes_metrics_config_and_checkpoint(tmp_path, capsys):
     assert stdout.strip().splitlines()[-1].startswith("result: updates=3 train_loss=")
 
 
+def test_compiling_comes_before_the_first_update_and_a_slow_one_is_announced(
+        tmp_path, capsys, monkeypatch):
+    """Every compiled function's code is generated before the start line, whose
+    "compiled in" therefore counts it; a compile slower than COMPILE_NOTICE_SECONDS (a
+    cold cache) is announced while it runs, before that line."""
+    from dhf import run
+
+    monkeypatch.setattr(run, "COMPILE_NOTICE_SECONDS", 0.0)
+    assert main(tiny_args("optimizer.max_updates=1") + ["--out", str(tmp_path / "r")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    notice = [i for i, line in enumerate(lines) if "compiling the model" in line]
+    start = [i for i, line in enumerate(lines) if "compiled in" in line]
+    assert len(notice) == len(start) == 1 and notice[0] < start[0], lines
+
+
 def test_resume_continues_the_same_trajectory(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(tiny_args("optimizer.max_updates=6") + ["--out", str(straight)]) == 0
