@@ -108,7 +108,7 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
     out = Path(out)
     cfg["run"]["out"] = str(out)
     try:
-        with _reporting(comm.rank == 0 and verbose):
+        with _reporting(comm.rank == 0 and verbose), _one_blas_thread():
             summary = run.train(cfg, comm, out, resume=resume, spec=spec, data=sources)
     finally:
         if temporary and comm.rank == 0:
@@ -118,6 +118,22 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
                        train_loss=summary.train_loss, valid_loss=summary.valid_loss,
                        valid_error=summary.valid_error, seconds=summary.seconds,
                        out=None if temporary else out)
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """One BLAS thread while training, as ``dhf-train`` runs (numpy is loaded already, so
+    through threadpoolctl rather than the environment), unless the user chose a count
+    with ``OMP_NUM_THREADS`` or the like."""
+    from dhf.launcher import threads_chosen
+
+    if threads_chosen():
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @contextlib.contextmanager

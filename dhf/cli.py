@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dhf.launcher import launched_under_mpi, one_thread_per_rank
 
-if launched_under_mpi():
-    # One BLAS thread per rank unless the user says otherwise: ranks are the parallelism,
-    # and oversubscribed BLAS threads make every rank slower.  Must precede numpy, which
-    # is why nothing above imports it (dhf.comm would).
-    one_thread_per_rank()
+# One BLAS thread per process unless the user says otherwise: under a launcher the ranks
+# are the parallelism and oversubscribed threads make every rank slower; serially too,
+# dhf's products are small per-chunk GEMMs and Numba loops that BLAS threads do not
+# speed up, and on a busy machine they are 5 x slower (docs/benchmarks.md).  Must precede
+# numpy, which is why nothing above imports it (dhf.comm would).
+one_thread_per_rank()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402

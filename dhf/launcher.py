@@ -24,3 +24,8 @@ def one_thread_per_rank() -> None:
     importing numpy)."""
     for name in THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
+
+
+def threads_chosen() -> bool:
+    """Did the user choose a thread count (any of :data:`THREAD_VARIABLES`)?"""
+    return any(name in os.environ for name in THREAD_VARIABLES)

@@ -226,11 +226,13 @@ def test_an_exception_on_one_rank_ends_the_job(n):
     assert "rank 1" in done.stderr and "disk on fire" in done.stderr
 
 
-def test_blas_threads_are_pinned_before_numpy_loads():
-    """Under a launcher, OpenBLAS must see OMP_NUM_THREADS=1 when numpy first loads it:
-    dhf.cli decides before anything imports numpy (ranks oversubscribed the cores)."""
+@pytest.mark.parametrize("launcher, chosen, expect", [
+    ({"PMI_SIZE": "2"}, {}, "1"), ({}, {}, "1"), ({}, {"OPENBLAS_NUM_THREADS": "2"}, "2")])
+def test_blas_threads_are_pinned_before_numpy_loads(launcher, chosen, expect):
+    """Under a launcher and serially, OpenBLAS must see one thread when numpy first loads
+    it (dhf.cli decides before anything imports numpy), unless the user chose a count."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    env["PMI_SIZE"] = "2"
+    env.update(launcher, **chosen)
     done = subprocess.run([sys.executable, "-X", "importtime", "-c",
                            "import os, dhf.cli; print(os.environ['OPENBLAS_NUM_THREADS'])"],
                           env=env, capture_output=True, text=True, timeout=120)
@@ -239,7 +241,28 @@ def test_blas_threads_are_pinned_before_numpy_loads():
     modules = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
                if line.startswith("import time:") and "|" in line]
     assert modules.index("dhf.launcher") < modules.index("numpy")
-    assert done.stdout.strip() == "1"
+    assert done.stdout.strip() == expect
+
+
+def test_dhf_train_trains_on_one_blas_thread_unless_told(monkeypatch):
+    """numpy is loaded before dhf.train runs, so its BLAS is limited in place
+    (threadpoolctl) while training, and given back after; a count the user set stays."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from dhf.api import _one_blas_thread
+
+    def blas_threads():
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with threadpool_limits(limits=2, user_api="blas"):
+        with _one_blas_thread():
+            assert blas_threads() == {1}
+        assert blas_threads() == {2}
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        with _one_blas_thread():
+            assert blas_threads() == {2}
 
 
 def test_time_limit_checkpoints_and_exits_cleanly(tmp_path, capsys):

@@ -1,16 +1,20 @@
-"""Start-up cost at 1 and N ranks from empty compile caches, in one run.
+"""Time to the end of the first update, from empty compile caches and from warm ones.
 
-Each case runs ``mpiexec -n RANKS dhf-train`` for one small update with PyTensor's
-compile directory and Numba's cache in a fresh temporary directory, and reports the wall
-time of the whole command (start-up dominates: the update itself takes well under a
-second).  Issue 6's target: N ranks no slower than 1.
+Each case runs ``mpiexec -n RANKS dhf-train ... --set optimizer.max_updates=1`` twice
+with PyTensor's whole cache directory (``base_compiledir``: its compiled C modules *and*
+its Numba cache) and Numba's own cache (dhf's kernels) in a fresh temporary directory:
+first cold (empty), then warm (what the cold run left).  For each it prints the whole
+command's wall time (imports, compiling, one update with its validation pass, the
+checkpoint), the start line's "compiled in" and the update's own seconds.
 
-    python scripts/bench/startup.py --ranks 4 --task addition
+    python scripts/bench/startup.py --ranks 1 2 --cases default addition lstm
+    python scripts/bench/startup.py --ranks 1 --cases default --backends numba c
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,41 +22,62 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["task.T=12", "task.n_train=400", "task.n_valid=100",
-         "optimizer.gradient_batch=100", "optimizer.curvature_batch=50",
-         "optimizer.backtrack_batch=50",
-         "optimizer.cg_max_iters=5", "optimizer.max_updates=1", "run.stop_valid_error=-1.0"]
+
+#: What each case runs: the default job, a masked problem of variable lengths (the
+#: explicit Gv kernels, fresh data), and an LSTM (the generic Gv graph through scan).
+CASES = {
+    "default": [],
+    "addition": ["task.name='addition'", "task.T=30"],
+    "lstm": ["model.cell='lstm'"],
+}
 
 
-def cold_run(ranks: int, task: str, mpiexec: str) -> float:
+def run_once(ranks: int, args: list[str], cache: str, out: str, mpiexec: str) -> dict:
+    """One ``dhf-train`` of one update with its caches in ``cache``: its wall time, the
+    start line's compile seconds and the update's seconds."""
     bin_dir = Path(sys.executable).parent
     train = ([str(bin_dir / "dhf-train")] if (bin_dir / "dhf-train").exists()
              else [sys.executable, "-m", "dhf.cli"])  # dhf not installed, on PYTHONPATH
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, PYTENSOR_FLAGS=f"compiledir={cache}/pytensor",
-                   NUMBA_CACHE_DIR=f"{cache}/numba")
-        cmd = [mpiexec, "-n", str(ranks), *train, "-q", "--out", f"{cache}/run",
-               "--set", f"task.name={task!r}"]
-        for item in SMALL:
-            cmd += ["--set", item]
-        t0 = time.perf_counter()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-        seconds = time.perf_counter() - t0
-        if done.returncode != 0:
-            raise SystemExit(f"{ranks} ranks failed:\n{done.stdout}\n{done.stderr}")
-    return seconds
+    env = dict(os.environ, PYTENSOR_FLAGS=f"base_compiledir={cache}/pytensor",
+               NUMBA_CACHE_DIR=f"{cache}/numba")
+    cmd = [mpiexec, "-n", str(ranks), *train, "--progress", "off", "--out", out]
+    for item in args + ["optimizer.max_updates=1", "run.stop_valid_error=-1.0"]:
+        cmd += ["--set", item]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"{ranks} ranks failed:\n{done.stdout}\n{done.stderr}")
+    compiled = re.search(r"compiled in ([0-9.]+)s", done.stdout)
+    update = re.search(r"update +1 .* ([0-9.]+)s\s*$", done.stdout, re.M)
+    return {"wall": seconds, "compile": float(compiled.group(1)) if compiled else None,
+            "update": float(update.group(1)) if update else None}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranks", type=int, default=4)
-    parser.add_argument("--task", default="addition")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--backends", nargs="+", default=["numba"],
+                        choices=["numba", "c"])
     parser.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
     args = parser.parse_args()
-    one = cold_run(1, args.task, args.mpiexec)
-    many = cold_run(args.ranks, args.task, args.mpiexec)
-    print(f"task {args.task}, empty caches: 1 rank {one:.1f} s, {args.ranks} ranks "
-          f"{many:.1f} s, ratio {many / one:.2f}")
+    print("| case | backend | ranks | cold: command | cold: compiling | cold: update 1 "
+          "| warm: command | warm: compiling | warm: update 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for case in args.cases:
+        for backend in args.backends:
+            for ranks in args.ranks:
+                with tempfile.TemporaryDirectory() as tmp:
+                    items = CASES[case] + [f"run.backend={backend!r}"]
+                    cold = run_once(ranks, items, f"{tmp}/cache", f"{tmp}/cold",
+                                    args.mpiexec)
+                    warm = run_once(ranks, items, f"{tmp}/cache", f"{tmp}/warm",
+                                    args.mpiexec)
+                cells = [f"{r[k]:.1f} s" if r[k] is not None else "?"
+                         for r in (cold, warm) for k in ("wall", "compile", "update")]
+                print(f"| {case} | {backend} | {ranks} | " + " | ".join(cells) + " |",
+                      flush=True)
 
 
 if __name__ == "__main__":
