@@ -1,6 +1,6 @@
 """``dhf-train``: train a built-in job from a TOML config, serially or under mpirun.
 
-    dhf-train                                   # the default job (memorisation)
+    dhf-train                                   # the default job (temporal order, T = 100)
     mpirun -n 4 dhf-train configs/memorization.toml --set optimizer.cg_max_iters=300
 """
 from __future__ import annotations

@@ -19,6 +19,13 @@ from dhf.errors import ConfigError
 from dhf.schema import CHOICES, RANGES, SCHEMA
 
 
+#: The built-in default job, run when neither the config file nor ``--set`` names a task
+#: or a data file: Martens & Sutskever's 2-bit temporal order at T = 100 with their
+#: recipe, which HF solves in minutes on 2 cores and clipped SGD and Adam, given the same
+#: minutes, do not (docs/results.md).  Keys the user sets (``--set task.T=50``) win.
+DEFAULT_JOB = {"task": {"name": "temporal_order_2bit", "T": 100}}
+
+
 def defaults() -> dict:
     """A fresh config holding every default."""
     return {sec: {k: key.default for k, key in keys.items()}
@@ -28,13 +35,16 @@ def defaults() -> dict:
 def load(path: str | Path | None = None, overrides: list[str] = (),
          base: dict | None = None) -> dict:
     """Defaults (or ``base``), then the chosen task's recommended settings, then the TOML
-    file at ``path``, then ``--set`` overrides, in that order.
+    file at ``path``, then ``--set`` overrides, in that order.  A config that names no
+    task runs :data:`DEFAULT_JOB`.
 
     A task's recommendations may depend on the sequence length (Sutskever's λ₀ grows with
     the number of outputs, T of them for random permutation): they are taken at the
     ``task.T`` the whole config ends with.
     """
     values = read_toml(path) if path is not None else {}
+    if base is None and not _names_a_task(values, overrides, str(path)):
+        values = {**values, "task": {**DEFAULT_JOB["task"], **values.get("task", {})}}
     if base is not None:
         config = copy.deepcopy(base)
     else:
@@ -55,6 +65,14 @@ def _apply_user_values(config: dict, values: dict, overrides, source: str) -> di
     for item in overrides:
         apply_override(config, item)
     return config
+
+
+def _names_a_task(values: dict, overrides, source: str) -> bool:
+    """Do the file and overrides choose a task (``task.name``, or a data file)?"""
+    probe = _apply_user_values(defaults(), values, overrides, source)
+    named = "name" in values.get("task", {}) or any(
+        item.split("=", 1)[0].strip() == "task.name" for item in overrides)
+    return named or bool(probe["data"]["path"])
 
 
 def _task_name(values: dict, overrides, source: str) -> str:

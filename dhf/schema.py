@@ -32,7 +32,8 @@ class Key(NamedTuple):
 #: Every key by section, in the order configs and ``--help`` show them.
 SCHEMA: dict[str, dict[str, Key]] = {
     "task": {
-        "name": Key("memorization", "built-in problem to generate (see dhf.tasks.TASKS)"),
+        "name": Key("temporal_order_2bit", "built-in problem to generate (see "
+                    "dhf.tasks.TASKS); the default job is this one at T = 100"),
         "T": Key(20, "sequence length", range=(1, None), applies="recurrent"),
         "n_train": Key(20000, "training rows (sequences)", range=(1, None)),
         "n_valid": Key(1000, "validation rows (sequences)", range=(1, None)),

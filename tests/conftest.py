@@ -66,8 +66,8 @@ def venv_bin(name: str) -> str:
 
 
 #: A job small enough to compile and run in seconds: memorisation over 6 steps.
-TINY = ["task.T=6", "task.n_train=600", "task.n_valid=200", "model.hidden=8",
-        "optimizer.gradient_batch=300", "optimizer.curvature_batch=100",
+TINY = ["task.name='memorization'", "task.T=6", "task.n_train=600", "task.n_valid=200",
+        "model.hidden=8", "optimizer.gradient_batch=300", "optimizer.curvature_batch=100",
         "optimizer.backtrack_batch=100", "optimizer.cg_max_iters=30",
         "optimizer.max_updates=3", "run.stop_valid_error=-1.0"]
 

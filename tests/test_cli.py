@@ -133,7 +133,7 @@ def same_run(rows):
     return [{k: v for k, v in r.items() if k not in ("seconds", "wall")} for r in rows]
 
 
-#: Three models for the rank-count test: the default job (tanh RNN, last-step loss), a
+#: Three models for the rank-count test: memorisation (tanh RNN, last-step loss), a
 #: masked problem of variable lengths with trimmed padding (addition, the explicit Gv
 #: kernels, fixed data so that the rows are sorted by length), and an LSTM (the generic
 #: Gv graph).

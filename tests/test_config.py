@@ -15,6 +15,24 @@ def test_defaults_then_file_then_set(tmp_path):
     assert cfg["run"]["seed"] == config.SCHEMA["run"]["seed"][0]
 
 
+def test_a_config_that_names_no_task_runs_the_default_job(tmp_path):
+    """The default job is 2-bit temporal order at T = 100 with Martens & Sutskever's
+    recipe, exactly as configs/ms2011/temporal_order_2bit.toml writes it out; a T given
+    alone changes its length; naming a task (or a data file) leaves it."""
+    from tests.conftest import ROOT
+
+    recipe = config.load(ROOT / "configs" / "ms2011" / "temporal_order_2bit.toml")
+    assert config.load(None) == recipe
+    assert (recipe["task"]["name"], recipe["task"]["T"]) == ("temporal_order_2bit", 100)
+    assert config.load(None, ["task.T=50"])["task"]["T"] == 50
+    assert config.load(None, ["task.name='addition'"])["task"]["T"] == 200
+    named = config.load(None, ["task.name='memorization'"])
+    assert (named["task"]["T"], named["data"]["fresh"]) == (20, False)
+    path = tmp_path / "c.toml"
+    path.write_text("[task]\nname = 'memorization'\n")
+    assert config.load(path, ["task.T=30"])["task"]["name"] == "memorization"
+
+
 def test_resolved_config_round_trips_through_toml(tmp_path):
     cfg = config.load(None, ["run.out=some dir", "optimizer.preconditioner=true"])
     path = tmp_path / "resolved.toml"
@@ -31,7 +49,7 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     ("task.T=0", "task.T = 0 is out of range; must be >= 1"),
     ("task.T=abc", "task.T must be int, got 'abc'"),
     ("run.dtype=float16", "run.dtype = 'float16'; expected one of float64, float32"),
-    ("optimizer.curvature_batch=6000", "must be <= optimizer.gradient_batch"),
+    ("optimizer.curvature_batch=20000", "must be <= optimizer.gradient_batch"),
     ("optimizer.max_updates", "expected SECTION.KEY=VALUE"),
 ], ids=["typo-key", "typo-section", "range", "range-int", "type", "choice", "subset",
         "syntax"])
@@ -92,7 +110,8 @@ def test_a_fixed_set_too_small_for_the_batches_names_the_keys_and_the_way_out(tm
     from dhf import run
     from dhf.comm import SerialComm
 
-    cfg = config.load(None, ["task.T=4", "task.n_train=500", "task.n_valid=10",
+    cfg = config.load(None, ["task.name='memorization'", "task.T=4", "task.n_train=500",
+                             "task.n_valid=10",
                              "model.hidden=4", "optimizer.gradient_batch=300",
                              "optimizer.curvature_batch=50",
                              "optimizer.backtrack_batch=100",
@@ -120,13 +139,14 @@ def test_a_data_file_s_T_is_not_checked_against_the_task():
 
 
 def test_optimisers_built_in_code_have_dhf_train_s_defaults():
-    """One declaration per key: HFConfig(), SGDConfig(), dhf.train's config and the
-    default job's dhf-train config resolve to the same optimiser settings."""
+    """One declaration per key: HFConfig(), SGDConfig(), dhf.train's config and
+    dhf-train's config for a task without recommendations of its own (memorisation)
+    resolve to the same optimiser settings."""
     from dhf import damping
     from dhf.coordinator import HFConfig
     from dhf.sgd import SGDConfig
 
-    cli = config.load()["optimizer"]  # the default job: no task recommendations
+    cli = config.load(None, ["task.name='memorization'"])["optimizer"]
     api = config.defaults()["optimizer"]  # what dhf.train starts from
     for cls in (HFConfig, SGDConfig):
         assert cls() == cls.from_config(cli) == cls.from_config(api)

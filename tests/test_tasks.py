@@ -57,8 +57,9 @@ def test_task_defaults_sit_under_the_users_settings(tmp_path):
     cfg = config_mod.load(path, ["optimizer.init_damping=0.2"])
     assert (cfg["task"]["T"], cfg["optimizer"]["init_damping"]) == (50, 0.2)
     assert cfg["optimizer"]["curvature_batch"] == 1000  # still the task's
-    # the default job keeps dhf's own defaults
-    assert config_mod.load()["task"]["T"] == config_mod.SCHEMA["task"]["T"][0]
+    # memorisation, theano-hf's task, keeps dhf's own defaults
+    assert config_mod.load(None, ["task.name='memorization'"])["task"]["T"] == \
+        config_mod.SCHEMA["task"]["T"][0]
 
 
 def test_random_permutation_is_judged_at_the_last_step_only():
@@ -158,7 +159,8 @@ def test_the_optimisers_are_what_run_drives():
 
     worker = Worker(mlp([2, 1]), [np.zeros((300, 2)), np.zeros((300, 1))])
     for name in ("hf", "sgd", "adam"):
-        cfg = config_mod.load(None, [f"optimizer.name='{name}'",
+        cfg = config_mod.load(None, ["task.name='memorization'",
+                                     f"optimizer.name='{name}'",
                                      "optimizer.gradient_batch=100",
                                      "optimizer.curvature_batch=50",
                                      "optimizer.backtrack_batch=50"])

@@ -2,8 +2,8 @@
 
 - :func:`feedforward` — feed-forward nets with arbitrary forward connectivity;
 - :func:`recurrent` — stacked tanh-RNN / LSTM layers with a linear readout;
-- :func:`rnn`, :func:`mlp` — theano-hf's one-layer tanh RNN (the default job's model) and
-  a plain fully connected net (:mod:`dhf.nets.classic`);
+- :func:`rnn`, :func:`mlp` — theano-hf's one-layer tanh RNN (its memorisation job's
+  model) and a plain fully connected net (:mod:`dhf.nets.classic`);
 - :mod:`dhf.nets.init` — seeded initialisations (sparse, gaussian, uniform, orthogonal,
   spectral-radius rescaling).
 """

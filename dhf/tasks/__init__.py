@@ -8,11 +8,11 @@ set.  ``TASKS`` maps the names ``task.name`` accepts to them.  Nothing here impo
 PyTensor: models are built on demand.
 
 ======================================  =================================================
-memorization                            theano-hf's 1-bit memorisation (the default job)
+memorization                            theano-hf's 1-bit memorisation
 addition, multiplication, xor,          Martens & Sutskever (2011)'s pathological
 temporal_order_2bit, _3bit,             long-range problems, as Sutskever's released
-random_permutation,                     code defines them (:mod:`dhf.tasks.pathological`)
-noiseless_memorization_5bit, _20bit
+random_permutation,                     code defines them (:mod:`dhf.tasks.pathological`);
+noiseless_memorization_5bit, _20bit     the default job is temporal_order_2bit, T = 100
 ff_xor, ff_xor_xent, integrator,        the ``hessianfree`` package's demos
 adding, plant                           (:mod:`dhf.tasks.demos`, :mod:`dhf.tasks.plant`)
 digits, digits_autoencoder              scikit-learn's handwritten digits
