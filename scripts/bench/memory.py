@@ -20,7 +20,8 @@ import tempfile
 BATCH = ["optimizer.gradient_batch=2000", "optimizer.curvature_batch=500",
          "optimizer.backtrack_batch=500", "optimizer.max_updates=2",
          "optimizer.cg_max_iters=10",
-         "run.stop_valid_error=-1.0", "run.checkpoint_every=0", "task.T=50"]
+         "run.stop_valid_error=-1.0", "run.checkpoint_every=0", "task.T=50",
+         "task.name='memorization'"]
 
 
 def child(args: list[str]) -> None:
