@@ -56,6 +56,11 @@ class ModelSpec:
     gauss_newton : optional explicit builder ``(spec, tangents, structural_weight) ->
         [Gv per parameter]`` that a built-in model provides as a faster equivalent of the
         generic pushforward/pullback product.
+    dense : optional ``(a, [(h, W), ...], b)`` per dense layer ``a = b + Σ h W`` (rows
+        are examples).  When they cover every parameter, the diagonal preconditioner's
+        per-example squared gradients are summed from one batched backward pass:
+        Σ_i (∂f_i/∂W)² = (h²)ᵀ (δ²) and Σ_i (∂f_i/∂b)² = Σ_i δ_i², with δ = ∂(Σ_i f_i)/∂a,
+        whose row i is example i's (Martens 2010, §4.7, needs them per example).
     """
 
     inputs: Sequence[pt.TensorVariable]
@@ -70,6 +75,7 @@ class ModelSpec:
     trim_padding: bool = False
     gauss_newton: Callable | None = None
     loss_weights: pt.TensorVariable | None = None
+    dense: Sequence[tuple] = field(default_factory=tuple)
 
     def __post_init__(self):
         self.inputs = list(self.inputs)

@@ -452,3 +452,32 @@ def test_initialise_dispatcher():
         init.initialise(rng, (3, 3), {"name": "sparse", "density": 0.1})
     with pytest.raises(UserError, match="needs a 'name'"):
         init.initialise(rng, (3, 3), {"scale": 0.1})
+
+
+@pytest.mark.parametrize("sizes, loss, last, conns", [
+    ([3, 4, 3], "squared_error", "linear", None),
+    ([3, 4, 3], "sigmoid_xent", "logistic", {0: [1, 2], 1: [2]}),
+    ([3, 4, 3, 2], "softmax_xent", "linear", {0: [1, 3], 1: [2], 2: [3]})])
+def test_dense_squared_gradients_are_the_per_example_ones(sizes, loss, last, conns):
+    """The preconditioner's Σ_i (∂f_i/∂θ)², summed by the built-in feed-forward nets
+    from one backward pass ((h²)ᵀ(δ²), spec.dense), against each example's gradient by
+    central finite differences of its own loss, squared and summed; and against the
+    one-gradient-per-row path that graphs without ``dense`` take."""
+    import dataclasses
+
+    nl = ["tanh"] * (len(sizes) - 2) + [last]
+    spec = feedforward(sizes, nonlinearities=nl, connectivity=conns, loss=loss, seed=3)
+    rng = np.random.default_rng(SEED)
+    X = rng.normal(size=(7, 3))
+    Y = (one_hot(rng, (7,), sizes[-1]) if loss != "squared_error"
+         else rng.normal(size=(7, sizes[-1])))
+    theta = get_theta(spec.params)
+    per_example = pytensor.function(spec.data_vars, spec.example_losses())
+    J = fd_jacobian(lambda: per_example(X, Y), spec.params, theta)  # (examples, P)
+    fast = Worker(spec, [X, Y], mode="FAST_COMPILE")
+    slow = Worker(dataclasses.replace(spec, dense=()), [X, Y], mode="FAST_COMPILE")
+    assert fast.batched_squared_grads and not slow.batched_squared_grads
+    rows = np.arange(7)
+    assert_close_to(fast.squared_grad_sum(theta, rows), np.square(J).sum(axis=0), rtol=1e-6)
+    assert_close_to(fast.squared_grad_sum(theta, rows), slow.squared_grad_sum(theta, rows),
+                    rtol=1e-10)

@@ -86,7 +86,7 @@ def feedforward(sizes: Sequence[int], *, nonlinearities="tanh",
 
     rng = np.random.default_rng(seed)
     x = pt.matrix("x", dtype=dtype)
-    params, h, a = [], {0: x}, None
+    params, h, a, dense = [], {0: x}, None, []
     for k in range(1, n_layers):
         weights = [_shared(initialise(rng, (sizes[j], sizes[k]), init, gain=init_scale),
                            f"W_{j}_{k}", dtype) for j in incoming[k]]
@@ -95,9 +95,11 @@ def feedforward(sizes: Sequence[int], *, nonlinearities="tanh",
         terms = [pt.dot(h[j], W) for j, W in zip(incoming[k], weights)]
         a = sum(terms[1:], terms[0]) + b
         h[k] = fns[k - 1](a)
+        dense.append((a, [(h[j], W) for j, W in zip(incoming[k], weights)], b))
     s = a if split_at_logits else h[n_layers - 1]
     y = pt.matrix("y", dtype=dtype)
-    return ModelSpec(inputs=[x], targets=y, params=params, output=s, loss=loss, hidden=[])
+    return ModelSpec(inputs=[x], targets=y, params=params, output=s, loss=loss, hidden=[],
+                     dense=dense)
 
 
 # -- validation ---------------------------------------------------------------------------
