@@ -7,8 +7,8 @@ first cold (empty), then warm (what the cold run left).  For each it prints the 
 command's wall time (imports, compiling, one update with its validation pass, the
 checkpoint), the start line's "compiled in" and the update's own seconds.
 
-    python scripts/bench/startup.py --ranks 1 2 --cases default addition lstm
-    python scripts/bench/startup.py --ranks 1 --cases default --backends numba c
+    python scripts/bench/startup.py --ranks 1 2 --cases default memorization addition lstm
+    python scripts/bench/startup.py --ranks 1 --cases memorization --backends numba c
 """
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: What each case runs: the default job, a masked problem of variable lengths (the
-#: explicit Gv kernels, fresh data), and an LSTM (the generic Gv graph through scan).
+#: What each case runs: the default job (temporal order, T = 100, 10 000-sequence
+#: gradient), theano-hf's memorisation at T = 20 (the small job), a masked problem of
+#: variable lengths (the explicit Gv kernels, fresh data), and an LSTM (the generic Gv
+#: graph through scan).
 CASES = {
     "default": [],
+    "memorization": ["task.name='memorization'"],
     "addition": ["task.name='addition'", "task.T=30"],
-    "lstm": ["model.cell='lstm'"],
+    "lstm": ["task.name='memorization'", "model.cell='lstm'"],
 }
 
 
