@@ -179,6 +179,10 @@ def _fit_batches(opt: dict, given: dict, n_rows: int, report: bool) -> None:
     """Batch sizes the caller left at their defaults, shrunk to a data set too small for
     them (the defaults want 6 000 rows): backtracking on a fifth of the rows, the gradient
     on the rest, the curvature on at most all of it.  Sizes the caller set stay."""
+    if opt["gradient_batch"] == 0:  # every row (Martens 2010)
+        if "curvature_batch" not in given:
+            opt["curvature_batch"] = min(opt["curvature_batch"], n_rows)
+        return
     held_out = opt["held_out"]
     needed = opt["gradient_batch"] + (opt["backtrack_batch"] + opt["linesearch_batch"]
                                       if held_out else 0)

@@ -207,10 +207,13 @@ def _dry_run(config: dict, comm: Communicator) -> int:
         opt = config["optimizer"]
         batches = (("gradient_batch", "curvature_batch", "backtrack_batch",
                     "linesearch_batch") if opt["name"] == "hf" else ("sgd_batch",))
+        full = opt["name"] == "hf" and opt["gradient_batch"] == 0
         for key in batches:
-            split = rows_per_rank(opt[key], comm.size)
+            rows = (n_train if full and key in ("gradient_batch", "backtrack_batch")
+                    else 0 if full and key == "linesearch_batch" else opt[key])
+            split = rows_per_rank(rows, comm.size)
             print(f"# {key} per rank ({comm.size} ranks, chunks of "
-                  f"{chunk_size(opt[key])} rows): {split}")
+                  f"{chunk_size(rows)} rows): {split}")
         sys.stdout.flush()
     return 0
 

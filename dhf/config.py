@@ -170,7 +170,11 @@ def validate(config: dict) -> None:
         raise ConfigError(f"data.fresh = true generates the training data; it cannot read "
                           f"data.path = {config['data']['path']!r} (set one of them)")
     opt = config["optimizer"]
-    if opt["curvature_batch"] > opt["gradient_batch"]:
+    full_batch = opt["name"] == "hf" and opt["gradient_batch"] == 0
+    if full_batch and config["data"]["fresh"]:
+        raise ConfigError("optimizer.gradient_batch = 0 trains on every row of a fixed "
+                          "training set; data.fresh = true has none (set a batch size)")
+    if opt["curvature_batch"] > opt["gradient_batch"] and not full_batch:
         raise ConfigError(f"optimizer.curvature_batch = {opt['curvature_batch']} "
                           f"must be <= optimizer.gradient_batch = {opt['gradient_batch']} "
                           "(it is a subset)")

@@ -25,7 +25,7 @@ from dhf import cg, dataset, tasks
 from dhf.comm import Communicator, check_replicas
 from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
-from dhf.data import BatchSampler, FreshSampler
+from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
 from dhf.dataset import StackedSource
 from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
@@ -249,7 +249,9 @@ def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: in
                                             n_train, seed, should_stop, fresh=fresh)
     sizes = check_batches(opt_cfg, n_train, fresh)
     held_out = opt_cfg["held_out"]
-    if fresh:
+    if sizes[0] == 0:
+        sampler = FullBatchSampler(n_train, sizes[1], seed)
+    elif fresh:
         sampler = FreshSampler(*sizes, held_out=held_out)
     else:
         sampler = BatchSampler(n_train, sizes[0], sizes[1], sizes[2], seed,
@@ -267,6 +269,11 @@ def check_batches(opt_cfg: dict, n_train: int, fresh: bool) -> list[int]:
         return [opt_cfg["sgd_batch"]]
     sizes = [opt_cfg[f"{name}_batch"] for name in ("gradient", "curvature", "backtrack",
                                                    "linesearch")]
+    if sizes[0] == 0:  # every row (Martens 2010): only the curvature chunk must fit
+        if n_train is not None and sizes[1] > n_train:
+            raise ConfigError(f"optimizer.curvature_batch = {sizes[1]} exceeds the "
+                              f"{n_train} training rows")
+        return sizes
     held_out = opt_cfg["held_out"]
     if not held_out and sizes[1] + sizes[2] + sizes[3] > sizes[0]:
         raise ConfigError(

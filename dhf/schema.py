@@ -80,8 +80,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "baselines)", choices=("hf", "sgd", "adam")),
         "max_updates": Key(100, "updates in the whole run, resumed ones included",
                                 range=(0, None)),
-        "gradient_batch": Key(5000, "sequences per gradient (global, over all ranks)",
-                                    range=(1, None)),
+        "gradient_batch": Key(5000, "sequences per gradient (global, over all ranks); 0: "
+                                    "every training row, with backtracking and the line "
+                                    "search on every row too and the curvature on a "
+                                    "cycled chunk (Martens 2010)", range=(0, None)),
         "curvature_batch": Key(1000, "sequences per Gv product, a subset of the gradient "
                                      "batch", range=(1, None)),
         "backtrack_batch": Key(1000, "sequences for CG backtracking (and the line search "

@@ -206,6 +206,27 @@ def test_default_batches_shrink_to_a_small_data_set_and_set_ones_stay():
                                         "backtrack_batch": 60}})
 
 
+def test_full_batch_hf_trains_on_every_row_as_martens_2010():
+    """gradient_batch = 0: the loss an update starts from is that of every training row
+    (checked against the model's per-example losses at the initial θ, in numpy), and a
+    data set too small for the minibatch defaults needs nothing else."""
+    X = binary_data(300)
+    spec = autoencoder()
+    W, b_h, b_v = (p.get_value() for p in spec.params)
+    h = 1 / (1 + np.exp(-(X @ W + b_h)))
+    s = h @ W.T + b_v
+    full_loss = np.mean(np.sum(np.logaddexp(0, s) - X * s, axis=1))
+    config = {"optimizer": {"gradient_batch": 0, "curvature_batch": 100, "max_updates": 3,
+                            "init_damping": 0.05, "cg_max_iters": 20},
+              "run": {"backend": "default", "stop_valid_error": -1.0}}
+    result = dhf.train(spec, train=X, config=config, comm=SerialComm())
+    assert result.metrics[0]["loss"] == pytest.approx(full_loss, rel=1e-10)
+    assert result.metrics[-1]["loss"] < result.metrics[0]["loss"]
+    with pytest.raises(ConfigError, match="curvature_batch = 400 exceeds the 300"):
+        dhf.train(autoencoder(), train=X, comm=SerialComm(),
+                  config={"optimizer": {"gradient_batch": 0, "curvature_batch": 400}})
+
+
 TRAIN_SCRIPT = """
 import logging, sys
 import numpy as np

@@ -88,7 +88,9 @@ def test_an_unknown_key_in_a_file_names_the_file(tmp_path):
     (["optimizer.rho_model='exact'"], "optimizer.rho_model = 'exact'; expected one of "
                                       "undamped, damped"),
     (["optimizer.linesearch_c=2"], "optimizer.linesearch_c = 2.0 is out of range"),
-], ids=["fresh-and-path", "loss-average", "rho-model", "armijo-c"])
+    (["data.fresh=true", "optimizer.gradient_batch=0"], "optimizer.gradient_batch = 0 "
+                                                        "trains on every row of a fixed"),
+], ids=["fresh-and-path", "loss-average", "rho-model", "armijo-c", "full-batch-fresh"])
 def test_bad_recipe_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as err:
         config.load(None, overrides)

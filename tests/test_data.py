@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from dhf.data import FRESH_STRIDE, BatchSampler, FreshSampler, local, shard_bounds
+from dhf.data import (FRESH_STRIDE, BatchSampler, FreshSampler, FullBatchSampler, local,
+                      shard_bounds)
 
 
 @pytest.mark.parametrize("n,size", [(10, 1), (10, 3), (7, 4), (3, 4), (1000, 16)])
@@ -90,3 +91,21 @@ def test_without_held_out_rows_every_batch_is_part_of_the_gradient_batch(fresh):
         assert b.curvature[0] == base and b.backtrack[0] == base + 1000
     with pytest.raises(ValueError, match="inside the gradient batch"):
         FreshSampler(1000, 500, 400, 200, held_out=False)
+
+
+def test_full_batch_regime_uses_every_row_and_cycles_the_curvature_chunks():
+    """Martens (2010): gradient, backtracking and line search on every row; the curvature
+    on chunk u mod K of one fixed shuffle, so K updates visit every row exactly once."""
+    sampler = FullBatchSampler(100, 25, seed=3)
+    seen = []
+    for update in range(1, 5):
+        b = sampler.draw(update)
+        np.testing.assert_array_equal(b.gradient, np.arange(100))
+        np.testing.assert_array_equal(b.backtrack, np.arange(100))
+        assert len(b.linesearch) == 0 and len(b.curvature) == 25
+        seen.append(b.curvature)
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.arange(100))
+    np.testing.assert_array_equal(sampler.draw(5).curvature, seen[0])
+    assert not np.array_equal(seen[0], np.arange(25))  # shuffled, not the first rows
+    with pytest.raises(ValueError):
+        FullBatchSampler(10, 11, seed=0)
