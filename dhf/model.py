@@ -43,7 +43,9 @@ class ModelSpec:
         ``weights`` broadcasts against the pre-activation (a mask) or is None.
     error : how a prediction is judged wrong, for the error rate: ``"sign"``,
         ``"argmax"``, ``"abs"`` (with ``error_tolerance``) or a callable
-        ``(output, targets) -> 0/1 per output vector``; None takes the loss's own
+        ``(output, targets) -> 0/1 per output vector`` (or, returning one value per
+        example, any per-example error whose mean is then the reported error: the
+        autoencoders' squared reconstruction error); None takes the loss's own
         (sign for sigmoid, argmax for softmax, none for squared error).  An example is
         wrong when any of its (unmasked) output vectors is.
     error_tolerance : the ``"abs"`` error's tolerance.

