@@ -102,7 +102,8 @@ def test_bad_key_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_dry_run_prints_config_and_split(capsys):
-    assert main(["--dry-run", "--set", "model.hidden=10"]) == 0
+    assert main(["--dry-run", "--set", "task.name='memorization'", "--set",
+                 "model.hidden=10"]) == 0
     out = capsys.readouterr().out
     assert "# parameters: 141" in out  # 1·10 + 10·10 + 10 + 10 + 10·1 + 1
     assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [5000]" in out

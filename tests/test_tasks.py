@@ -32,7 +32,9 @@ def test_every_task_trains_an_update(comm, tmp_path, name):
         pytest.importorskip("sklearn")
     result = run.train(small(name), comm, tmp_path / "run")
     assert result.updates == 1
-    assert np.isfinite(result.train_loss) and 0 <= result.valid_error <= 1
+    # an error rate, but for the autoencoder's squared reconstruction error per image
+    most = 784 if name == "mnist_autoencoder" else 1
+    assert np.isfinite(result.train_loss) and 0 <= result.valid_error <= most
 
 
 @pytest.mark.parametrize("name", sorted(tasks.TASKS))

