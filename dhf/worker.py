@@ -150,7 +150,7 @@ class Worker:
             self._gv_fn = self._function(data_vars + [v, weight], Gv)
 
     def warm_up(self, theta: np.ndarray, *, curvature: bool = True) -> float:
-        """Call each compiled function once, on one row, so that the backend's code is
+        """Call each compiled function once, on two rows, so that the backend's code is
         generated (or loaded from its cache) now rather than inside the first update;
         returns the seconds it took, which are added to :attr:`compile_seconds`.
 
@@ -158,7 +158,9 @@ class Worker:
         skips the forward-states and Gv functions (first-order optimisers).
         """
         t0 = time.perf_counter()
-        row = np.array([0])
+        # Two rows, not one: Numba compiles once per array layout, and the states of a
+        # one-row chunk are contiguous where those of every larger chunk are not.
+        row = np.arange(min(2, self.source.n_rows))
         self.loss_sum(theta, row)
         self.grad_sum(theta, row)
         if curvature:
@@ -199,8 +201,10 @@ class Worker:
                 lengths = (self.lengths[chunk] if self.lengths is not None else
                            mask_lengths(data[self.spec.data_vars.index(self.spec.mask)]))
                 steps = int(lengths.max())
-                data = [a[:, :steps] if a.ndim >= 2 and v.ndim >= 2 else a
-                        for a, v in zip(data, self.spec.data_vars)]
+                # Contiguous, as an untrimmed chunk is: Numba compiles a function once
+                # per array layout, and the warm-up's one row is contiguous.
+                data = [np.ascontiguousarray(a[:, :steps]) if a.ndim >= 2 and v.ndim >= 2
+                        else a for a, v in zip(data, self.spec.data_vars)]
             yield data
 
     def plan(self, rows) -> Chunks:
