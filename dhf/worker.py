@@ -160,11 +160,11 @@ class Worker:
         t0 = time.perf_counter()
         # Two rows, not one: Numba compiles once per array layout, and the states of a
         # one-row chunk are contiguous where those of every larger chunk are not.
-        row = np.arange(min(2, self.source.n_rows))
-        self.loss_sum(theta, row)
-        self.grad_sum(theta, row)
+        rows = np.arange(min(2, self.source.n_rows))
+        self.loss_sum(theta, rows)
+        self.grad_sum(theta, rows)
         if curvature:
-            self.prepare_curvature(theta, row)
+            self.prepare_curvature(theta, rows)
             self.gv_sum(np.zeros(self.layout.size))
             self.curvature = None
         seconds = time.perf_counter() - t0

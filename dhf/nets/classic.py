@@ -1,5 +1,5 @@
 """theano-hf's models as it built them: the one-layer tanh RNN of its memorisation job
-(dhf's first default job; its parameter names are the ones its checkpoints hold) and a plain
+(its parameter names are the ones its checkpoints hold) and a plain
 fully connected net for tests.  :func:`dhf.nets.recurrent` and
 :func:`dhf.nets.feedforward` are the general builders.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 name = "memorization"
-#: The global defaults of dhf.config are this task's settings (it was dhf's first job).
+#: The global defaults of dhf.config are this task's settings.
 defaults: dict = {}
 
 
