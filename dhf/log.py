@@ -28,6 +28,8 @@ def format_update(row: dict) -> str:
     if row.get("valid_error") is not None:
         parts.append(f"valid_loss {row['valid_loss']:.4g}")
         parts.append(f"valid_error {row['valid_error']:.3f}")
+    if row.get("train_error") is not None:
+        parts.append(f"train_error {row['train_error']:.4g}")
     if "rho" in row:
         rho = row["rho"]
         parts.append(f"rho {rho:.3f}" if math.isfinite(rho) else f"rho {rho}")

@@ -57,14 +57,16 @@ def _series(rows, key, x, clip=None):
 
 #: (metrics key, title, x axis, y scale, clip, y label) of each panel.  ρ is drawn in
 #: [−1, 2]: a rejected or failed step's ρ (down to −∞) sits on the lower edge.  The loss
-#: panels draw ``valid_loss`` too, dashed.
+#: panels draw ``valid_loss`` too, dashed, and the error panels ``train_error``
+#: (``run.train_error``) where the run has it.
 PANELS = [("loss", "loss: training (solid), validation (dashed)", "update", "log", None,
            "mean loss"),
           ("loss", "loss: training (solid), validation (dashed)", "time", "log", None,
            "mean loss"),
-          ("valid_error", "validation error", "update", "linear", None,
-           "fraction wrong"),
-          ("valid_error", "validation error", "time", "linear", None, "fraction wrong"),
+          ("valid_error", "error: validation (solid), training (dashed)", "update",
+           "linear", None, "error (the task's measure)"),
+          ("valid_error", "error: validation (solid), training (dashed)", "time",
+           "linear", None, "error (the task's measure)"),
           ("damping", "damping λ after the update", "update", "log", None, "λ"),
           ("rho", "reduction ratio ρ (clipped to [−1, 2])", "update", "linear", (-1.0, 2.0),
            "ρ"),
@@ -99,9 +101,9 @@ def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
     for ax, (key, title, x, scale, clip, ylabel) in zip(axes.flat, PANELS):
         for name, rows in runs.items():
             line, = ax.plot(*_series(rows, key, x, clip), marker=".", label=run_label(name))
-            if key == "loss":
-                ax.plot(*_series(rows, "valid_loss", x), linestyle="--",
-                        color=line.get_color())
+            dashed = {"loss": "valid_loss", "valid_error": "train_error"}.get(key)
+            if dashed:
+                ax.plot(*_series(rows, dashed, x), linestyle="--", color=line.get_color())
         ax.set_title(title)
         ax.set_xlabel("update" if x == "update"
                       else "wall time since the start, start-up included (s)")

@@ -144,6 +144,10 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     rundir.prepare(resume, config)
     train_rows, valid_rows = data if data is not None else load_data(config, comm)
     fresh = getattr(train_rows, "on_demand", False)
+    if fresh and config["run"]["train_error"]:
+        raise ConfigError("run.train_error = true needs a fixed training set; this task "
+                          "draws fresh rows (data.fresh = true): set data.fresh = false or "
+                          "run.train_error = false")
     if spec is None:
         spec = tasks.get(config["task"]["name"]).build_model(config)
     sources = [train_rows] + ([valid_rows] if valid_rows is not None else [])
@@ -184,7 +188,7 @@ def _record(job: _Job, state, best: Best, info, t_update: float
     checkpoint: a crash between the two leaves a row that --resume drops and redoes,
     never a checkpointed update missing from the metrics)."""
     run_cfg, update = job.config["run"], state.update
-    row = {**info.metrics(), "valid_loss": None, "valid_error": None}
+    row = {**info.metrics(), "valid_loss": None, "valid_error": None, "train_error": None}
     if row.get("cg_breakdown"):
         logger.warning("update %d: CG %s; damping raised to %.3g, the next CG starts "
                        "from zero", update, cg.STATUS_MESSAGES[row["cg_status"]],
@@ -195,6 +199,8 @@ def _record(job: _Job, state, best: Best, info, t_update: float
             state.theta, job.n_train, job.n_valid)
         if row["valid_error"] < best.error:
             best = Best(state.theta, row["valid_error"], update)
+        if run_cfg["train_error"]:
+            row["train_error"] = job.optimizer.evaluate(state.theta, 0, job.n_train)[1]
     every = run_cfg["check_replicas_every"]
     if every and update % every == 0 and not check_replicas(job.comm, state.theta):
         logger.warning("θ differed between ranks at update %d; using rank 0's", update)

@@ -127,7 +127,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "l2": Key(0.0, "L2 weight cost: l2/2 times the squared norm of theta, on the loss,"
                        " gradient and curvature", range=(0.0, None)),
         "learning_rate": Key(0.01, "sgd, adam: step size epsilon", range=(0.0, None)),
-        "momentum": Key(0.9, "sgd: momentum mu", range=(0.0, 1.0)),
+        "momentum": Key(0.9, "sgd: momentum mu (with momentum_schedule: its largest "
+                             "value)", range=(0.0, 1.0)),
+        "momentum_schedule": Key("constant", "sgd: constant mu, or sutskever2013: mu_t = "
+                                             "min(1 - 2^(-1 - log2(t // 250 + 1)), "
+                                             "momentum) at minibatch step t",
+                                 choices=("constant", "sutskever2013")),
         "nesterov": Key(False, "sgd: Nesterov's momentum (Sutskever et al. 2013)"),
         "clip_norm": Key(0.0, "sgd, adam: rescale gradients to at most this norm (0: off)",
                               range=(0.0, None)),
@@ -152,6 +157,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "checkpoint_every": Key(1, "updates between checkpoints (0: only at the end)",
                                    range=(0, None)),
         "valid_every": Key(1, "updates between validation passes", range=(1, None)),
+        "train_error": Key(False, "at each validation pass, also the error over every "
+                                  "training row (train_error; a fixed training set only), "
+                                  "as the papers report autoencoders"),
         "stop_valid_error": Key(0.0, "stop once validation error <= this (-1: never)"),
         "patience": Key(0, "stop after this many updates without a better validation error"
                            " (0: never); best.h5 keeps the best parameters",

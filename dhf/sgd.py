@@ -20,6 +20,14 @@ moments were zero (the start, or the reset after a diverged update):
     \theta_k = \theta_{k-1} - \varepsilon\,
         \frac{m_k / (1 - \beta_1^k)}{\sqrt{v_k / (1 - \beta_2^k)} + \epsilon}
 
+where μ is constant or, with ``momentum_schedule = "sutskever2013"``, rises with the
+minibatch step :math:`t` (Sutskever et al. 2013, eq. 5) to the configured
+``momentum`` = :math:`\mu_{max}`:
+
+.. math::
+
+    \mu_t = \min\bigl(1 - 2^{-1 - \log_2(\lfloor t / 250 \rfloor + 1)},\ \mu_{max}\bigr)
+
 with the gradient optionally rescaled to norm at most ``clip_norm`` first (Pascanu,
 Mikolov & Bengio 2013), the usual remedy for exploding RNN gradients.
 
@@ -56,6 +64,7 @@ class SGDConfig:
     learning_rate: float = default("optimizer", "learning_rate")
     momentum: float = default("optimizer", "momentum")
     nesterov: bool = default("optimizer", "nesterov")
+    momentum_schedule: str = default("optimizer", "momentum_schedule")
     clip_norm: float = default("optimizer", "clip_norm")  # 0: no clipping
     sgd_batch: int = default("optimizer", "sgd_batch")
     sgd_steps: int = default("optimizer", "sgd_steps")
@@ -66,6 +75,17 @@ class SGDConfig:
     @classmethod
     def from_config(cls, optimizer: dict) -> "SGDConfig":
         return cls(**{k: optimizer[k] for k in cls.__dataclass_fields__})
+
+
+def momentum_at(t: int, mu_max: float, schedule: str = "constant") -> float:
+    """μ at minibatch step ``t`` (0, 1, ... from the start of the run).
+
+    >>> [round(momentum_at(t, 0.99, "sutskever2013"), 4) for t in (0, 250, 500, 12250)]
+    [0.5, 0.75, 0.8333, 0.99]
+    """
+    if schedule == "constant":
+        return mu_max
+    return min(1.0 - 2.0 ** (-1.0 - math.log2(t // 250 + 1)), mu_max)
 
 
 @dataclass(frozen=True)
@@ -148,15 +168,16 @@ class SGDOptimizer:
         moments = [getattr(state, name).copy() for name in self._moments]
         losses, norms, clipped = [], [], 0
         for k in range(cfg.sgd_steps):
+            mu = momentum_at(state.update * cfg.sgd_steps + k, cfg.momentum,
+                             cfg.momentum_schedule)
             # Nesterov's look-ahead is momentum SGD's alone.
-            at = theta + cfg.momentum * moments[0] if cfg.nesterov and self.name == "sgd" \
-                else theta
+            at = theta + mu * moments[0] if cfg.nesterov and self.name == "sgd" else theta
             g, loss = self.gradient(at, self._rows(update, k))
             norm = math.sqrt(dot(g, g))
             if cfg.clip_norm and norm > cfg.clip_norm:
                 g *= cfg.clip_norm / norm
                 clipped += 1
-            theta = self._move(theta, moments, g, self._steps(state) + k + 1)
+            theta = self._move(theta, moments, g, self._steps(state) + k + 1, mu)
             losses.append(loss)
             norms.append(norm)
             if on_iter is not None:
@@ -173,10 +194,10 @@ class SGDOptimizer:
             return self._state(state.theta, zeros, update, 0), info
         return self._state(theta, moments, update, self._steps(state) + cfg.sgd_steps), info
 
-    def _move(self, theta, moments, g, k):
-        """Momentum's step (``moments = [v]``, updated in place); returns the new θ."""
-        cfg = self.config
-        moments[0] = cfg.momentum * moments[0] - cfg.learning_rate * g
+    def _move(self, theta, moments, g, k, mu):
+        """Momentum's step (``moments = [v]``, updated in place) with momentum ``mu``;
+        returns the new θ."""
+        moments[0] = mu * moments[0] - self.config.learning_rate * g
         return theta + moments[0]
 
     def evaluate(self, theta: np.ndarray, first_row: int,
@@ -197,9 +218,9 @@ class AdamOptimizer(SGDOptimizer):
     def _steps(self, state) -> int:
         return state.step
 
-    def _move(self, theta, moments, g, k):
+    def _move(self, theta, moments, g, k, mu):
         """Adam's step number ``k`` (counted from 1 since the moments were zero: the start
-        of the run, or the reset after a diverged update)."""
+        of the run, or the reset after a diverged update); ``mu`` is momentum SGD's."""
         cfg = self.config
         b1, b2 = cfg.adam_beta1, cfg.adam_beta2
         moments[0] = b1 * moments[0] + (1.0 - b1) * g

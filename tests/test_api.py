@@ -35,6 +35,22 @@ def test_train_without_validation_keeps_files_when_asked(tmp_path):
     assert (tmp_path / "run" / "checkpoint.h5").exists()
 
 
+def test_train_error_is_the_error_over_every_training_row():
+    """run.train_error: the last row's train_error is the fraction of training rows with
+    some output on the wrong side of ½ (the "sign" error), computed here in numpy from
+    the returned parameters."""
+    X, Xv = binary_data(400), binary_data(100, seed=2)
+    config = {**FAST, "run": {**FAST["run"], "train_error": True}}
+    result = dhf.train(autoencoder(), train=X, valid=Xv, config=config)
+    p = result.params
+    h = 1 / (1 + np.exp(-(X @ p["W"] + p["b_h"])))
+    s = h @ p["W"].T + p["b_v"]
+    expected = np.mean(np.any((s > 0) != (X > 0.5), axis=1))
+    assert all(r["train_error"] is not None for r in result.metrics)
+    assert result.metrics[-1]["train_error"] == pytest.approx(expected, abs=1e-12)
+    assert expected != result.valid_error  # a different set of rows
+
+
 def test_same_inputs_same_result():
     X = binary_data(300)
     a = dhf.train(autoencoder(), train=X, config=FAST, comm=SerialComm())

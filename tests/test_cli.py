@@ -57,6 +57,16 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     assert [r["damping"] for r in a] == [r["damping"] for r in b]
 
 
+def test_train_error_on_fresh_rows_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_args("data.fresh=true", "run.train_error=true")
+                + ["--out", str(out)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "run.train_error = true needs a fixed training set" \
+        in lines[0], lines
+    assert not out.exists()
+
+
 def test_resume_of_another_problem_is_refused_in_one_line(tmp_path, capsys):
     """A resume must repeat the run's problem: T and dtype leave the parameter shapes as
     they are, so only the saved config can tell that the job would change."""

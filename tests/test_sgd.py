@@ -36,14 +36,19 @@ def reference(theta, X, Y, cfg, updates):
         return analytic_grad(th, X, Y, rows)
 
     v = np.zeros_like(theta)
+    t = 0  # minibatch steps so far
     for u in range(1, updates + 1):
         for k in range(cfg.sgd_steps):
+            mu = cfg.momentum
+            if cfg.momentum_schedule == "sutskever2013":  # Sutskever et al. 2013, eq. 5
+                mu = min(1 - 2 ** (-1 - np.log2(np.floor(t / 250) + 1)), cfg.momentum)
+            t += 1
             rows = minibatch(N, cfg.sgd_batch, SEED, u, k)
-            g = grad(theta + cfg.momentum * v if cfg.nesterov else theta, rows)
+            g = grad(theta + mu * v if cfg.nesterov else theta, rows)
             norm = np.linalg.norm(g)
             if cfg.clip_norm and norm > cfg.clip_norm:
                 g = g * cfg.clip_norm / norm
-            v = cfg.momentum * v - cfg.learning_rate * g
+            v = mu * v - cfg.learning_rate * g
             theta = theta + v
     return theta
 
@@ -83,7 +88,9 @@ def run_sgd(cfg, updates, comm=None, optimizer=SGDOptimizer):
     SGDConfig(learning_rate=0.05, momentum=0.9, sgd_batch=20, sgd_steps=5),
     SGDConfig(learning_rate=0.05, momentum=0.9, nesterov=True, sgd_batch=20, sgd_steps=5),
     SGDConfig(learning_rate=0.05, momentum=0.5, clip_norm=0.1, sgd_batch=30, sgd_steps=4),
-], ids=["momentum", "nesterov", "clipped"])
+    SGDConfig(learning_rate=0.01, momentum=0.8, nesterov=True, sgd_batch=20,
+              sgd_steps=300, momentum_schedule="sutskever2013"),
+], ids=["momentum", "nesterov", "clipped", "nesterov-sutskever2013"])
 def test_sgd_follows_the_momentum_recursion(cfg):
     theta0, state, infos, X, Y = run_sgd(cfg, updates=3)
     np.testing.assert_allclose(state.theta, reference(theta0, X, Y, cfg, 3),

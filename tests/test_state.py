@@ -148,9 +148,16 @@ def test_ctrl_c_is_a_stop_with_a_checkpoint_and_a_second_one_is_prompt(tmp_path,
     assert time.monotonic() - t0 < 10
     # Serially 130 (or death by SIGINT, which a shell also shows as 130, when the second
     # one lands after Python has restored its default handler on the way out); mpiexec
-    # answers a second Ctrl-C by aborting the job itself.
-    assert proc.returncode in ((130, -signal.SIGINT) if ranks is None else (255,)), \
-        stdout + stderr
+    # answers a second Ctrl-C by aborting the job itself (255), unless the second signal
+    # reaches Hydra while its proxies are closing after the first stop, a race in
+    # MPICH's Hydra (pmodels/mpich#7036) that it reports as "assert (!closed) failed"
+    # and a non-zero exit.
+    if ranks is None:
+        assert proc.returncode in (130, -signal.SIGINT), stdout + stderr
+    elif "assert (!closed) failed" in stderr:
+        assert proc.returncode != 0, stdout + stderr
+    else:
+        assert proc.returncode == 255, stdout + stderr
     assert "Traceback" not in stdout + stderr
     with h5py.File(out / "checkpoint.h5") as f:  # the last checkpoint stays readable
         assert np.all(np.isfinite(f["theta"][()]))

@@ -136,7 +136,7 @@ _MARTENS2010 = {"task": {"n_train": 60000, "n_valid": 1000},
                 "optimizer": {"gradient_batch": 0, "curvature_batch": 375,
                               "init_damping": 45.0, "cg_max_iters": 250, "cg_decay": 0.95,
                               "preconditioner": True, "l2": 1e-5},
-                "run": {"stop_valid_error": -1.0, "dtype": "float32"}}
+                "run": {"stop_valid_error": -1.0, "dtype": "float32", "train_error": True}}
 
 TASKS = {
     "memorization": memorization,
