@@ -45,6 +45,7 @@ class SerialComm:
 
     rank = 0
     size = 1
+    reduce_seconds = 0.0  # time spent in allreduce_sum (none: nothing travels)
 
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
         _check_buffer(buf)
@@ -71,11 +72,16 @@ class MPIComm:
         self._comm = (comm if comm is not None else MPI.COMM_WORLD).Dup()
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
+        #: Seconds spent in :meth:`allreduce_sum` so far: the transfer and the wait for
+        #: the slowest rank.
+        self.reduce_seconds = 0.0
 
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
         """Sum ``buf`` over all ranks, in place; returns ``buf``."""
         _check_buffer(buf)
+        t0 = time.perf_counter()
         self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
+        self.reduce_seconds += time.perf_counter() - t0
         return buf
 
     def bcast(self, obj: T, root: int = 0) -> T:

@@ -59,8 +59,31 @@ from dhf.worker import Worker
 #: Sutskever's release multiplies it by ¼ (``nonlin.Tanh.H_prod``), so at equal μ its
 #: structural damping is 4 × weaker than the paper's.
 STRUCTURAL_D = {"paper": 1.0, "release": 0.25}
+#: Where an update's time goes (metrics ``t_gradient`` ...): the gradient with the
+#: curvature batch's forward pass, the preconditioner's squared gradients, CG (its Gv
+#: products), CG backtracking with ρ and the line search; and ``t_allreduce``, the part of
+#: them spent in Allreduce (transfer and waiting for the slowest rank).
+PHASES = ("gradient", "preconditioner", "cg", "search", "allreduce")
 #: CG exits after which the quadratic model cannot be trusted: λ is raised as for ρ = −∞.
 CG_BREAKDOWNS = ("negative_curvature", "nonfinite")
+
+
+class _Stopwatch:
+    """Seconds per phase of one update (:data:`PHASES`), each :meth:`lap` closing one,
+    and the Allreduce seconds of the communicator in the meantime."""
+
+    def __init__(self, comm: Communicator):
+        self.comm, self.times, self.t = comm, {}, time.perf_counter()
+        self.reduce0 = getattr(comm, "reduce_seconds", 0.0)
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.times[phase] = self.times.get(phase, 0.0) + now - self.t
+        self.t = now
+
+    def split(self) -> dict:
+        return {**self.times,
+                "allreduce": getattr(self.comm, "reduce_seconds", 0.0) - self.reduce0}
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,7 @@ class StepInfo(NamedTuple):
     cg_breakdown: bool = False  # CG met non-positive or non-finite curvature
     backtrack_evals: int = 0  # loss evaluations of CG backtracking
     linesearch_tries: int = 0  # step sizes the line search tried
+    times: dict = {}  # seconds per phase (:data:`PHASES`) and in Allreduce
 
     def metrics(self) -> dict:
         """The update's row of ``metrics.jsonl`` (without validation and timing)."""
@@ -124,7 +148,8 @@ class StepInfo(NamedTuple):
                 "backtrack_iter": self.backtrack_iter,
                 "step_size": self.step_size, "accepted": self.accepted,
                 "held_out_loss": self.loss_after, "backtrack_evals": self.backtrack_evals,
-                "linesearch_tries": self.linesearch_tries}
+                "linesearch_tries": self.linesearch_tries,
+                **{f"t_{phase}": self.times.get(phase) for phase in PHASES}}
 
 
 class HFOptimizer:
@@ -174,6 +199,7 @@ class HFOptimizer:
              ) -> tuple[HFState, StepInfo]:
         """One HF update from ``state``."""
         t0 = time.perf_counter()
+        clock = _Stopwatch(self.comm)
         cfg, worker = self.config, self.worker
         update = state.update + 1
         theta, lam = state.theta, state.damping
@@ -188,14 +214,16 @@ class HFOptimizer:
         n_grad, n_curv = buf[P + 1], buf[P + 3]
         g = buf[:P] / n_grad + cfg.l2 * theta
         loss, loss_curv = buf[P] / n_grad, buf[P + 2] / n_curv + self._l2_term(theta)
+        clock.lap("gradient")
         if not (np.all(np.isfinite(g)) and math.isfinite(loss)):
-            return self._reject(state, update, loss, "nonfinite_gradient", t0)
+            return self._reject(state, update, loss, "nonfinite_gradient", t0, clock)
 
         precond = None
         if cfg.preconditioner:
             sq = self._reduce(ExactSum.of(worker.squared_grad_chunks(theta, curv_rows),
                                           P)) / n_curv
             precond = martens_preconditioner(sq, lam + cfg.l2)
+            clock.lap("preconditioner")
 
         structural_weight = lam * cfg.structural_damping * STRUCTURAL_D[cfg.structural_d]
 
@@ -209,6 +237,7 @@ class HFOptimizer:
                             min_iters=cfg.cg_min_iters, max_iters=cfg.cg_max_iters,
                             tol=cfg.cg_tol, store_every=10 if release_bt else 0,
                             callback=on_cg_iter)
+        clock.lap("cg")
         breakdown = cg_info.status in CG_BREAKDOWNS
 
         kept = cg_info.kept
@@ -240,9 +269,11 @@ class HFOptimizer:
                                                  min_damping=cfg.min_damping,
                                                  max_damping=cfg.max_damping)
             new_state = HFState(theta, new_lam, np.zeros_like(x), update)
+        clock.lap("search")
         info = StepInfo(update, loss, rho, new_lam, cg_info.iters, cg_info.status,
                         bt.iteration, ls.step_size, ls.accepted, ls.loss,
-                        time.perf_counter() - t0, breakdown, bt.evaluations, ls.tries)
+                        time.perf_counter() - t0, breakdown, bt.evaluations, ls.tries,
+                        clock.split())
         return new_state, info
 
     def _rho(self, theta, delta, slope, loss_curv, curv_rows, n_curv, lam,
@@ -261,14 +292,15 @@ class HFOptimizer:
         loss_after = buf[P] / buf[P + 2] + self._l2_term(theta + delta)
         return damping.reduction_ratio(loss_curv, loss_after, slope, curvature)
 
-    def _reject(self, state, update, loss, status, t0):
+    def _reject(self, state, update, loss, status, t0, clock):
         lam = damping.update_damping(state.damping, -math.inf,
                                      min_damping=self.config.min_damping,
                                      max_damping=self.config.max_damping)
         new_state = replace(state, damping=lam, cg_init=np.zeros_like(state.theta),
                             update=update)
         return new_state, StepInfo(update, loss, -math.inf, lam, 0, status, 0, 0.0, False,
-                                   math.nan, time.perf_counter() - t0)
+                                   math.nan, time.perf_counter() - t0,
+                                   times=clock.split())
 
     def evaluate(self, theta: np.ndarray, first_row: int,
                  n_rows: int) -> tuple[float, float]:

@@ -110,13 +110,16 @@ def _check_finite(path, sources, comm: Communicator) -> None:
 
 
 def training_rows(config: dict) -> int | None:
-    """What ``--dry-run`` needs of the data without loading it: ``[task]`` updated from
-    ``data.path``'s own task, and the number of training rows (None: fresh data)."""
+    """What ``--dry-run`` needs of the data without generating it: ``[task]`` updated from
+    ``data.path``'s own task, and the number of training rows (None: fresh data; a fixed
+    data set such as MNIST is read to count them)."""
     if config["data"]["fresh"]:
         return None
     path = config["data"]["path"]
-    if not path:
+    if not path and isinstance(tasks.get(config["task"]["name"]), tasks.GeneratedTask):
         return config["task"]["n_train"]
+    if not path:  # a fixed data set (digits, MNIST): as many rows as its files give
+        return ArraySource(tasks.generate_splits(config)["train"]).n_rows
     name, params = _inspect_file(path, config["task"], 1)
     config["task"].update({"name": name, **{k: v for k, v in params.items()
                                             if k in config["task"] and k != "name"}})

@@ -114,7 +114,7 @@ def test_three_simulated_shards_give_the_full_batch_trajectory(rnn_problem):
     shard_state, sharded = run_updates(
         ShardedWorker([Worker(spec, data) for _ in range(3)]))
     for a, b in zip(full, sharded):  # exact sums: the same bits, not just close
-        assert a._replace(seconds=0.0) == b._replace(seconds=0.0)
+        assert a._replace(seconds=0.0, times={}) == b._replace(seconds=0.0, times={})
     np.testing.assert_array_equal(shard_state.theta, full_state.theta)
 
 
@@ -200,7 +200,7 @@ def test_ranks_take_the_same_branches_when_one_rank_computes_otherwise(comm, rnn
     infos = []
     for _ in range(4):
         state, info = opt.step(state)
-        infos.append(info._replace(seconds=0.0))
+        infos.append(info._replace(seconds=0.0, times={}))
     mine = (state.theta.tobytes(), state.damping, infos)
     same = comm.bcast(mine) == mine
     assert comm.allreduce_sum(np.array([0.0 if same else 1.0]))[0] == 0
@@ -234,3 +234,17 @@ def test_each_update_counts_its_loss_evaluations(linear_problem):
         _, info = opt.step(opt.init(np.zeros(D + 1)))
         row = info.metrics()
         assert row["backtrack_evals"] >= 1 and row["linesearch_tries"] >= 1
+
+
+def test_each_update_says_where_its_time_went(linear_problem):
+    """t_gradient + t_preconditioner + t_cg + t_search partition the update's seconds (up
+    to the statements between the update's first clock and the phases'); Allreduce takes
+    none of it in one process."""
+    spec, data, _ = linear_problem
+    opt = optimizer_for(Worker(spec, data), N, init_damping=1.0, preconditioner=True)
+    _, info = opt.step(opt.init(np.zeros(D + 1)))
+    row = info.metrics()
+    phases = [row[f"t_{p}"] for p in ("gradient", "preconditioner", "cg", "search")]
+    assert all(t > 0 for t in phases)
+    assert info.seconds - 1e-3 < sum(phases) <= info.seconds
+    assert row["t_allreduce"] == 0.0

