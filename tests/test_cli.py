@@ -164,8 +164,8 @@ ANY_RANKS = {
     # Martens (2010)'s regime: gradient and backtracking on all 600 rows, the curvature
     # on a cycled sixth, with his preconditioner and the training error
     "full_batch": tiny_args("optimizer.max_updates=5", "optimizer.gradient_batch=0",
-                            "optimizer.curvature_batch=100", "optimizer.preconditioner=true",
-                            "run.train_error=true"),
+                            "optimizer.curvature_batch=100",
+                            "optimizer.preconditioner=true", "run.train_error=true"),
 }
 
 

