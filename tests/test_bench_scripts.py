@@ -31,3 +31,16 @@ def test_ceiling_runs_one_pinned_copy():
 def test_exact_sums_benchmark_prints_the_ratio():
     out = _run("exact_sums.py", "--T", "5", "--rows", "16")
     assert "of the chunk's Gv" in out and "2800000 values" in out
+
+
+def test_time_split_adds_up_a_run_of_known_rows(tmp_path):
+    import json
+
+    rows = [{"update": u, "seconds": 10.0, "cg_iters": 20, "t_gradient": 1.0,
+             "t_preconditioner": 0.5, "t_cg": 8.0, "t_search": 0.5, "t_allreduce": 2.0}
+            for u in (1, 2)] + [{"update": 3, "seconds": 1.0, "t_cg": None}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _run("time_split.py", str(tmp_path))
+    assert "2 updates, 20.0 s (10.00 s per update), 40 CG iterations (0.400 s each)" in out
+    assert "gradient 10.0%  preconditioner 5.0%  cg 80.0%  search 5.0%" in out
+    assert "Allreduce 20.0%" in out
