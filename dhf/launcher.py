@@ -29,3 +29,17 @@ def one_thread_per_rank() -> None:
 def threads_chosen() -> bool:
     """Did the user choose a thread count (any of :data:`THREAD_VARIABLES`)?"""
     return any(name in os.environ for name in THREAD_VARIABLES)
+
+
+#: Variables holding a rank's index among the ranks on its node (MPICH/Hydra, Open MPI,
+#: Slurm's srun), in the order they are trusted.
+LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
+                        "PMI_LOCAL_RANK")
+
+
+def local_rank() -> int:
+    """This rank's index among the ranks of its node (0 when not under a launcher)."""
+    for name in LOCAL_RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0

@@ -27,6 +27,7 @@ from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
 from dhf.dataset import StackedSource
+from dhf.device import use_device
 from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
@@ -140,6 +141,7 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     the optimiser's ``init`` or the checkpoint's.  The run directory is written only
     once all of it is ready, so a failed start leaves nothing behind."""
     t_start = time.perf_counter()
+    mode = _mode(config["run"])
     rundir = RunDir(out, comm)
     rundir.prepare(resume, config)
     train_rows, valid_rows = data if data is not None else load_data(config, comm)
@@ -154,7 +156,7 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     data_fingerprint = "" if fresh else dataset.fingerprint(sources)
     if resume:
         rundir.check_same_data(data_fingerprint)
-    worker = Worker(spec, StackedSource(sources), mode=_mode(config["run"]["backend"]))
+    worker = Worker(spec, StackedSource(sources), mode=mode)
     n_train = train_rows.n_rows
     optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
@@ -340,12 +342,17 @@ def stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | No
     return None
 
 
-def _mode(backend: str):
-    """The PyTensor mode for ``run.backend``, checking that its package is installed."""
+def _mode(run_cfg: dict):
+    """The PyTensor mode for ``run.backend``, checking that its package is installed, with
+    ``run.device`` made the backend's default device."""
+    backend = run_cfg["backend"]
+    where = use_device(run_cfg["device"], backend)
     if backend == "jax":
         try:
             import jax  # noqa: F401
         except ImportError:
-            raise UserError("run.backend = 'jax' needs the jax package: pip install jax "
-                            "(GPU: jax[cuda12])") from None
+            raise UserError("run.backend = 'jax' needs the jax package: pip install "
+                            "'dhf[jax]' (GPU: jax[cuda12])") from None
+    if where != "cpu":
+        logger.info("dhf: computing on %s", where)
     return MODES[backend]

@@ -152,6 +152,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "out": Key("", "output directory (default: runs/<task>-<time>)"),
         "backend": Key("numba", "PyTensor backend: numba, c, jax or default",
                                 choices=("numba", "c", "jax", "default")),
+        "device": Key("cpu", "where each rank computes: cpu, or gpu (run.backend = 'jax';"
+                             " each rank takes one of its node's GPUs)",
+                      choices=("cpu", "gpu")),
         "dtype": Key("float64", "model arithmetic: float64 or float32 (CG is float64)",
                                 choices=("float64", "float32")),
         "checkpoint_every": Key(1, "updates between checkpoints (0: only at the end)",

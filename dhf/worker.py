@@ -28,6 +28,7 @@ from dhf.data import shard_bounds
 from dhf.dataset import ArraySource, mask_lengths
 from dhf.errors import DataError
 from dhf.layout import ParamLayout
+from dhf.static_shapes import StaticShapeFunction
 from dhf.model import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -94,17 +95,20 @@ class Worker:
         self.mode = mode
         self.cache_forward = cache_forward
         self.chunk_rows = int(chunk_rows)
+        self.jax = str(mode).upper() == "JAX"
         # The explicit recurrences are Numba kernels (dhf.curvature.tanh_recurrence), which
         # JAX cannot trace: under JAX the generic graph is used.
-        self.explicit_gv = (explicit_gv and spec.gauss_newton is not None
-                            and str(mode).upper() != "JAX")
+        self.explicit_gv = explicit_gv and spec.gauss_newton is not None and not self.jax
+        # Trimming a chunk to its longest row saves the padded steps, but under JAX each
+        # new length is a new compilation (dhf.static_shapes): JAX runs the padded steps.
+        self.trim_padding = spec.trim_padding and not self.jax
         #: θ and the curvature batch of the Gv products (:meth:`curvature_chunks`).
         self.curvature: CurvatureBatch | None = None
         # Row lengths, for trimming padding: read once from the mask, or, for rows that
         # are generated when read (fresh data), from each batch's own mask.
         self.on_demand = getattr(self.source, "on_demand", False)
         self.lengths = (_row_lengths(self.source, spec)
-                        if spec.trim_padding and not self.on_demand else None)
+                        if self.trim_padding and not self.on_demand else None)
         t0 = time.perf_counter()
         self._compile()
         #: Seconds spent building the compiled functions; their machine code (Numba's
@@ -114,6 +118,9 @@ class Worker:
 
     # -- compilation ---------------------------------------------------------------
     def _function(self, inputs, outputs):
+        if self.jax:  # compiled per chunk shape, so that JAX sees no traced shapes
+            return StaticShapeFunction(inputs, outputs, self.mode, fixed=self.spec.params,
+                                       on_unused_input="ignore", accept_inplace=True)
         return pytensor.function(inputs, outputs, mode=self.mode, on_unused_input="ignore",
                                  accept_inplace=True)
 
@@ -159,8 +166,9 @@ class Worker:
         """
         t0 = time.perf_counter()
         # Two rows, not one: Numba compiles once per array layout, and the states of a
-        # one-row chunk are contiguous where those of every larger chunk are not.
-        rows = np.arange(min(2, self.source.n_rows))
+        # one-row chunk are contiguous where those of every larger chunk are not.  JAX
+        # compiles per shape: a full chunk's.
+        rows = np.arange(min(self.chunk_rows if self.jax else 2, self.source.n_rows))
         self.loss_sum(theta, rows)
         self.grad_sum(theta, rows)
         if curvature:
@@ -197,7 +205,7 @@ class Worker:
         mask's."""
         for chunk in chunks:
             data = self._read(chunk)
-            if self.spec.trim_padding and len(chunk):
+            if self.trim_padding and len(chunk):
                 lengths = (self.lengths[chunk] if self.lengths is not None else
                            mask_lengths(data[self.spec.data_vars.index(self.spec.mask)]))
                 steps = int(lengths.max())

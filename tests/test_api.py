@@ -51,6 +51,20 @@ def test_train_error_is_the_error_over_every_training_row():
     assert expected != result.valid_error  # a different set of rows
 
 
+def test_a_users_graph_trains_under_jax_as_under_the_default_backend():
+    pytest.importorskip("jax")
+    X, Xv = binary_data(400), binary_data(100, seed=2)
+    results = {}
+    for backend in ("default", "jax"):
+        config = {**FAST, "run": {**FAST["run"], "backend": backend}}
+        results[backend] = dhf.train(autoencoder(), train=X, valid=Xv, comm=SerialComm(),
+                                     config=config)
+    for key in ("loss", "valid_loss", "rho", "damping"):
+        np.testing.assert_allclose([r[key] for r in results["jax"].metrics],
+                                   [r[key] for r in results["default"].metrics],
+                                   rtol=1e-6, err_msg=key)
+
+
 def test_same_inputs_same_result():
     X = binary_data(300)
     a = dhf.train(autoencoder(), train=X, config=FAST, comm=SerialComm())

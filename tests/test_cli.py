@@ -6,6 +6,7 @@ import sys
 import time
 import tomllib
 
+import numpy as np
 import pytest
 
 from dhf.cli import main
@@ -64,6 +65,21 @@ def test_train_error_on_fresh_rows_is_refused_in_one_line(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "run.train_error = true needs a fixed training set" \
         in lines[0], lines
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("backend, message", [
+    ("numba", "run.device = 'gpu' needs run.backend = 'jax' (got 'numba')"),
+    ("jax", "run.device = 'gpu'")])
+def test_a_gpu_request_without_a_gpu_is_one_line(tmp_path, capsys, backend, message):
+    """Without JAX, with a CPU-only JAX (CI), or with the wrong backend: one line saying
+    what to install or set, exit status 2, nothing written."""
+    out = tmp_path / "run"
+    assert main(tiny_args("run.device='gpu'", f"run.backend='{backend}'")
+                + ["--out", str(out)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert "jax[cuda12]" in lines[0] or backend == "numba"
     assert not out.exists()
 
 
@@ -217,6 +233,33 @@ def test_fresh_data_trajectory_is_the_same_at_1_2_and_4_ranks_and_across_resume(
     assert len({r["loss"] for r in runs[1]}) == 4  # a new batch, a new loss, every update
     for other in (2, "resumed"):
         assert same_run(runs[other]) == same_run(runs[1]), other
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["default", "masked", "lstm"])
+def test_the_jax_backend_follows_the_numba_trajectory_at_1_and_2_ranks(tmp_path, job):
+    """run.backend = 'jax' (the generic Gv graph, compiled per chunk shape, padding not
+    trimmed) takes the Numba backend's path: float64, the first 3 updates to 1e-6; and
+    its 2-rank run of the masked job is its 1-rank run bit for bit, as every backend's
+    is."""
+    pytest.importorskip("jax")
+    args = ANY_RANKS[job] + ["--set", "optimizer.max_updates=3",
+                             "--set", "run.dtype='float64'"]
+    runs = {}
+    # the 2-rank run where chunks are dealt by length (the masked job), to keep it short
+    jobs = [("numba", 1, "numba"), ("jax1", 1, "jax")] + (
+        [("jax2", 2, "jax")] if job == "masked" else [])
+    for name, n, backend in jobs:
+        out = tmp_path / name
+        done = run_mpi(n, args + ["--set", f"run.backend='{backend}'", "--out", str(out)])
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Warning" not in done.stdout + done.stderr
+        runs[name] = same_run(metrics(out))
+    assert runs.get("jax2", runs["jax1"]) == runs["jax1"]
+    assert [r["cg_iters"] for r in runs["jax1"]] == [r["cg_iters"] for r in runs["numba"]]
+    for key in ("loss", "valid_loss", "rho", "damping", "held_out_loss"):
+        np.testing.assert_allclose([r[key] for r in runs["jax1"]],
+                                   [r[key] for r in runs["numba"]], rtol=1e-6, err_msg=key)
 
 
 FAILING_RANK = """

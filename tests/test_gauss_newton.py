@@ -4,6 +4,8 @@
 compiled function, parameters set through ``set_value``); ``H`` is the analytic Hessian
 of the loss in ``s``, one block per output vector.
 """
+import importlib.util
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -53,6 +55,12 @@ CASES = {
     "rnn-last-sigmoid_xent-numba": (_rnn_last_sigmoid, "NUMBA"),
     "rnn-all-squared_error-numba": (_rnn_all_squared, "NUMBA"),
 }
+#: The JAX backend where it is installed (the ``jax`` extra; CI installs it): the generic
+#: Gv graph compiled per chunk shape (dhf.static_shapes).
+if importlib.util.find_spec("jax") is not None:
+    CASES.update({"mlp-softmax_xent-jax": (_mlp_softmax, "JAX"),
+                  "rnn-last-sigmoid_xent-jax": (_rnn_last_sigmoid, "JAX"),
+                  "rnn-all-squared_error-jax": (_rnn_all_squared, "JAX")})
 
 
 #: The worker's Gv paths: cached forward states (the default), the forward pass recomputed
