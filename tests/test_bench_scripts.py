@@ -44,3 +44,10 @@ def test_time_split_adds_up_a_run_of_known_rows(tmp_path):
     assert "2 updates, 20.0 s (10.00 s per update), 40 CG iterations (0.400 s each)" in out
     assert "gradient 10.0%  preconditioner 5.0%  cg 80.0%  search 5.0%" in out
     assert "Allreduce 20.0%" in out
+
+
+def test_models_benchmark_prints_a_row_per_model_and_backend():
+    out = _run("models.py", "--T", "3", "--rows", "16", "--models", "tanh_rnn",
+               "tanh_rnn_generic", "--backends", "numba", "--ranks", "1", "--updates", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| tanh_rnn")]
+    assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows), out
