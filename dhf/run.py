@@ -349,10 +349,14 @@ def _mode(run_cfg: dict):
     where = use_device(run_cfg["device"], backend)
     if backend == "jax":
         try:
-            import jax  # noqa: F401
+            import jax
         except ImportError:
             raise UserError("run.backend = 'jax' needs the jax package: pip install "
                             "'dhf[jax]' (GPU: jax[cuda12])") from None
+        # XLA's compiled code kept beside PyTensor's, so that a later run loads it
+        import pytensor
+        jax.config.update("jax_compilation_cache_dir",
+                          str(Path(pytensor.config.base_compiledir) / "jax"))
     if where != "cpu":
         logger.info("dhf: computing on %s", where)
     return MODES[backend]

@@ -3,7 +3,8 @@
 Each case runs ``mpiexec -n RANKS dhf-train ... --set optimizer.max_updates=1`` twice
 with PyTensor's whole cache directory (``base_compiledir``: its compiled C modules *and*
 its Numba cache) and Numba's own cache (dhf's kernels) in a fresh temporary directory:
-first cold (empty), then warm (what the cold run left).  For each it prints the whole
+first cold (empty), then warm (what the cold run left); under JAX, XLA's persistent
+cache lives there too (``base_compiledir/jax``).  For each it prints the whole
 command's wall time (imports, compiling, one update with its validation pass, the
 checkpoint), the start line's "compiled in" and the update's own seconds.
 
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--backends", nargs="+", default=["numba"],
-                        choices=["numba", "c"])
+                        choices=["numba", "c", "jax"])
     parser.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
     args = parser.parse_args()
     print("| case | backend | ranks | cold: command | cold: compiling | cold: update 1 "
