@@ -170,11 +170,12 @@ def validate(config: dict) -> None:
         raise ConfigError(f"data.fresh = true generates the training data; it cannot read "
                           f"data.path = {config['data']['path']!r} (set one of them)")
     opt = config["optimizer"]
-    full_batch = opt["name"] == "hf" and opt["gradient_batch"] == 0
+    hf = opt["name"] == "hf"  # the batch sizes below are HF's; SGD and Adam use sgd_batch
+    full_batch = hf and opt["gradient_batch"] == 0
     if full_batch and config["data"]["fresh"]:
         raise ConfigError("optimizer.gradient_batch = 0 trains on every row of a fixed "
                           "training set; data.fresh = true has none (set a batch size)")
-    if opt["curvature_batch"] > opt["gradient_batch"] and not full_batch:
+    if hf and opt["curvature_batch"] > opt["gradient_batch"] and not full_batch:
         raise ConfigError(f"optimizer.curvature_batch = {opt['curvature_batch']} "
                           f"must be <= optimizer.gradient_batch = {opt['gradient_batch']} "
                           "(it is a subset)")

@@ -97,6 +97,17 @@ def test_bad_recipe_values_name_the_key(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_first_order_optimisers_ignore_hf_batch_sizes():
+    """A task whose HF recipe is full-batch (gradient_batch = 0) still takes SGD and Adam,
+    which draw sgd_batch rows; HF's own subset rule still holds for HF."""
+    for name in ("sgd", "adam"):
+        cfg = config.load(None, ["task.name='mnist_autoencoder'",
+                                 f"optimizer.name='{name}'"])
+        assert cfg["optimizer"]["gradient_batch"] == 0
+    with pytest.raises(ConfigError, match="curvature_batch = 500 must be <= "):
+        config.load(None, ["optimizer.gradient_batch=400", "optimizer.curvature_batch=500"])
+
+
 def test_fresh_data_needs_a_generated_task(tmp_path):
     from dhf import run
     from dhf.comm import SerialComm
