@@ -1,7 +1,8 @@
-"""Where an HF run's time went, from its metrics.jsonl: each phase's share of the update
-(the gradient with the curvature batch's forward pass, the preconditioner, CG with its
-Gv products, backtracking with ρ and the line search), the part of them spent in
-Allreduce, and CG's seconds per iteration.
+"""Where an HF run's time went, from its metrics.jsonl: each phase's share of the
+updates' ``seconds`` (the gradient with the curvature batch's forward pass, the
+preconditioner, CG with its Gv products, backtracking with ρ and the line search; the
+rest is the validation pass, and the training error's with ``run.train_error``), the part
+of the phases spent in Allreduce, and CG's seconds per iteration.
 
     python scripts/bench/time_split.py runs/ae/hf [more run directories]
 """
@@ -36,13 +37,14 @@ def main() -> None:
             print(f"{run}: no HF update with a time split")
             continue
         seconds = t["seconds"]
+        rest = seconds - sum(t[p] for p in PHASES)
         shares = "  ".join(f"{p} {t[p] / seconds:.1%}" for p in PHASES)
         per_update = seconds / t["updates"]
         print(f"{run}: {t['updates']} updates, {seconds:.1f} s ({per_update:.2f} s per "
               f"update), {t['cg_iters']} CG iterations "
               f"({t['cg'] / max(t['cg_iters'], 1):.3f} s each)")
-        print(f"  {shares}  (of which Allreduce {t['allreduce'] / seconds:.1%}; "
-              f"validation and checkpoints are outside the update)")
+        print(f"  {shares}  validation {rest / seconds:.1%}  (Allreduce, inside the "
+              f"phases: {t['allreduce'] / seconds:.1%})")
 
 
 if __name__ == "__main__":
