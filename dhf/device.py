@@ -7,12 +7,8 @@ run there; CG's vectors, the exact sums and the Allreduce stay float64 on the ho
 """
 from __future__ import annotations
 
-import logging
-
 from dhf.errors import ConfigError, UserError
 from dhf.launcher import local_rank
-
-logger = logging.getLogger(__name__)
 
 
 def use_device(device: str, backend: str) -> str:
