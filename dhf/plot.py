@@ -74,20 +74,23 @@ PANELS = [("loss", "loss: training (solid), validation (dashed)", "update", "log
           ("seconds", "seconds per update", "update", "linear", None, "s")]
 
 
-def run_label(run_dir: str | Path) -> str:
-    """``DIR: TASK, T = …`` from the run's config.toml (the directory alone without)."""
+def run_label(run_dir: str | Path, recurrent: bool = True) -> str:
+    """``DIR: TASK, T = …`` from the run's config.toml (``DIR: TASK`` for a task that is
+    not recurrent; the directory alone without a config)."""
     import tomllib
 
     name = Path(run_dir).name
     try:
         task = tomllib.loads((Path(run_dir) / "config.toml").read_text())["task"]
-        return f"{name}: {task['name']}, T = {task['T']}"
+        return f"{name}: {task['name']}" + (f", T = {task['T']}" if recurrent else "")
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         return name
 
 
-def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
-    """Draw the runs' curves into ``out`` (PNG); returns its path."""
+def plot_runs(run_dirs: list[str], out: str | Path,
+              labels: list[str] | None = None) -> Path:
+    """Draw the runs' curves into ``out`` (PNG), each labelled ``labels[i]`` (default:
+    :func:`run_label`); returns its path."""
     try:
         import matplotlib
 
@@ -97,10 +100,11 @@ def plot_runs(run_dirs: list[str], out: str | Path) -> Path:
         raise UserError("dhf-plot needs matplotlib: pip install 'dhf[plot]' "
                         "(or pip install matplotlib)") from None
     runs = {str(d): read_metrics(d) for d in run_dirs}
+    labels = dict(zip(runs, labels or [run_label(d) for d in run_dirs]))
     fig, axes = plt.subplots(2, 4, figsize=(18, 8), constrained_layout=True)
     for ax, (key, title, x, scale, clip, ylabel) in zip(axes.flat, PANELS):
         for name, rows in runs.items():
-            line, = ax.plot(*_series(rows, key, x, clip), marker=".", label=run_label(name))
+            line, = ax.plot(*_series(rows, key, x, clip), marker=".", label=labels[name])
             dashed = {"loss": "valid_loss", "valid_error": "train_error"}.get(key)
             if dashed:
                 ax.plot(*_series(rows, dashed, x), linestyle="--", color=line.get_color())

@@ -22,21 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HAND_WRITTEN = {"memorization"}
 
 
-def task_kinds(task, name: str) -> set[str]:
-    """What kind of task ``name`` is, for the keys' ``applies`` (dhf.schema.Key)."""
-    problem = getattr(task, "problem", None)
-    recurrent = (problem.recurrent if problem is not None
-                 else name in ("memorization", "plant"))
-    kinds = {"recurrent" if recurrent else "feedforward"}
-    if isinstance(task, tasks.GeneratedTask):
-        kinds.add("generated")
-    if name in ("digits_autoencoder", "mnist_autoencoder"):
-        kinds.add("autoencoder")
-    if name.startswith("mnist"):
-        kinds.add("mnist")
-    return kinds
-
-
 def render(name: str) -> str:
     cfg = config_mod.load(None, [f"task.name={name!r}"])
     task = tasks.get(name)
@@ -49,7 +34,7 @@ def render(name: str) -> str:
     lines = [textwrap.fill(line, 92, subsequent_indent="#   ") if line.startswith("# ")
              else line for line in head]
     recommended = tasks.defaults(name)
-    kinds = task_kinds(task, name)
+    kinds = tasks.kinds(name)
     for section, keys in config_mod.SCHEMA.items():
         lines.append(f"[{section}]")
         for key, (_, text, _, _, applies) in keys.items():

@@ -167,3 +167,11 @@ def test_the_optimisers_are_what_run_drives():
                                      "optimizer.curvature_batch=50",
                                      "optimizer.backtrack_batch=50"])
         assert isinstance(make_optimizer(cfg, worker, SerialComm(), 300), Optimizer), name
+
+
+def test_task_kinds_say_which_tasks_are_recurrent():
+    from dhf import tasks
+
+    assert "recurrent" in tasks.kinds("memorization")
+    assert "recurrent" in tasks.kinds("addition") and "generated" in tasks.kinds("addition")
+    assert tasks.kinds("mnist_autoencoder") == {"feedforward", "autoencoder", "mnist"}

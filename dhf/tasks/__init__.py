@@ -165,6 +165,24 @@ TASKS = {
 }
 
 
+def kinds(name: str) -> set[str]:
+    """What kind of task ``name`` is, for the config keys' ``applies``
+    (:class:`dhf.schema.Key`): recurrent or feedforward, and generated, autoencoder,
+    mnist."""
+    task = get(name)
+    problem = getattr(task, "problem", None)
+    recurrent = (problem.recurrent if problem is not None
+                 else name in ("memorization", "plant"))
+    found = {"recurrent" if recurrent else "feedforward"}
+    if isinstance(task, GeneratedTask):
+        found.add("generated")
+    if name in ("digits_autoencoder", "mnist_autoencoder"):
+        found.add("autoencoder")
+    if name.startswith("mnist"):
+        found.add("mnist")
+    return found
+
+
 def get(name: str):
     try:
         return TASKS[name]
