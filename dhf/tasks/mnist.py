@@ -68,18 +68,29 @@ def load(source: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise UserError(f"task.source = {source!r} is not a directory")
     found = {key: _find(folder, name) for key, name in IDX_FILES.items()}
     if all(found.values()):
-        arrays = {key: read_idx(path) for key, path in found.items()}
-        return {split: (arrays[f"{split}_images"].reshape(-1, N_PIXELS) / 255.0,
-                        arrays[f"{split}_labels"].astype(np.int64))
+        return {split: _split(read_idx(found[f"{split}_images"]),
+                              read_idx(found[f"{split}_labels"]),
+                              f"{found[f'{split}_images'].name} and "
+                              f"{found[f'{split}_labels'].name}")
                 for split in ("train", "test")}
     if (folder / "mnist.npz").exists():
         with np.load(folder / "mnist.npz") as f:
-            return {split: (f[f"x_{split}"].reshape(-1, N_PIXELS) / 255.0,
-                            f[f"y_{split}"].astype(np.int64))
+            return {split: _split(f[f"x_{split}"], f[f"y_{split}"],
+                                  f"{folder / 'mnist.npz'} x_{split} and y_{split}")
                     for split in ("train", "test")}
     missing = [IDX_FILES[k] + ".gz" for k, v in found.items() if v is None]
     raise UserError(f"task.source = {source!r}: no MNIST there; put "
                     f"{', '.join(missing)} (or mnist.npz) in it")
+
+
+def _split(images: np.ndarray, labels: np.ndarray, where: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels ``(N, 784)`` in [0, 1] and labels ``(N,)`` from 28 × 28 images and their
+    labels, or one line saying what in ``where`` is not that."""
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+        raise DataError(f"{where}: expected N images of 28 x 28 and N labels, got shapes "
+                        f"{images.shape} and {labels.shape}")
+    return images.reshape(-1, N_PIXELS) / 255.0, labels.astype(np.int64)
 
 
 def _find(folder: Path, name: str) -> Path | None:
