@@ -12,6 +12,7 @@ run.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Sequence
 
@@ -19,6 +20,18 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.replace import clone_replace
+
+
+@contextlib.contextmanager
+def _quiet_tracing():
+    """Silence what compiling for JAX says that a user can do nothing about: PyTensor's
+    notice that JAX drops its shape asserts, and JAX's about float32 buffers updated with
+    float64 values inside a scan's gradient (PyTensor's own casts, which JAX applies)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipping .* as JAX tracing would remove")
+        warnings.filterwarnings("ignore", "scatter inputs have incompatible types",
+                                FutureWarning)
+        yield
 
 
 class StaticShapeFunction:
@@ -41,11 +54,18 @@ class StaticShapeFunction:
                       for v, shape in zip(self.inputs, shapes)]
             outputs = clone_replace(self.outputs,
                                     {**self.fixed, **dict(zip(self.inputs, static))})
-            with warnings.catch_warnings():  # PyTensor's notice that JAX drops asserts
-                warnings.filterwarnings("ignore", "Skipping .* as JAX tracing would remove")
+            with _quiet_tracing():
                 fn = self._compiled[shapes] = pytensor.function(
                     static, outputs, mode=self.mode, **self.kwargs)
-        return fn(*args)
+                out = fn(*args)  # JAX traces and compiles on this first call
+        else:
+            out = fn(*args)
+        # JAX's type promotion can return float64 where PyTensor typed float32 (a scalar
+        # mixed with a float64 constant): give each output the graph's dtype, so that the
+        # next function, which takes it as a float32 input, accepts it.
+        if isinstance(self.outputs, (list, tuple)):
+            return [np.asarray(o, dtype=v.dtype) for o, v in zip(out, self.outputs)]
+        return np.asarray(out, dtype=self.outputs.dtype)
 
     @property
     def shapes_compiled(self) -> int:

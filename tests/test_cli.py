@@ -262,6 +262,16 @@ def test_the_jax_backend_follows_the_numba_trajectory_at_1_and_2_ranks(tmp_path,
                                    [r[key] for r in runs["numba"]], rtol=1e-6, err_msg=key)
 
 
+def test_the_jax_backend_trains_in_float32(tmp_path):
+    """JAX promotes some float32 values to float64 that PyTensor typed float32; the next
+    function still takes them (dhf.static_shapes casts to the graph's dtypes)."""
+    pytest.importorskip("jax")
+    out = tmp_path / "run"
+    assert main(tiny_args("run.backend='jax'", "run.dtype='float32'",
+                          "optimizer.max_updates=2") + ["--out", str(out)]) == 0
+    assert [r["update"] for r in metrics(out)] == [1, 2]
+
+
 FAILING_RANK = """
 import sys, time
 from dhf.comm import get_comm, run_or_abort
