@@ -323,7 +323,7 @@ def plot_main(argv: list[str] | None = None) -> int:
     def plot() -> int:
         from dhf.plot import plot_runs, run_label
 
-        labels = [run_label(d, recurrent=_recurrent_run(d)) for d in args.run_dirs]
+        labels = [run_label(d, recurrent=_recurrent) for d in args.run_dirs]
         with _writing(args.out):
             logger.info("wrote %s", plot_runs(args.run_dirs, args.out, labels))
         return 0
@@ -331,14 +331,13 @@ def plot_main(argv: list[str] | None = None) -> int:
     return run_or_abort(get_comm(), plot)
 
 
-def _recurrent_run(run_dir: str) -> bool:
-    """Is the run's task recurrent (so that its T means something)?  True when unknown."""
+def _recurrent(task_name: str) -> bool:
+    """Is the task recurrent (so that its T means something)?  True when unknown."""
     from dhf import tasks
 
     try:
-        name = tomllib.loads((Path(run_dir) / "config.toml").read_text())["task"]["name"]
-        return "recurrent" in tasks.kinds(name)
-    except (OSError, KeyError, tomllib.TOMLDecodeError, UserError):
+        return "recurrent" in tasks.kinds(task_name)
+    except UserError:
         return True
 
 

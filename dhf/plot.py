@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Callable
 from pathlib import Path
 
 from dhf.errors import UserError
@@ -74,15 +75,18 @@ PANELS = [("loss", "loss: training (solid), validation (dashed)", "update", "log
           ("seconds", "seconds per update", "update", "linear", None, "s")]
 
 
-def run_label(run_dir: str | Path, recurrent: bool = True) -> str:
-    """``DIR: TASK, T = …`` from the run's config.toml (``DIR: TASK`` for a task that is
-    not recurrent; the directory alone without a config)."""
+def run_label(run_dir: str | Path,
+              recurrent: Callable[[str], bool] = lambda task: True) -> str:
+    """``DIR: TASK, T = …`` from the run's config.toml (``DIR: TASK`` when
+    ``recurrent(TASK)`` says T means nothing for it; the directory alone without a
+    config)."""
     import tomllib
 
     name = Path(run_dir).name
     try:
         task = tomllib.loads((Path(run_dir) / "config.toml").read_text())["task"]
-        return f"{name}: {task['name']}" + (f", T = {task['T']}" if recurrent else "")
+        return f"{name}: {task['name']}" + (f", T = {task['T']}"
+                                            if recurrent(task["name"]) else "")
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         return name
 

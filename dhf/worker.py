@@ -210,7 +210,7 @@ class Worker:
                            mask_lengths(data[self.spec.data_vars.index(self.spec.mask)]))
                 steps = int(lengths.max())
                 # Contiguous, as an untrimmed chunk is: Numba compiles a function once
-                # per array layout, and the warm-up's one row is contiguous.
+                # per array layout, and the warm-up's rows are contiguous.
                 data = [np.ascontiguousarray(a[:, :steps]) if a.ndim >= 2 and v.ndim >= 2
                         else a for a, v in zip(data, self.spec.data_vars)]
             yield data

@@ -61,4 +61,5 @@ def test_runs_are_labelled_with_their_task_and_T(run_dir):
     from dhf.plot import run_label
 
     assert run_label(run_dir) == f"{run_dir.name}: memorization, T = 6"
-    assert run_label(run_dir, recurrent=False) == f"{run_dir.name}: memorization"
+    not_recurrent = run_label(run_dir, recurrent=lambda task: False)
+    assert not_recurrent == f"{run_dir.name}: memorization"

@@ -87,14 +87,22 @@ def child(T, batch, updates, dtype):
     comm = get_comm()
     spec, worker = build(T, batch, dtype=dtype)
     opt, state = hf_update(spec, worker, comm, batch)
+    seconds, info = timed_updates(opt, state, comm, updates)
+    if comm.rank == 0:
+        print(json.dumps({"update_seconds": seconds, "cg_iters": info.cg_iters}))
+
+
+def timed_updates(opt, state, comm, updates):
+    """Seconds of each of ``updates`` HF updates, the ranks starting each together, after
+    one untimed update (the first compiles what the warm-up did not), and the last
+    update's info."""
     seconds = []
     for _ in range(updates + 1):
         comm.barrier()
         t0 = time.perf_counter()
         state, info = opt.step(state)
         seconds.append(time.perf_counter() - t0)
-    if comm.rank == 0:
-        print(json.dumps({"update_seconds": seconds[1:], "cg_iters": info.cg_iters}))
+    return seconds[1:], info
 
 
 def main():

@@ -23,12 +23,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+
+from engine import best_of, timed_updates  # noqa: E402  (scripts/bench/engine.py)
 
 MODES = {"numba": "NUMBA", "jax": "JAX", "c": "CVM"}
 MODELS = ("tanh_rnn", "tanh_rnn_generic", "lstm", "rnn_2layer", "autoencoder")
@@ -68,16 +69,6 @@ def build(model: str, T: int, rows: int, dtype: str, backend: str):
     return spec, worker, gemm, macs
 
 
-def best_of(fn, repeats=3):
-    fn()  # the first call compiles (Numba's JIT, JAX's per-shape compile)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def gemm_rate(shape, rows, dtype) -> float:
     """FLOP/s of numpy's matmul of ``rows`` × shape[0] by shape[0] × shape[1]."""
     rng = np.random.default_rng(1)
@@ -91,10 +82,10 @@ def per_call(model, T, rows, dtype, backend) -> dict:
     theta = worker.layout.flatten([p.get_value() for p in spec.params])
     v = np.random.default_rng(1).normal(size=theta.size)
     batch = np.arange(rows)
-    t = {"forward": best_of(lambda: worker.loss_sum(theta, batch)),
-         "grad": best_of(lambda: worker.grad_sum(theta, batch))}
+    t = {"forward": best_of(lambda: worker.loss_sum(theta, batch), repeats=3),
+         "grad": best_of(lambda: worker.grad_sum(theta, batch), repeats=3)}
     worker.prepare_curvature(theta, batch)
-    t["Gv"] = best_of(lambda: worker.gv_sum(v, 0.0))
+    t["Gv"] = best_of(lambda: worker.gv_sum(v, 0.0), repeats=3)
     t["gemm_flops"] = gemm_rate(gemm, min(rows, worker.chunk_rows), dtype)
     t["gv_flops"] = 8.0 * macs * rows / t["Gv"]
     return t
@@ -111,14 +102,9 @@ def child(model, T, rows, dtype, backend, updates):
     cfg = HFConfig(cg_min_iters=60, cg_max_iters=60, init_damping=1.0)
     opt = HFOptimizer(worker, comm, cfg, BatchSampler(3 * rows, rows, rows, rows, 0))
     state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
-    seconds = []
-    for _ in range(updates + 1):
-        comm.barrier()
-        t0 = time.perf_counter()
-        state, _ = opt.step(state)
-        seconds.append(time.perf_counter() - t0)
+    seconds, _ = timed_updates(opt, state, comm, updates)
     if comm.rank == 0:
-        print(json.dumps(seconds[1:]))  # the first update compiles the other shapes
+        print(json.dumps(seconds))
 
 
 def main():
