@@ -2,14 +2,19 @@
 
 The Ops are also checked end to end, inside the explicit Gv, against a dense ``JᵀHJ``
 (tests/test_gauss_newton.py, tests/test_nets.py); here each kernel is checked alone, in
-both dtypes, on the Numba backend and through ``Op.perform``, with strided inputs.
+both dtypes, on the Numba backend, through ``Op.perform`` and as ``jax.lax.scan`` loops
+(where JAX is installed), with strided inputs.
 """
+import importlib.util
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from dhf.curvature.tanh_recurrence import tanh_backward, tanh_r_forward
+from dhf.curvature.tanh_recurrence import register_jax, tanh_backward, tanh_r_forward
+
+MODES = ["NUMBA", "FAST_COMPILE"] + (["JAX"] if importlib.util.find_spec("jax") else [])
 
 T, N, H = 5, 3, 4
 
@@ -39,10 +44,12 @@ def _inputs(rng, dtype):
             "backward": (seq(), h, mat(N, H), mat(H, H))}
 
 
-@pytest.mark.parametrize("mode", ["NUMBA", "FAST_COMPILE"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("which", ["forward", "backward"])
 def test_kernel_matches_numpy_recurrence(which, dtype, mode):
+    if mode == "JAX":
+        register_jax()
     op, reference = {"forward": (tanh_r_forward, reference_r_forward),
                      "backward": (tanh_backward, reference_backward)}[which]
     arrays = _inputs(np.random.default_rng(0), dtype)[which]
@@ -61,13 +68,15 @@ def test_wrong_ranks_are_refused():
         tanh_backward(pt.matrix(), pt.tensor3(), pt.matrix(), pt.matrix())
 
 
-@pytest.mark.parametrize("mode", ["NUMBA", "FAST_COMPILE"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("which", ["forward", "backward"])
 def test_nan_and_inf_come_out_as_nan_or_inf(which, mode):
     """A NaN or Inf in the state must reach the optimiser's isfinite checks: the kernels
     are compiled without fastmath, which would let LLVM assume there are none."""
     from dhf.curvature import tanh_recurrence
 
+    if mode == "JAX":
+        register_jax()
     kernels = tanh_recurrence._compiled.values()
     assert not any(f.targetoptions.get("fastmath") for f in kernels)
     op = {"forward": tanh_r_forward, "backward": tanh_backward}[which]

@@ -19,8 +19,10 @@ float32) fell from 38 to 30 ms within an HF update, and reached 57 % of the GEMM
 (``docs/benchmarks.md``, "What was changed").
 
 The kernels are plain Numba functions.  Under PyTensor's Numba backend they are inlined in
-the compiled graph (:func:`_numba_funcify`); every other backend except JAX runs them
-through :meth:`Op.perform`.  They have no gradient: a Gv product is never differentiated.
+the compiled graph (:func:`_numba_funcify`); under JAX the same recurrences are
+``jax.lax.scan`` loops (:func:`register_jax`), which XLA fuses the same way; every other
+backend runs the Numba kernels through :meth:`Op.perform`.  They have no gradient: a Gv
+product is never differentiated.
 """
 from __future__ import annotations
 
@@ -124,3 +126,51 @@ tanh_backward = TanhBackward()
 @numba_basic.register_funcify_default_op_cache_key(TanhBackward)
 def _numba_funcify(op, node=None, **kwargs):
     return numba_basic.numba_njit(type(op).kernel)
+
+
+def register_jax() -> None:
+    """Teach PyTensor's JAX backend the two Ops (called by a worker that compiles under
+    JAX; importing JAX is left to those that do).
+
+    Each is a ``jax.lax.scan`` over steps whose body is the step's one GEMM with the
+    (N, H) state and its elementwise terms, which XLA fuses into one pass; the R-forward's
+    ``h_{t-1} V_rec`` does not wait for the previous step and is one batched GEMM before
+    the loop.
+    """
+    import jax
+    import jax.numpy as jnp
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    def jax_r_forward(drive, h, h_init, Rh_init, W_rec, V_rec):
+        h_prev = jnp.concatenate([h_init[None], h[:-1]])
+        d = 1 - h * h
+
+        def step(Rh, drive_d):
+            a = drive_d[0] + Rh @ W_rec
+            return drive_d[1] * a, a
+
+        Rh_T, Ra = jax.lax.scan(step, Rh_init, (drive + h_prev @ V_rec, d))
+        return Ra, Rh_T
+
+    def jax_backward(direct, h, dh_T, W_rec):
+        d = 1 - h * h
+        W_T = W_rec.T
+
+        def step(dh, direct_d):
+            da = direct_d[0] + direct_d[1] * dh
+            return da @ W_T, da
+
+        dh_0, da = jax.lax.scan(step, dh_T, (direct, d), reverse=True)
+        return da, dh_0
+
+    def typed(fn, node):
+        """``fn`` on inputs cast to the Op's dtype: JAX's promotion may hand it float64
+        values where PyTensor typed float32, and a scan's carry must keep its type."""
+        dtype = node.outputs[0].dtype if node is not None else None
+        if dtype is None:
+            return fn
+        return lambda *inputs: fn(*[jnp.asarray(x, dtype=dtype) for x in inputs])
+
+    for op_type, fn in ((TanhRForward, jax_r_forward), (TanhBackward, jax_backward)):
+        jax_funcify.register(op_type)(
+            lambda op, node=None, _fn=fn, **kwargs: typed(_fn, node))
