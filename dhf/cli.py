@@ -190,7 +190,7 @@ def _dry_run(config: dict, comm: Communicator) -> int:
     training rows and each batch's split over ranks; the batches are checked against the
     rows, as a run would."""
     from dhf import tasks
-    from dhf.run import check_batches
+    from dhf.run import backend_of, check_batches, chunk_rows_of
     from dhf.sources import training_rows
     from dhf.worker import chunk_size, rows_per_rank
 
@@ -211,9 +211,11 @@ def _dry_run(config: dict, comm: Communicator) -> int:
         for key in batches:
             rows = (n_train if full and key in ("gradient_batch", "backtrack_batch")
                     else 0 if full and key == "linesearch_batch" else opt[key])
-            split = rows_per_rank(rows, comm.size)
+            whole = backend_of(config["run"]) == "jax"
+            cap = chunk_rows_of(config["run"])
+            split = rows_per_rank(rows, comm.size, cap, whole=whole)
             print(f"# {key} per rank ({comm.size} ranks, chunks of "
-                  f"{chunk_size(rows)} rows): {split}")
+                  f"{chunk_size(rows, cap, whole=whole)} rows): {split}")
         sys.stdout.flush()
     return 0
 

@@ -12,6 +12,7 @@ instead of leaving some waiting.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 import threading
@@ -141,7 +142,6 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     the optimiser's ``init`` or the checkpoint's.  The run directory is written only
     once all of it is ready, so a failed start leaves nothing behind."""
     t_start = time.perf_counter()
-    mode = _mode(config["run"])
     rundir = RunDir(out, comm)
     rundir.prepare(resume, config)
     train_rows, valid_rows = data if data is not None else load_data(config, comm)
@@ -156,11 +156,15 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     data_fingerprint = "" if fresh else dataset.fingerprint(sources)
     if resume:
         rundir.check_same_data(data_fingerprint)
-    worker = Worker(spec, StackedSource(sources), mode=mode)
+    backend, gv_backend = modes(config["run"], spec)
+    worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
+                    gv_mode=MODES[gv_backend], chunk_rows=chunk_rows_of(config["run"]))
     n_train = train_rows.n_rows
     optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
-    _compile(worker, theta0, config, own_data=data is not None)
+    _compile(worker, theta0, config, own_data=data is not None,
+             batches=batch_rows(config, n_train,
+                                valid_rows.n_rows if valid_rows is not None else 0))
     state = optimizer.init(theta0)
     best = Best(state.theta, math.inf, 0)
     if resume:
@@ -176,10 +180,11 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
                # each invocation's start-up included: where the last kept row left off
                rundir.wall_so_far() if resume else 0.0)
     logger.info("dhf: %s, %s, %d parameters, %d ranks, %s train / %d valid rows; "
-                "compiled in %.1fs",
+                "compiled in %.1fs (%s)",
                 config["task"]["name"] if data is None else "own model",
                 optimizer.name, theta0.size, comm.size, "fresh" if fresh else n_train,
-                job.n_valid, worker.compile_seconds)
+                job.n_valid, worker.compile_seconds, backend if gv_backend == backend
+                else f"{backend}; Gv: {gv_backend}")
     return job, state, best
 
 
@@ -308,11 +313,27 @@ def _close(progress) -> None:
         close()
 
 
-def _compile(worker: Worker, theta: np.ndarray, config: dict, own_data: bool) -> None:
-    """Generate the compiled functions' code now (:meth:`Worker.warm_up`), so that the
-    start line says what compiling cost and the first update is an update; a first run
-    of a model compiles for a minute or more, and the user is told so while it waits.
-    One row is evaluated first, so that data of the wrong shape fails here, in one line.
+def batch_rows(config: dict, n_train: int, n_valid: int) -> dict:
+    """The sizes of the batches each compiled function will be given in a run:
+    ``{"loss": [...], "grad": [...], "curvature": [...]}`` (:meth:`Worker.warm_up`)."""
+    opt = config["optimizer"]
+    loss = [n_valid] + ([n_train] if config["run"]["train_error"] else [])
+    if opt["name"] in FIRST_ORDER:
+        return {"loss": loss, "grad": [opt["sgd_batch"]], "curvature": []}
+    full = opt["gradient_batch"] == 0
+    searched = [n_train] if full else [opt["backtrack_batch"], opt["linesearch_batch"]]
+    return {"loss": [b for b in loss + searched if b],
+            "grad": [n_train if full else opt["gradient_batch"]],
+            "curvature": [opt["curvature_batch"]]}
+
+
+def _compile(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
+             batches: dict | None = None) -> None:
+    """Generate the compiled functions' code now (:meth:`Worker.warm_up`, for the chunk
+    shapes of ``batches``, :func:`batch_rows`), so that the start line says what
+    compiling cost and the first update is an update; a first run of a model compiles
+    for a minute or more, and the user is told so while it waits.  Data of the wrong
+    shape fails here, in one line.
     """
     notice = threading.Timer(COMPILE_NOTICE_SECONDS, logger.info, [
         "compiling the model: a first run of a model on this machine takes a minute or "
@@ -320,7 +341,8 @@ def _compile(worker: Worker, theta: np.ndarray, config: dict, own_data: bool) ->
     notice.daemon = True
     notice.start()
     try:
-        worker.warm_up(theta, curvature=config["optimizer"]["name"] not in FIRST_ORDER)
+        worker.warm_up(theta, curvature=config["optimizer"]["name"] not in FIRST_ORDER,
+                       batches=batches)
     except (ValueError, IndexError, TypeError, AssertionError) as err:
         source = ("train" if own_data else
                   config["data"]["path"] or f"task {config['task']['name']}")
@@ -342,21 +364,50 @@ def stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | No
     return None
 
 
-def _mode(run_cfg: dict):
-    """The PyTensor mode for ``run.backend``, checking that its package is installed, with
-    ``run.device`` made the backend's default device."""
-    backend = run_cfg["backend"]
+def chunk_rows_of(run_cfg: dict) -> int:
+    """Rows per compiled call: ``run.chunk_rows``, or 64 on a CPU and 1024 on a GPU."""
+    return run_cfg["chunk_rows"] or (1024 if run_cfg["device"] == "gpu" else 64)
+
+
+def backend_of(run_cfg: dict) -> str:
+    """The backend ``run.backend`` names, ``auto`` resolved (:func:`modes`)."""
+    if run_cfg["backend"] != "auto":
+        return run_cfg["backend"]
+    return "jax" if importlib.util.find_spec("jax") is not None else "numba"
+
+
+def modes(run_cfg: dict, spec: ModelSpec) -> tuple[str, str]:
+    """``(backend, gv_backend)`` that ``run.backend`` and ``run.gv_backend`` resolve to
+    for ``spec``, checked (their packages installed), with ``run.device`` made the
+    backend's default device.
+
+    ``auto`` picks per graph, from ``docs/benchmarks.md``'s start-up and models tables:
+    JAX (XLA compiles a model in seconds where Numba takes a minute or two, and its
+    gradients are faster), and for the Gv product of a model with explicit recurrences
+    on a CPU, Numba (its fused kernels run the tanh RNN's loops 1.5 x faster than XLA's);
+    Numba throughout where JAX is not installed.
+    """
+    has_jax = importlib.util.find_spec("jax") is not None
+    backend = backend_of(run_cfg)
+    gv_backend = run_cfg["gv_backend"]
+    if gv_backend == "auto":
+        explicit = spec.gauss_newton is not None and run_cfg["device"] == "cpu"
+        gv_backend = "numba" if run_cfg["backend"] == "auto" and explicit else backend
     where = use_device(run_cfg["device"], backend)
-    if backend == "jax":
-        try:
-            import jax
-        except ImportError:
-            raise UserError("run.backend = 'jax' needs the jax package: pip install "
-                            "'dhf[jax]' (GPU: jax[cuda12])") from None
-        # XLA's compiled code kept beside PyTensor's, so that a later run loads it
+    if run_cfg["device"] != "cpu" and gv_backend != backend:
+        raise ConfigError(f"run.device = {run_cfg['device']!r} computes Gv on the device: "
+                          f"set run.gv_backend = 'auto' (got {gv_backend!r})")
+    if "jax" in (backend, gv_backend):
+        key = "backend" if backend == "jax" else "gv_backend"
+        if not has_jax:
+            raise UserError(f"run.{key} = 'jax' needs the jax package: pip install "
+                            "'jax[cpu]' (GPU: jax[cuda12])")
+        import jax
         import pytensor
+
+        # XLA's compiled code kept beside PyTensor's, so that a later run loads it
         jax.config.update("jax_compilation_cache_dir",
                           str(Path(pytensor.config.base_compiledir) / "jax"))
     if where != "cpu":
         logger.info("dhf: computing on %s", where)
-    return MODES[backend]
+    return backend, gv_backend

@@ -24,6 +24,7 @@ from pytensor.gradient import grad
 
 from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
+from dhf.curvature.tanh_recurrence import register_jax
 from dhf.data import shard_bounds
 from dhf.dataset import ArraySource, mask_lengths
 from dhf.errors import DataError
@@ -39,15 +40,25 @@ MIN_CHUNKS = 16
 MIN_CHUNK_ROWS = 16
 
 
-def chunk_size(n_rows: int, chunk_rows: int = 64) -> int:
-    """Rows per chunk of an ``n_rows`` batch (:meth:`Worker.plan`)."""
-    return min(chunk_rows, max(MIN_CHUNK_ROWS, -(-n_rows // MIN_CHUNKS)))
+def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False) -> int:
+    """Rows per chunk of an ``n_rows`` batch (:meth:`Worker.plan`).
+
+    ``whole`` prefers, among the sizes from :data:`MIN_CHUNK_ROWS` up, the largest that
+    divides the batch, so that all its chunks have one shape (the JAX backend compiles
+    once per shape): 10 000 and 1 000 rows both go in chunks of 50.
+    """
+    size = min(chunk_rows, max(MIN_CHUNK_ROWS, -(-n_rows // MIN_CHUNKS)))
+    if whole:
+        size = next((c for c in range(size, MIN_CHUNK_ROWS - 1, -1) if n_rows % c == 0),
+                    size)
+    return size
 
 
-def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64) -> list[int]:
+def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,
+                  whole: bool = False) -> list[int]:
     """How many of a batch's rows each of ``size`` ranks computes (whole chunks; with
     rows sorted by length the short last chunk may fall to another rank)."""
-    c = chunk_size(n_rows, chunk_rows)
+    c = chunk_size(n_rows, chunk_rows, whole=whole)
     chunks = [min(c, n_rows - lo) for lo in range(0, n_rows, c)]
     return [sum(chunks[slice(*shard_bounds(len(chunks), r, size))]) for r in range(size)]
 
@@ -78,13 +89,16 @@ class Worker:
         read a chunk of rows at a time, never whole).
     mode : a PyTensor compilation mode (``"NUMBA"``, ``"C"``, ``"JAX"``...) or None for
         PyTensor's default.
+    gv_mode : the mode of the Gv function alone, when it differs from ``mode`` (the
+        JAX backend's gradient with the explicit recurrences' Numba kernels, which are
+        faster on a CPU; :func:`dhf.run.modes`).
     cache_forward : compile Gv against cached forward states (the fast path).
     explicit_gv : use the model's explicit Gv recurrences (``spec.gauss_newton``) when it
-        has them (not under JAX); False forces the generic pushforward/pullback graph.
+        has them; False forces the generic pushforward/pullback graph.
     chunk_rows : rows per compiled call; sums over a batch are accumulated chunk by chunk.
     """
 
-    def __init__(self, spec: ModelSpec, data, *, mode=None,
+    def __init__(self, spec: ModelSpec, data, *, mode=None, gv_mode=None,
                  cache_forward: bool = True, explicit_gv: bool = True,
                  chunk_rows: int = 64):
         self.spec = spec
@@ -93,12 +107,13 @@ class Worker:
                                   [p.get_value(borrow=True).shape for p in spec.params])
         self.dtype = spec.params[0].dtype
         self.mode = mode
+        self.gv_mode = mode if gv_mode is None else gv_mode
         self.cache_forward = cache_forward
         self.chunk_rows = int(chunk_rows)
-        self.jax = str(mode).upper() == "JAX"
-        # The explicit recurrences are Numba kernels (dhf.curvature.tanh_recurrence), which
-        # JAX cannot trace: under JAX the generic graph is used.
-        self.explicit_gv = explicit_gv and spec.gauss_newton is not None and not self.jax
+        self.jax = _is_jax(mode)
+        self.explicit_gv = explicit_gv and spec.gauss_newton is not None
+        if _is_jax(self.gv_mode) and self.explicit_gv:
+            register_jax()  # the explicit recurrences as jax.lax.scan loops
         # Trimming a chunk to its longest row saves the padded steps, but under JAX each
         # new length is a new compilation (dhf.static_shapes): JAX runs the padded steps.
         self.trim_padding = spec.trim_padding and not self.jax
@@ -117,11 +132,12 @@ class Worker:
         logger.debug("built worker functions in %.1fs", self.compile_seconds)
 
     # -- compilation ---------------------------------------------------------------
-    def _function(self, inputs, outputs):
-        if self.jax:  # compiled per chunk shape, so that JAX sees no traced shapes
-            return StaticShapeFunction(inputs, outputs, self.mode, fixed=self.spec.params,
+    def _function(self, inputs, outputs, mode="same"):
+        mode = self.mode if mode == "same" else mode
+        if _is_jax(mode):  # compiled per chunk shape, so that JAX sees no traced shapes
+            return StaticShapeFunction(inputs, outputs, mode, fixed=self.spec.params,
                                        on_unused_input="ignore", accept_inplace=True)
-        return pytensor.function(inputs, outputs, mode=self.mode, on_unused_input="ignore",
+        return pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore",
                                  accept_inplace=True)
 
     def _compile(self):
@@ -151,29 +167,47 @@ class Worker:
         if self.cache_forward:
             frontier, placeholders, (Gv_cached,) = split_at([Gv], [v, weight])
             self._forward_fn = self._function(data_vars, frontier + [loss_sum])
-            self._gv_fn = self._function(data_vars + placeholders + [v, weight], Gv_cached)
+            self._gv_fn = self._function(data_vars + placeholders + [v, weight], Gv_cached,
+                                         self.gv_mode)
         else:
             self._forward_fn = self._function(data_vars, [loss_sum])
-            self._gv_fn = self._function(data_vars + [v, weight], Gv)
+            self._gv_fn = self._function(data_vars + [v, weight], Gv, self.gv_mode)
 
-    def warm_up(self, theta: np.ndarray, *, curvature: bool = True) -> float:
-        """Call each compiled function once, on two rows, so that the backend's code is
-        generated (or loaded from its cache) now rather than inside the first update;
-        returns the seconds it took, which are added to :attr:`compile_seconds`.
+    def warm_up(self, theta: np.ndarray, *, curvature: bool = True,
+                batches: dict | None = None) -> float:
+        """Call each compiled function once per chunk shape it will see, so that the
+        backend's code is generated (or loaded from its cache) now rather than inside the
+        first update; returns the seconds it took, which are added to
+        :attr:`compile_seconds`.
 
-        A row of the wrong shape fails here, before any update.  ``curvature=False``
-        skips the forward-states and Gv functions (first-order optimisers).
+        Numba compiles once per array layout: a chunk of two rows does for every size
+        (not one row: the states of a one-row chunk are contiguous where those of every
+        larger chunk are not).  JAX compiles once per shape: each function runs on every
+        chunk size of the batches it will be given, ``batches`` = ``{"loss": [rows,
+        ...], "grad": [...], "curvature": [...]}`` (a full chunk when not given).  A row
+        of the wrong shape fails here, before any update.  ``curvature=False`` skips the
+        forward-states and Gv functions (first-order optimisers).
         """
         t0 = time.perf_counter()
-        # Two rows, not one: Numba compiles once per array layout, and the states of a
-        # one-row chunk are contiguous where those of every larger chunk are not.  JAX
-        # compiles per shape: a full chunk's.
-        rows = np.arange(min(self.chunk_rows if self.jax else 2, self.source.n_rows))
-        self.loss_sum(theta, rows)
-        self.grad_sum(theta, rows)
+        kinds = ("loss", "grad", "curvature")
+        n = self.source.n_rows
+        if self.jax:
+            batches = batches or {}
+            sizes = {kind: sorted({len(c) for b in batches.get(kind, ())
+                                   for c in self.plan(np.arange(min(b, n)))})
+                     or [min(self.chunk_rows, n)] for kind in kinds}
+        else:
+            sizes = dict.fromkeys(kinds, [min(2, n)])
+        one_chunk = {kind: [Chunks([np.arange(rows)]) for rows in sizes[kind]]
+                     for kind in kinds}
+        for chunks in one_chunk["loss"]:
+            self.loss_sum(theta, chunks)
+        for chunks in one_chunk["grad"]:
+            self.grad_sum(theta, chunks)
         if curvature:
-            self.prepare_curvature(theta, rows)
-            self.gv_sum(np.zeros(self.layout.size))
+            for chunks in one_chunk["curvature"]:
+                self.prepare_curvature(theta, chunks)
+                self.gv_sum(np.zeros(self.layout.size))
             self.curvature = None
         seconds = time.perf_counter() - t0
         self.compile_seconds += seconds
@@ -222,7 +256,8 @@ class Worker:
 
         Chunks hold at most ``chunk_rows`` rows, and fewer for small batches, so that a
         batch has at least ``MIN_CHUNKS`` of them to deal to ranks (but not fewer than
-        ``MIN_CHUNK_ROWS``, below which a compiled call costs more than its rows).  When
+        ``MIN_CHUNK_ROWS``, below which a compiled call costs more than its rows); under
+        JAX, of a size that divides the batch where one does (:func:`chunk_size`).  When
         padding is trimmed and the row lengths are known, the rows go shortest first, so
         that each chunk holds rows of about one length; rows generated when read (fresh
         data) keep their order (their lengths are known only once generated), and each
@@ -233,7 +268,7 @@ class Worker:
         rows = np.asarray(rows, dtype=np.int64)
         if self.lengths is not None:
             rows = rows[np.argsort(self.lengths[rows], kind="stable")]
-        size = chunk_size(len(rows), self.chunk_rows)
+        size = chunk_size(len(rows), self.chunk_rows, whole=self.jax)
         return Chunks(rows[lo:lo + size] for lo in range(0, len(rows), size))
 
     def shard(self, rows, rank: int, size: int) -> Chunks:
@@ -276,6 +311,9 @@ class Worker:
         chunks = self.plan(rows)
         for chunk, data in zip(chunks, self.chunk_data(chunks)):
             *states, chunk_loss = self._forward_fn(*data)
+            if self.gv_mode != self.mode:  # JAX's arrays are read-only views, which
+                # Numba types apart from the writable arrays its kernels are made for
+                states = [np.require(s, requirements="CW") for s in states]
             chunk_args.append(data + (states if self.cache_forward else []))
             yield np.array([chunk_loss, len(chunk)], dtype=np.float64)
         self.curvature = CurvatureBatch(theta, chunk_args)
@@ -340,6 +378,10 @@ class Worker:
     def squared_grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
         """:meth:`squared_grad_chunks` summed."""
         return _total(self.squared_grad_chunks(theta, rows), self.layout.size)
+
+
+def _is_jax(mode) -> bool:
+    return str(mode).upper() == "JAX"
 
 
 def _total(parts: Iterator[np.ndarray], n: int) -> np.ndarray:

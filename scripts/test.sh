@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with dhf, its test extras (the mpich wheel brings
-# mpiexec) and the CPU JAX backend, then lint (flake8) and run dhf's doctests, run the whole suite serially (but
-# the slurm-marked tests), the MPI subset under mpiexec -n 2 and -n 4, and the Slurm
-# tests, which start a one-node Slurm (and apt-get install slurm-wlm and munge first if
-# missing; they skip, saying why, where that is impossible).  Every stage runs under a
+# Set up a virtual environment with dhf (JAX's CPU build comes with it) and its test
+# extras (the mpich wheel brings mpiexec), then lint (flake8) and run dhf's doctests, run
+# the whole suite serially (but the slurm-marked tests), the MPI subset under mpiexec -n 2
+# and -n 4, and the Slurm tests, which start a one-node Slurm (and apt-get install
+# slurm-wlm and munge first if missing; they skip, saying why, where that is impossible).  Every stage runs under a
 # timeout so that a hang fails instead of stalling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,jax]'
+.venv/bin/python -m pip install -q -e '.[test]'
 # One BLAS thread per process: the MPI ranks are the parallelism.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export PATH="$PWD/.venv/bin:$PATH"

@@ -11,7 +11,8 @@ import pytest
 
 from dhf.cli import main
 from dhf.launcher import THREAD_VARIABLES
-from tests.conftest import SHORTEST_T, metrics, run_mpi, tiny_args, venv_bin
+from tests.conftest import (SHORTEST_T, TINY as TINY_ITEMS, metrics, run_mpi, tiny_args,
+                            venv_bin)
 
 REQUIRED = {"update", "loss", "valid_loss", "valid_error", "rho", "damping", "cg_iters",
             "step_size", "seconds"}
@@ -83,6 +84,44 @@ def test_a_gpu_request_without_a_gpu_is_one_line(tmp_path, capsys, backend, mess
     assert not out.exists()
 
 
+@pytest.mark.parametrize("cell, backend, gv_backend, want", [
+    ("tanh", "auto", "auto", ("jax", "numba")),  # the explicit Gv's Numba kernels
+    ("lstm", "auto", "auto", ("jax", "jax")),  # the generic Gv graph
+    ("tanh", "numba", "auto", ("numba", "numba")),
+    ("tanh", "jax", "auto", ("jax", "jax")),
+    ("lstm", "auto", "c", ("jax", "c")),
+])
+def test_backends_are_chosen_per_graph(cell, backend, gv_backend, want):
+    pytest.importorskip("jax")
+    from dhf import config as config_mod, tasks
+    from dhf.run import modes
+
+    config = config_mod.load(None, TINY_ITEMS + [
+        f"model.cell='{cell}'", f"run.backend='{backend}'",
+        f"run.gv_backend='{gv_backend}'"])
+    spec = tasks.get("memorization").build_model(config)
+    assert modes(config["run"], spec) == want
+
+
+def test_without_jax_auto_is_numba_and_jax_is_one_line(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from dhf import config as config_mod, tasks
+    from dhf.run import modes
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jax" else find_spec(name, *a))
+    config = config_mod.load(None, TINY_ITEMS)
+    assert modes(config["run"], tasks.get("memorization").build_model(config)) == (
+        "numba", "numba")
+    out = tmp_path / "run"
+    assert main(tiny_args("run.gv_backend='jax'") + ["--out", str(out)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "run.gv_backend = 'jax' needs the jax package" in lines[0]
+    assert not out.exists()
+
+
 def test_resume_of_another_problem_is_refused_in_one_line(tmp_path, capsys):
     """A resume must repeat the run's problem: T and dtype leave the parameter shapes as
     they are, so only the saved config can tell that the job would change."""
@@ -132,8 +171,13 @@ def test_dry_run_prints_config_and_split(capsys):
                  "model.hidden=10"]) == 0
     out = capsys.readouterr().out
     assert "# parameters: 141" in out  # 1·10 + 10·10 + 10 + 10 + 10·1 + 1
-    assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [5000]" in out
+    # JAX (run.backend = 'auto') compiles once per shape: chunks that divide the batch
+    assert "# gradient_batch per rank (1 ranks, chunks of 50 rows): [5000]" in out
     assert "# training rows: 20000 (task memorization)" in out
+    assert main(["--dry-run", "--set", "task.name='memorization'", "--set",
+                 "run.backend='numba'"]) == 0
+    assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [5000]" in (
+        capsys.readouterr().out)
 
 
 def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys):
@@ -150,7 +194,7 @@ def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys
     out = capsys.readouterr().out
     assert "\nT = 30\n" in out and "\nn_train = 3000\n" in out
     assert f"# training rows: 3000 ({path})" in out
-    assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [1500]" in out
+    assert "# gradient_batch per rank (1 ranks, chunks of 50 rows): [1500]" in out
     assert main(base) == 2  # 5000 + 1000 rows asked of 3000
     assert "exceeds the 3000 training rows" in capsys.readouterr().out
 
@@ -238,28 +282,37 @@ def test_fresh_data_trajectory_is_the_same_at_1_2_and_4_ranks_and_across_resume(
 @pytest.mark.slow
 @pytest.mark.parametrize("job", ["default", "masked", "lstm"])
 def test_the_jax_backend_follows_the_numba_trajectory_at_1_and_2_ranks(tmp_path, job):
-    """run.backend = 'jax' (the generic Gv graph, compiled per chunk shape, padding not
-    trimmed) takes the Numba backend's path: float64, the first 3 updates to 1e-6; and
-    its 2-rank run of the masked job is its 1-rank run bit for bit, as every backend's
-    is."""
+    """run.backend = 'jax' (compiled per chunk shape, padding not trimmed, the tanh RNN's
+    explicit recurrences as jax.lax.scan loops) and 'auto' (JAX, with Numba's kernels
+    for the explicit Gv) take the Numba backend's path: float64, the first 3 updates to
+    1e-6; and the 2-rank JAX run of the masked job is its 1-rank run bit for bit, as
+    every backend's is."""
     pytest.importorskip("jax")
     args = ANY_RANKS[job] + ["--set", "optimizer.max_updates=3",
                              "--set", "run.dtype='float64'"]
     runs = {}
     # the 2-rank run where chunks are dealt by length (the masked job), to keep it short
-    jobs = [("numba", 1, "numba"), ("jax1", 1, "jax")] + (
+    jobs = [("numba", 1, "numba"), ("jax1", 1, "jax"), ("auto", 1, "auto")] + (
         [("jax2", 2, "jax")] if job == "masked" else [])
     for name, n, backend in jobs:
         out = tmp_path / name
         done = run_mpi(n, args + ["--set", f"run.backend='{backend}'", "--out", str(out)])
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Warning" not in done.stdout + done.stderr
+        start = next(line for line in done.stdout.splitlines() if "compiled in" in line)
+        assert start.endswith({"numba": "(numba)", "jax1": "(jax)", "jax2": "(jax)",
+                               "auto": "(jax)" if job == "lstm" else "(jax; Gv: numba)"
+                               }[name]), start
         runs[name] = same_run(metrics(out))
     assert runs.get("jax2", runs["jax1"]) == runs["jax1"]
-    assert [r["cg_iters"] for r in runs["jax1"]] == [r["cg_iters"] for r in runs["numba"]]
-    for key in ("loss", "valid_loss", "rho", "damping", "held_out_loss"):
-        np.testing.assert_allclose([r[key] for r in runs["jax1"]],
-                                   [r[key] for r in runs["numba"]], rtol=1e-6, err_msg=key)
+    if job == "lstm":  # no explicit Gv: auto is JAX throughout
+        assert runs["auto"] == runs["jax1"]
+    for name in ("jax1", "auto"):
+        assert [r["cg_iters"] for r in runs[name]] == [r["cg_iters"] for r in runs["numba"]]
+        for key in ("loss", "valid_loss", "rho", "damping", "held_out_loss"):
+            np.testing.assert_allclose([r[key] for r in runs[name]],
+                                       [r[key] for r in runs["numba"]], rtol=1e-6,
+                                       err_msg=f"{name}: {key}")
 
 
 def test_the_jax_backend_trains_in_float32(tmp_path):

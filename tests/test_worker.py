@@ -330,3 +330,41 @@ def test_lengths_are_read_from_the_mask_of_an_hdf5_file(tmp_path):
     source = dataset.StackedSource([dataset.H5Source(tmp_path / "d.h5", "train"),
                                     dataset.H5Source(tmp_path / "d.h5", "valid")])
     np.testing.assert_array_equal(Worker(spec, source).lengths, lengths)
+
+
+# -- chunk shapes under JAX --------------------------------------------------------------
+def test_whole_chunks_divide_the_batch_where_a_size_can():
+    from dhf.worker import MIN_CHUNK_ROWS, chunk_size
+
+    assert chunk_size(10_000) == 64 and chunk_size(1_000) == 63
+    assert chunk_size(10_000, whole=True) == chunk_size(1_000, whole=True) == 50
+    for n in (10_000, 1_000, 600, 256, 97, 5):
+        c = chunk_size(n, whole=True)
+        assert MIN_CHUNK_ROWS <= c <= chunk_size(n) or c == chunk_size(n)
+        # the largest such size that divides n, or none divides and the usual size
+        dividing = [k for k in range(MIN_CHUNK_ROWS, chunk_size(n) + 1) if n % k == 0]
+        assert c == (max(dividing) if dividing else chunk_size(n))
+
+
+def test_the_jax_warm_up_compiles_every_chunk_shape_the_batches_will_use():
+    """After warm_up(batches=...), a loss, gradient and Gv over those batches compile
+    nothing more: the first update is not spent compiling."""
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(SEED)
+    spec = rnn(2, 3, 2, loss="sigmoid_xent", output_steps="last")
+    x = rng.standard_normal((120, 4, 2))
+    data = [x, (rng.random((120, 2)) > 0.5).astype(float)]
+    worker = Worker(spec, data, mode="JAX")
+    theta = worker.layout.flatten([p.get_value() for p in spec.params])
+    batches = {"loss": [120, 37], "grad": [100], "curvature": [37]}
+    worker.warm_up(theta, batches=batches)
+    functions = [worker._eval_fn, worker._grad_fn, worker._forward_fn, worker._gv_fn]
+    compiled = [f.shapes_compiled for f in functions]
+    # chunks of at least 16 rows: 120 = 7 x 16 + 8, 37 = 2 x 16 + 5, 100 = 6 x 16 + 4
+    assert compiled == [3, 2, 2, 2]
+    worker.loss_sum(theta, np.arange(120))
+    worker.loss_sum(theta, np.arange(37))
+    worker.grad_sum(theta, np.arange(100))
+    worker.prepare_curvature(theta, np.arange(37))
+    worker.gv_sum(np.ones(theta.size))
+    assert [f.shapes_compiled for f in functions] == compiled

@@ -5,11 +5,12 @@ an HF update (exactly 60 CG iterations) at 1 and 2 ranks.
 Models: the tanh RNN of the `hessianfree` comparison (1-100-1, T steps) through its
 explicit Gv kernels and through the generic pushforward/pullback graph, an LSTM (1-100-1),
 a 2-layer tanh RNN (1-100-100-1), and Martens (2010)'s MNIST autoencoder
-784-1000-500-250-30 mirrored (logistic).  Backends: numba, and jax where installed (the
-generic graph, compiled per chunk shape), or as given.
+784-1000-500-250-30 mirrored (logistic).  Backends: numba, jax (compiled per chunk
+shape), c, and auto (JAX, with the Numba kernels for the tanh RNN's explicit Gv, as
+dhf-train's default), as given.
 
     OMP_NUM_THREADS=1 python scripts/bench/models.py [--T 50] [--rows 1024] \\
-        [--dtype float32] [--backends numba jax] [--ranks 1 2] [--models ...]
+        [--dtype float32] [--backends numba jax auto] [--ranks 1 2] [--models ...]
 
 Gv's rate counts 4 multiply-adds per weight, row and step (the R-forward pass's W·Ry and
 V·y, the backward pass's Wᵀδ and δ·yᵀ); the GEMM rate is numpy's matmul of the model's
@@ -31,12 +32,14 @@ import numpy as np  # noqa: E402
 
 from engine import best_of, timed_updates  # noqa: E402  (scripts/bench/engine.py)
 
-MODES = {"numba": "NUMBA", "jax": "JAX", "c": "CVM"}
+#: backend -> (mode, Gv's mode); "auto" as dhf-train's run.backend = "auto" on a CPU.
+MODES = {"numba": ("NUMBA", None), "jax": ("JAX", None), "c": ("CVM", None),
+         "auto": ("JAX", "NUMBA")}
 MODELS = ("tanh_rnn", "tanh_rnn_generic", "lstm", "rnn_2layer", "autoencoder")
 AE_SIZES = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 
 
-def build(model: str, T: int, rows: int, dtype: str, backend: str):
+def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: int = 64):
     """``(spec, worker, gemm_shape, macs_per_row)`` for ``model`` on ``3 * rows`` rows."""
     from dhf import nets
     from dhf.worker import Worker
@@ -65,7 +68,10 @@ def build(model: str, T: int, rows: int, dtype: str, backend: str):
         widths = [1] + hidden
         macs = T * sum(gates * (a * b + b * b) for a, b in zip(widths, widths[1:]))
         gemm = (100, gates * 100)
-    worker = Worker(spec, data, mode=MODES[backend], **options)
+    mode, gv_mode = MODES[backend]
+    explicit = spec.gauss_newton is not None and options.get("explicit_gv", True)
+    worker = Worker(spec, data, mode=mode, gv_mode=gv_mode if explicit else None,
+                    chunk_rows=chunk_rows, **options)
     return spec, worker, gemm, macs
 
 
@@ -77,8 +83,8 @@ def gemm_rate(shape, rows, dtype) -> float:
     return 2.0 * rows * shape[0] * shape[1] / best_of(lambda: a @ b, repeats=10)
 
 
-def per_call(model, T, rows, dtype, backend) -> dict:
-    spec, worker, gemm, macs = build(model, T, rows, dtype, backend)
+def per_call(model, T, rows, dtype, backend, chunk_rows=64) -> dict:
+    spec, worker, gemm, macs = build(model, T, rows, dtype, backend, chunk_rows)
     theta = worker.layout.flatten([p.get_value() for p in spec.params])
     v = np.random.default_rng(1).normal(size=theta.size)
     batch = np.arange(rows)
@@ -91,15 +97,16 @@ def per_call(model, T, rows, dtype, backend) -> dict:
     return t
 
 
-def child(model, T, rows, dtype, backend, updates):
-    """Under mpiexec: HF updates of exactly 60 CG iterations on ``rows`` rows."""
+def child(model, T, rows, dtype, backend, updates, cg_iters=60, chunk_rows=64):
+    """Under mpiexec: HF updates of exactly ``cg_iters`` CG iterations on ``rows`` rows;
+    prints their seconds as a JSON list."""
     from dhf.comm import get_comm
     from dhf.coordinator import HFConfig, HFOptimizer
     from dhf.data import BatchSampler
 
     comm = get_comm()
-    spec, worker, _, _ = build(model, T, rows, dtype, backend)
-    cfg = HFConfig(cg_min_iters=60, cg_max_iters=60, init_damping=1.0)
+    spec, worker, _, _ = build(model, T, rows, dtype, backend, chunk_rows)
+    cfg = HFConfig(cg_min_iters=cg_iters, cg_max_iters=cg_iters, init_damping=1.0)
     opt = HFOptimizer(worker, comm, cfg, BatchSampler(3 * rows, rows, rows, rows, 0))
     state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
     seconds, _ = timed_updates(opt, state, comm, updates)
@@ -113,8 +120,9 @@ def main():
     ap.add_argument("--rows", type=int, default=1024)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--updates", type=int, default=2)
+    ap.add_argument("--cg-iters", type=int, default=60, help="CG iterations per update")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    installed = ["numba"] + (["jax"] if importlib.util.find_spec("jax") else [])
+    installed = ["numba"] + (["jax", "auto"] if importlib.util.find_spec("jax") else [])
     ap.add_argument("--backends", nargs="+", default=installed, choices=list(MODES))
     ap.add_argument("--ranks", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable),
@@ -124,10 +132,11 @@ def main():
     args = ap.parse_args()
     if args.child:
         model, backend = args.child
-        return child(model, args.T, args.rows, args.dtype, backend, args.updates)
+        return child(model, args.T, args.rows, args.dtype, backend, args.updates,
+                     args.cg_iters)
     print(f"T={args.T} rows={args.rows} {args.dtype}, OMP_NUM_THREADS="
           f"{os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs; per call in ms, "
-          f"HF update (60 CG iterations) in s")
+          f"HF update ({args.cg_iters} CG iterations) in s")
     head = ["model", "backend", "forward", "grad", "Gv", "Gv/grad", "Gv/GEMM"]
     head += [f"update@{n}" for n in args.ranks]
     print("| " + " | ".join(head) + " |")
@@ -142,7 +151,8 @@ def main():
                 out = subprocess.run(
                     [args.mpiexec, "-n", str(n), sys.executable, __file__, "--child",
                      model, backend, "--T", str(args.T), "--rows", str(args.rows),
-                     "--dtype", args.dtype, "--updates", str(args.updates)],
+                     "--dtype", args.dtype, "--updates", str(args.updates),
+                     "--cg-iters", str(args.cg_iters)],
                     capture_output=True, text=True, check=True)
                 seconds = json.loads([ln for ln in out.stdout.splitlines()
                                       if ln.startswith("[")][-1])

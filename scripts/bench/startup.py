@@ -5,11 +5,14 @@ with PyTensor's whole cache directory (``base_compiledir``: its compiled C modul
 its Numba cache) and Numba's own cache (dhf's kernels) in a fresh temporary directory:
 first cold (empty), then warm (what the cold run left); under JAX, XLA's persistent
 cache lives there too (``base_compiledir/jax``).  For each it prints the whole
-command's wall time (imports, compiling, one update with its validation pass, the
-checkpoint), the start line's "compiled in" and the update's own seconds.
+command's seconds to the end of its first update (its line, printed after the update's
+validation pass) and to its exit (the checkpoint written), the start line's "compiled
+in" and the update's own seconds.  ``jax+numba`` is ``run.backend = 'jax'`` with
+``run.gv_backend = 'numba'``.
 
     python scripts/bench/startup.py --ranks 1 2 --cases default memorization addition lstm
     python scripts/bench/startup.py --ranks 1 --cases memorization --backends numba c
+    python scripts/bench/startup.py --ranks 2 --cases default --backends jax jax+numba
 """
 from __future__ import annotations
 
@@ -36,6 +39,12 @@ CASES = {
 }
 
 
+#: ``--backends`` choices: run.backend, and run.gv_backend where it differs.
+BACKENDS = {"numba": ["run.backend='numba'"], "c": ["run.backend='c'"],
+            "jax": ["run.backend='jax'"],
+            "jax+numba": ["run.backend='jax'", "run.gv_backend='numba'"]}
+
+
 def run_once(ranks: int, args: list[str], cache: str, out: str, mpiexec: str) -> dict:
     """One ``dhf-train`` of one update with its caches in ``cache``: its wall time, the
     start line's compile seconds and the update's seconds."""
@@ -48,13 +57,23 @@ def run_once(ranks: int, args: list[str], cache: str, out: str, mpiexec: str) ->
     for item in args + ["optimizer.max_updates=1", "run.stop_valid_error=-1.0"]:
         cmd += ["--set", item]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    first = None  # when update 1's line came: the end of the first update
+    lines = []
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=ROOT) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if first is None and re.match(r"update +1 ", line):
+                first = time.perf_counter() - t0
+        stderr = proc.stderr.read()
     seconds = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"{ranks} ranks failed:\n{done.stdout}\n{done.stderr}")
-    compiled = re.search(r"compiled in ([0-9.]+)s", done.stdout)
-    update = re.search(r"update +1 .* ([0-9.]+)s\s*$", done.stdout, re.M)
-    return {"wall": seconds, "compile": float(compiled.group(1)) if compiled else None,
+    stdout = "".join(lines)
+    if proc.returncode != 0:
+        raise SystemExit(f"{ranks} ranks failed:\n{stdout}\n{stderr}")
+    compiled = re.search(r"compiled in ([0-9.]+)s", stdout)
+    update = re.search(r"update +1 .* ([0-9.]+)s\s*$", stdout, re.M)
+    return {"wall": seconds, "first": first,
+            "compile": float(compiled.group(1)) if compiled else None,
             "update": float(update.group(1)) if update else None}
 
 
@@ -63,23 +82,25 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--backends", nargs="+", default=["numba"],
-                        choices=["numba", "c", "jax"])
+                        choices=list(BACKENDS))
     parser.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
     args = parser.parse_args()
-    print("| case | backend | ranks | cold: command | cold: compiling | cold: update 1 "
-          "| warm: command | warm: compiling | warm: update 1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| case | backend | ranks | cold: to update 1 | cold: command | cold: compiling "
+          "| cold: update 1 | warm: to update 1 | warm: command | warm: compiling "
+          "| warm: update 1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         for backend in args.backends:
             for ranks in args.ranks:
                 with tempfile.TemporaryDirectory() as tmp:
-                    items = CASES[case] + [f"run.backend={backend!r}"]
+                    items = CASES[case] + BACKENDS[backend]
                     cold = run_once(ranks, items, f"{tmp}/cache", f"{tmp}/cold",
                                     args.mpiexec)
                     warm = run_once(ranks, items, f"{tmp}/cache", f"{tmp}/warm",
                                     args.mpiexec)
                 cells = [f"{r[k]:.1f} s" if r[k] is not None else "?"
-                         for r in (cold, warm) for k in ("wall", "compile", "update")]
+                         for r in (cold, warm)
+                         for k in ("first", "wall", "compile", "update")]
                 print(f"| {case} | {backend} | {ranks} | " + " | ".join(cells) + " |",
                       flush=True)
 
