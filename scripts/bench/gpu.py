@@ -91,8 +91,8 @@ def memorisation(command: list[str], settings: list[str], minutes: float) -> str
         rows = [json.loads(line) for line in open(f"{tmp}/run/metrics.jsonl")]
     solved = next((r for r in rows if r.get("valid_error") == 0.0), None)
     if solved is None:
-        return (f"not solved in {wall:.0f} s ({len(rows)} updates, best error "
-                f"{min(r['valid_error'] for r in rows if r['valid_error'] is not None):.3g})")
+        best = min(r["valid_error"] for r in rows if r["valid_error"] is not None)
+        return f"not solved in {wall:.0f} s ({len(rows)} updates, best error {best:.3g})"
     return f"{solved['wall']:.0f} s ({solved['update']} updates; command {wall:.0f} s)"
 
 
@@ -102,22 +102,23 @@ def main() -> None:
     ap.add_argument("--cpu-ranks", type=int, default=os.cpu_count())
     ap.add_argument("--minutes", type=float, default=2.0,
                     help="the memorisation runs' limit, each")
-    ap.add_argument("--quick", action="store_true", help="small cases: a check of the script")
+    ap.add_argument("--quick", action="store_true",
+                    help="small cases: a check of the script")
     ap.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
     args = ap.parse_args()
     cases = QUICK if args.quick else CASES
     first = device_row(*cases[0][1:], args.device)
-    print(f"device: {first['where']}; CPU: {args.cpu_ranks} ranks of {os.cpu_count()} cores;"
-          " float32; per call over the batch in ms, HF update in s")
+    print(f"device: {first['where']}; CPU: {args.cpu_ranks} ranks of {os.cpu_count()} "
+          "cores; float32; per call over the batch in ms, HF update in s")
     print(f"| case | forward | gradient | Gv | Gv/grad | HF update ({args.device}) "
           f"| HF update (CPU, {args.cpu_ranks} ranks) | CPU / {args.device} |")
     print("|---|---|---|---|---|---|---|---|")
     for i, (label, model, T, rows, cg_iters) in enumerate(cases):
         d = first if i == 0 else device_row(model, T, rows, cg_iters, args.device)
         cpu = cpu_update(model, T, rows, cg_iters, args.cpu_ranks, args.mpiexec)
-        print(f"| {label}, {cg_iters} CG | {1e3 * d['forward']:.1f} | {1e3 * d['grad']:.1f}"
-              f" | {1e3 * d['Gv']:.1f} | {d['Gv'] / d['grad']:.2f} | {d['update']:.2f} | "
-              f"{cpu:.2f} | {cpu / d['update']:.1f} |", flush=True)
+        print(f"| {label}, {cg_iters} CG | {1e3 * d['forward']:.1f} | "
+              f"{1e3 * d['grad']:.1f} | {1e3 * d['Gv']:.1f} | {d['Gv'] / d['grad']:.2f} | "
+              f"{d['update']:.2f} | {cpu:.2f} | {cpu / d['update']:.1f} |", flush=True)
     bin_dir = Path(sys.executable).parent
     train = [str(bin_dir / "dhf-train")]
     T = ["task.T=20"] if args.quick else []
