@@ -35,7 +35,8 @@ def tanh(a):
     a = pt.as_tensor_variable(a)
     if a.dtype != "float32":
         return pt.tanh(a)
-    x = pt.clip(a, -_CLAMP, _CLAMP)
+    # the bounds typed as a's: a float64 constant would make JAX compute in float64
+    x = pt.clip(a, pt.constant(-_CLAMP, dtype=a.dtype), pt.constant(_CLAMP, dtype=a.dtype))
     x2 = pt.sqr(x)
     y = disconnected_grad(x * _horner(_ALPHA, x2) / _horner(_BETA, x2))
     # Value y (the added term is exactly 0); derivative 1 - y², tanh's own, so the backward

@@ -150,19 +150,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "run": {
         "seed": Key(0, "seed of the model initialisation and the batch sampler"),
         "out": Key("", "output directory (default: runs/<task>-<time>)"),
-        "backend": Key("auto", "PyTensor backend: auto (jax where installed, else "
-                               "numba), numba, c, jax or default",
+        "backend": Key("auto", "PyTensor backend: auto (jax, numba for explicit Gv "
+                               "kernels), numba, c, jax or default",
                        choices=("auto", "numba", "c", "jax", "default")),
-        "gv_backend": Key("auto", "backend of the Gv product alone: auto (with run.backend"
-                                  " = 'auto' on a CPU, numba for a model with explicit "
-                                  "Gv kernels; otherwise run.backend), numba, c, jax or "
-                                  "default",
+        "gv_backend": Key("auto", "the Gv product's backend: auto (as run.backend "
+                                  "chooses), numba, c, jax or default",
                           choices=("auto", "numba", "c", "jax", "default")),
-        "device": Key("cpu", "where each rank computes: cpu, or gpu (run.backend = 'jax';"
-                             " each rank takes one of its node's GPUs)",
+        "device": Key("cpu", "where each rank computes: cpu, or gpu (JAX; each rank "
+                             "takes one of its node's GPUs)",
                       choices=("cpu", "gpu")),
         "chunk_rows": Key(0, "rows per compiled call, at most (0: 64 on a CPU, 1024 on a "
-                             "GPU, whose kernels want large blocks)", range=(0, None)),
+                             "GPU)", range=(0, None)),
         "dtype": Key("float64", "model arithmetic: float64 or float32 (CG is float64)",
                                 choices=("float64", "float32")),
         "checkpoint_every": Key(1, "updates between checkpoints (0: only at the end)",

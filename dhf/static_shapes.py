@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pytensor
@@ -36,36 +36,58 @@ def _quiet_tracing():
 
 class StaticShapeFunction:
     """``pytensor.function(inputs, outputs, mode=mode)``, compiled for each distinct
-    tuple of argument shapes with the inputs replaced by static-shape copies, and the
-    shared variables ``fixed`` (the model's parameters, whose shapes never change) given
-    their current shapes."""
+    tuple of argument shapes with the inputs replaced by static-shape copies.
 
-    def __init__(self, inputs: Sequence, outputs, mode, fixed: Sequence = (), **kwargs):
+    The shared variables ``params`` (the model's parameters, whose shapes never change)
+    become inputs too, whose values each call takes from ``param_values()`` (by default
+    their shared values): the worker hands JAX arrays it has already placed on the
+    device, so that a GPU receives θ once per update rather than once per chunk.  Inputs
+    are trusted (PyTensor would copy a JAX array to the host to check it): the caller
+    gives each the graph's dtype.  With ``on_device`` the outputs are JAX's own arrays,
+    left where they were computed (the forward pass's states, which the Gv calls of the
+    update read there); otherwise NumPy arrays.
+    """
+
+    def __init__(self, inputs: Sequence, outputs, mode, params: Sequence = (),
+                 param_values: Callable[[], list] | None = None, on_device: bool = False,
+                 **kwargs):
         self.inputs, self.outputs = list(inputs), outputs
         self.mode, self.kwargs = mode, kwargs
-        self.fixed = {p: pt.specify_shape(p, p.get_value(borrow=True).shape) for p in fixed}
+        self.params = list(params)
+        self.param_values = param_values or (
+            lambda: [p.get_value(borrow=True) for p in self.params])
+        self.on_device = on_device
         self._compiled: dict[tuple, pytensor.compile.Function] = {}
 
     def __call__(self, *args):
         shapes = tuple(np.shape(a) for a in args)
         fn = self._compiled.get(shapes)
+        values = self.param_values()
         if fn is None:
             static = [pt.tensor(v.name, dtype=v.dtype, shape=shape)
                       for v, shape in zip(self.inputs, shapes)]
-            outputs = clone_replace(self.outputs,
-                                    {**self.fixed, **dict(zip(self.inputs, static))})
+            held = [pt.tensor(p.name, dtype=p.dtype, shape=np.shape(value))
+                    for p, value in zip(self.params, values)]
+            outputs = clone_replace(self.outputs, {**dict(zip(self.params, held)),
+                                                   **dict(zip(self.inputs, static))})
             with _quiet_tracing():
                 fn = self._compiled[shapes] = pytensor.function(
-                    static, outputs, mode=self.mode, **self.kwargs)
-                out = fn(*args)  # JAX traces and compiles on this first call
+                    static + held, outputs, mode=self.mode, **self.kwargs)
+                fn.trust_input = True
+                out = fn(*args, *values)  # JAX traces and compiles on this first call
         else:
-            out = fn(*args)
+            out = fn(*args, *values)
         # JAX's type promotion can return float64 where PyTensor typed float32 (a scalar
         # mixed with a float64 constant): give each output the graph's dtype, so that the
         # next function, which takes it as a float32 input, accepts it.
         if isinstance(self.outputs, (list, tuple)):
-            return [np.asarray(o, dtype=v.dtype) for o, v in zip(out, self.outputs)]
-        return np.asarray(out, dtype=self.outputs.dtype)
+            return [self._typed(o, v.dtype) for o, v in zip(out, self.outputs)]
+        return self._typed(out, self.outputs.dtype)
+
+    def _typed(self, value, dtype):
+        if self.on_device:
+            return value if value.dtype == dtype else value.astype(dtype)
+        return np.asarray(value, dtype=dtype)
 
     @property
     def shapes_compiled(self) -> int:

@@ -70,12 +70,14 @@ class Chunks(list):
 
 @dataclasses.dataclass(frozen=True)
 class CurvatureBatch:
-    """What an update's Gv products are taken at (:meth:`Worker.curvature_chunks`): θ,
-    and each chunk's arguments to the compiled Gv (its data and, with ``cache_forward``,
-    the forward pass's states)."""
+    """What an update's Gv products are taken at (:meth:`Worker.curvature_chunks`): θ
+    (and, under JAX, its arrays as the compiled functions take them), and each chunk's
+    arguments to the compiled Gv (its data and, with ``cache_forward``, the forward
+    pass's states; on the device, under JAX)."""
 
     theta: np.ndarray
     chunk_args: list
+    param_values: list | None = None
 
 
 class Worker:
@@ -111,6 +113,11 @@ class Worker:
         self.cache_forward = cache_forward
         self.chunk_rows = int(chunk_rows)
         self.jax = _is_jax(mode)
+        #: Every function under JAX: the curvature batch's data, its forward states, θ
+        #: and v stay where JAX computes (a GPU); only each chunk's Gv comes to the host.
+        self.on_device = self.jax and _is_jax(self.gv_mode)
+        #: The parameters' values as the JAX functions take them (:meth:`set_theta`).
+        self._param_values = [p.get_value(borrow=True) for p in spec.params]
         self.explicit_gv = explicit_gv and spec.gauss_newton is not None
         if _is_jax(self.gv_mode) and self.explicit_gv:
             register_jax()  # the explicit recurrences as jax.lax.scan loops
@@ -132,11 +139,13 @@ class Worker:
         logger.debug("built worker functions in %.1fs", self.compile_seconds)
 
     # -- compilation ---------------------------------------------------------------
-    def _function(self, inputs, outputs, mode="same"):
+    def _function(self, inputs, outputs, mode="same", on_device=False):
         mode = self.mode if mode == "same" else mode
         if _is_jax(mode):  # compiled per chunk shape, so that JAX sees no traced shapes
-            return StaticShapeFunction(inputs, outputs, mode, fixed=self.spec.params,
-                                       on_unused_input="ignore", accept_inplace=True)
+            return StaticShapeFunction(inputs, outputs, mode, params=self.spec.params,
+                                       param_values=lambda: self._param_values,
+                                       on_device=on_device, on_unused_input="ignore",
+                                       accept_inplace=True)
         return pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore",
                                  accept_inplace=True)
 
@@ -166,7 +175,8 @@ class Worker:
         self._sq_grad_fn = None
         if self.cache_forward:
             frontier, placeholders, (Gv_cached,) = split_at([Gv], [v, weight])
-            self._forward_fn = self._function(data_vars, frontier + [loss_sum])
+            self._forward_fn = self._function(data_vars, frontier + [loss_sum],
+                                              on_device=self.on_device)
             self._gv_fn = self._function(data_vars + placeholders + [v, weight], Gv_cached,
                                          self.gv_mode)
         else:
@@ -220,8 +230,21 @@ class Worker:
         Done on every call (microseconds): the shared variables may have been changed by
         the caller, or by another worker built on the same model.
         """
-        for p, value in zip(self.spec.params, self.layout.unflatten(theta, self.dtype)):
+        values = self.layout.unflatten(theta, self.dtype)
+        for p, value in zip(self.spec.params, values):
             p.set_value(value, borrow=False)
+        if self.jax:
+            self._param_values = self._place(values)
+
+    def _place(self, arrays: list) -> list:
+        """``arrays`` where the JAX functions compute (the GPU) for an all-JAX worker;
+        as they are otherwise."""
+        if not self.on_device:
+            return arrays
+        import jax
+        import pytensor.link.jax.dispatch  # noqa: F401  (float64 on, as for its functions)
+
+        return [jax.device_put(a) for a in arrays]
 
     def _read(self, rows) -> list[np.ndarray]:
         arrays = self.source.read(rows)
@@ -269,7 +292,12 @@ class Worker:
         if self.lengths is not None:
             rows = rows[np.argsort(self.lengths[rows], kind="stable")]
         size = chunk_size(len(rows), self.chunk_rows, whole=self.jax)
-        return Chunks(rows[lo:lo + size] for lo in range(0, len(rows), size))
+        chunks = Chunks(rows[lo:lo + size] for lo in range(0, len(rows), size))
+        if self.jax and len(chunks) > 1 and len(chunks[-1]) == 1:
+            # a static dimension of 1 is a broadcastable one to PyTensor, which a scan's
+            # outputs then contradict: under JAX the last row joins the chunk before
+            chunks[-2:] = [np.concatenate(chunks[-2:])]
+        return chunks
 
     def shard(self, rows, rank: int, size: int) -> Chunks:
         """Rank ``rank``'s chunks of the global ``rows`` (:meth:`plan`).  Sorted by
@@ -314,9 +342,9 @@ class Worker:
             if self.gv_mode != self.mode:  # JAX's arrays are read-only views, which
                 # Numba types apart from the writable arrays its kernels are made for
                 states = [np.require(s, requirements="CW") for s in states]
-            chunk_args.append(data + (states if self.cache_forward else []))
+            chunk_args.append(self._place(data) + (states if self.cache_forward else []))
             yield np.array([chunk_loss, len(chunk)], dtype=np.float64)
-        self.curvature = CurvatureBatch(theta, chunk_args)
+        self.curvature = CurvatureBatch(theta, chunk_args, self._param_values)
 
     def gv_chunks(self, v: np.ndarray, structural_weight: float = 0.0
                   ) -> Iterator[np.ndarray]:
@@ -326,8 +354,12 @@ class Worker:
         if self.curvature is None:
             raise RuntimeError("curvature_chunks() (or prepare_curvature()) must run to "
                                "the end before gv_chunks()")
-        self.set_theta(self.curvature.theta)
         v = np.asarray(v, dtype=self.dtype)
+        if _is_jax(self.gv_mode):  # θ as placed for the forward pass; v placed once
+            self._param_values = self.curvature.param_values
+            v = self._place([v])[0]
+        else:
+            self.set_theta(self.curvature.theta)
         weight = np.asarray(structural_weight, dtype=self.dtype)
         for args in self.curvature.chunk_args:
             yield np.asarray(self._gv_fn(*args, v, weight), dtype=np.float64)
@@ -354,7 +386,11 @@ class Worker:
         for chunk in chunks:
             total = np.zeros(self.layout.size)
             for row in chunk:
-                g = self._grad_fn(*self._read([row]))[:self.layout.size]
+                if self.jax:  # no one-row shapes (plan): the row twice, its gradient twice
+                    twice = [np.concatenate([a, a]) for a in self._read([row])]
+                    g = self._grad_fn(*twice)[:self.layout.size] / 2
+                else:
+                    g = self._grad_fn(*self._read([row]))[:self.layout.size]
                 total += np.square(g)
             yield total
 

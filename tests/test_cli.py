@@ -194,7 +194,7 @@ def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys
     out = capsys.readouterr().out
     assert "\nT = 30\n" in out and "\nn_train = 3000\n" in out
     assert f"# training rows: 3000 ({path})" in out
-    assert "# gradient_batch per rank (1 ranks, chunks of 50 rows): [1500]" in out
+    assert "# gradient_batch per rank (1 ranks, chunks of 60 rows): [1500]" in out
     assert main(base) == 2  # 5000 + 1000 rows asked of 3000
     assert "exceeds the 3000 training rows" in capsys.readouterr().out
 

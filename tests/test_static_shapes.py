@@ -18,7 +18,7 @@ def test_one_compilation_per_shape_and_the_graphs_dtypes():
     h = pytensor.scan(lambda row, acc: pt.tanh(row @ W + acc), sequences=[x],
                       outputs_info=[pt.zeros(2, dtype="float32")], return_updates=False)
     total = (h[-1].sum() * np.float64(2.0)).astype("float32")
-    fn = StaticShapeFunction([x], [total, pytensor.grad(total, W)], "JAX", fixed=[W])
+    fn = StaticShapeFunction([x], [total, pytensor.grad(total, W)], "JAX", params=[W])
     reference = pytensor.function([x], [total, pytensor.grad(total, W)])
     rng = np.random.default_rng(0)
     for rows in (4, 7, 4):

@@ -368,3 +368,19 @@ def test_the_jax_warm_up_compiles_every_chunk_shape_the_batches_will_use():
     worker.prepare_curvature(theta, np.arange(37))
     worker.gv_sum(np.ones(theta.size))
     assert [f.shapes_compiled for f in functions] == compiled
+
+
+def test_under_jax_a_batch_with_a_one_row_tail_and_per_row_squared_gradients_work():
+    """A static dimension of 1 is broadcastable to PyTensor, which a scan's outputs
+    contradict: the last row joins the chunk before, and a row's own gradient is taken on
+    the row twice.  Sums as the default backend's."""
+    pytest.importorskip("jax")
+    built = Model("rnn")
+    spec, data = build_rnn(np.random.default_rng(SEED))
+    jax_worker = Worker(spec, data, mode="JAX", chunk_rows=3)
+    rows = np.arange(N_ROWS)  # 10 rows in chunks of at most 3: 3, 3, 4
+    assert [len(c) for c in jax_worker.plan(rows)] == [3, 3, 4]
+    np.testing.assert_allclose(jax_worker.loss_sum(built.theta, rows),
+                               built.worker.loss_sum(built.theta, rows), rtol=1e-10)
+    np.testing.assert_allclose(jax_worker.squared_grad_sum(built.theta, rows),
+                               built.worker.squared_grad_sum(built.theta, rows), rtol=1e-10)
