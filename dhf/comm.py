@@ -1,8 +1,7 @@
 """The only module that touches MPI.
 
-Five verbs and two attributes are the whole distributed surface of dhf:
-``allreduce_sum``, ``bcast``, ``barrier``, ``node_ranks``, ``abort``, ``rank`` and
-``size``;
+Four verbs and two attributes are the whole distributed surface of dhf:
+``allreduce_sum``, ``bcast``, ``barrier``, ``abort``, ``rank`` and ``size``;
 :func:`allreduce_exact` builds the rank-count-independent sums on the first.
 :class:`SerialComm` is the size-1 case, so the optimiser has no "am I distributed?"
 branches, and tests run it in one process.  :class:`MPIComm` wraps a duplicate of
@@ -38,7 +37,6 @@ class Communicator(Protocol):
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray: ...
     def bcast(self, obj: T, root: int = 0) -> T: ...
     def barrier(self) -> None: ...
-    def node_ranks(self) -> tuple[int, int]: ...
     def abort(self, code: int = 1) -> NoReturn: ...
 
 
@@ -58,9 +56,6 @@ class SerialComm:
 
     def barrier(self) -> None:
         pass
-
-    def node_ranks(self) -> tuple[int, int]:
-        return 0, 1
 
     def abort(self, code: int = 1) -> NoReturn:
         logging.shutdown()
@@ -95,15 +90,6 @@ class MPIComm:
 
     def barrier(self) -> None:
         self._comm.Barrier()
-
-    def node_ranks(self) -> tuple[int, int]:
-        """``(index, count)`` of this rank among the ranks that share its node (its
-        shared-memory domain), whatever the launcher."""
-        node = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED)
-        try:
-            return node.Get_rank(), node.Get_size()
-        finally:
-            node.Free()
 
     def abort(self, code: int = 1) -> NoReturn:
         logging.shutdown()
