@@ -1,7 +1,8 @@
 """The only module that touches MPI.
 
-Four verbs and two attributes are the whole distributed surface of dhf:
-``allreduce_sum``, ``bcast``, ``barrier``, ``abort``, ``rank`` and ``size``;
+Six verbs and two attributes are the whole distributed surface of dhf:
+``allreduce_sum``, ``bcast``, ``barrier``, ``node_ranks``, ``any_rank``, ``abort``,
+``rank`` and ``size``;
 :func:`allreduce_exact` builds the rank-count-independent sums on the first.
 :class:`SerialComm` is the size-1 case, so the optimiser has no "am I distributed?"
 branches, and tests run it in one process.  :class:`MPIComm` wraps a duplicate of
@@ -37,6 +38,8 @@ class Communicator(Protocol):
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray: ...
     def bcast(self, obj: T, root: int = 0) -> T: ...
     def barrier(self) -> None: ...
+    def node_ranks(self) -> tuple[int, int]: ...
+    def any_rank(self, flag: bool) -> bool: ...
     def abort(self, code: int = 1) -> NoReturn: ...
 
 
@@ -56,6 +59,12 @@ class SerialComm:
 
     def barrier(self) -> None:
         pass
+
+    def node_ranks(self) -> tuple[int, int]:
+        return 0, 1
+
+    def any_rank(self, flag: bool) -> bool:
+        return bool(flag)
 
     def abort(self, code: int = 1) -> NoReturn:
         logging.shutdown()
@@ -90,6 +99,25 @@ class MPIComm:
 
     def barrier(self) -> None:
         self._comm.Barrier()
+
+    def node_ranks(self) -> tuple[int, int]:
+        """``(index, count)`` of this rank among the ranks that share its node (its
+        shared-memory domain), whatever the launcher."""
+        node = self._comm.Split_type(self._MPI.COMM_TYPE_SHARED)
+        try:
+            return node.Get_rank(), node.Get_size()
+        finally:
+            node.Free()
+
+    def any_rank(self, flag: bool, poll: float = 0.05) -> bool:
+        """Is ``flag`` true on any rank?  A rank that arrives early sleeps between polls
+        rather than spinning as in a blocking collective (MPICH's waits take a core
+        each), leaving the cores to the ranks still working."""
+        buf = np.array([float(flag)])
+        request = self._comm.Iallreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
+        while not request.Test():
+            time.sleep(poll)
+        return bool(buf[0])
 
     def abort(self, code: int = 1) -> NoReturn:
         logging.shutdown()

@@ -15,6 +15,7 @@ import dataclasses
 import importlib.util
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -162,7 +163,7 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     n_train = train_rows.n_rows
     optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
-    _compile(worker, theta0, config, own_data=data is not None,
+    _compile(worker, comm, theta0, config, own_data=data is not None,
              batches=batch_rows(config, n_train,
                                 valid_rows.n_rows if valid_rows is not None else 0))
     state = optimizer.init(theta0)
@@ -327,14 +328,38 @@ def batch_rows(config: dict, n_train: int, n_valid: int) -> dict:
             "curvature": [opt["curvature_batch"]]}
 
 
-def _compile(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
-             batches: dict | None = None) -> None:
+def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict,
+             own_data: bool, batches: dict | None = None) -> None:
     """Generate the compiled functions' code now (:meth:`Worker.warm_up`, for the chunk
     shapes of ``batches``, :func:`batch_rows`), so that the start line says what
     compiling cost and the first update is an update; a first run of a model compiles
     for up to a minute, and the user is told so while it waits.  Data of the wrong
     shape fails here, in one line.
+
+    Where a node has more ranks than cores, its first rank compiles alone while the
+    others sleep, and they then load its work from the compile caches: ranks compiling
+    the same functions at once on shared cores each take as long as all of them (4 ranks
+    on 2 cores, the default job from empty caches: 99 s to the end of update 1 at once,
+    55 s so; warm 17 and 20 s; ``docs/benchmarks.md``).
     """
+    index, on_node = comm.node_ranks()
+    if on_node > (os.cpu_count() or 1):
+        failed = None
+        if index == 0:
+            try:
+                _warm_up(worker, theta, config, own_data, batches)
+            except Exception as err:  # noqa: BLE001  (re-raised below, on every rank)
+                failed = err
+        # every rank learns whether a node's first rank failed, so none waits for it
+        if comm.any_rank(failed is not None):
+            raise failed or DataError("compiling failed on another rank (see its error)")
+        if index == 0:
+            return
+    _warm_up(worker, theta, config, own_data, batches)
+
+
+def _warm_up(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
+             batches: dict | None) -> None:
     notice = threading.Timer(COMPILE_NOTICE_SECONDS, logger.info, [
         "compiling the model: a first run of a model on this machine takes up to a "
         "minute; later runs load it from the compile cache in seconds"])

@@ -11,8 +11,8 @@ import pytest
 
 from dhf.cli import main
 from dhf.launcher import THREAD_VARIABLES
-from tests.conftest import (SHORTEST_T, TINY as TINY_ITEMS, metrics, run_mpi, tiny_args,
-                            venv_bin)
+from tests.conftest import (ROOT, SHORTEST_T, TINY as TINY_ITEMS, metrics, run_mpi,
+                            tiny_args, venv_bin)
 
 REQUIRED = {"update", "loss", "valid_loss", "valid_error", "rho", "damping", "cg_iters",
             "step_size", "seconds"}
@@ -347,6 +347,34 @@ def test_an_exception_on_one_rank_ends_the_job(n):
     assert done.returncode != 0
     assert time.monotonic() - t0 < 30
     assert "rank 1" in done.stderr and "disk on fire" in done.stderr
+
+
+BAD_DATA = """
+import numpy as np, dhf
+from dhf.comm import get_comm
+from dhf.errors import DataError
+from tests.builders import FAST, autoencoder
+comm = get_comm()
+try:
+    dhf.train(autoencoder(), train=np.zeros((300, 7)), config=FAST, comm=comm)
+except DataError as err:
+    print(f"rank {comm.rank}: {err}", flush=True)
+"""
+
+
+def test_data_that_does_not_fit_fails_on_every_rank_when_one_compiles_first():
+    """4 ranks on 2 cores: the node's first rank compiles alone (dhf.run._compile); its
+    error must reach the three others, waiting for it, as an error of their own."""
+    t0 = time.monotonic()
+    done = subprocess.run([venv_bin("mpiexec"), "-n", "4", sys.executable, "-c", BAD_DATA],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout  # the ranks' lines may arrive interleaved
+    assert all(out.count(f"rank {r}: ") == 1 for r in range(4)), out
+    assert "rank 0: train: the data does not fit the model" in out
+    if (os.cpu_count() or 1) < 4:
+        assert out.count("compiling failed on another rank") == 3, out
+    assert time.monotonic() - t0 < 150
 
 
 @pytest.mark.parametrize("launcher, chosen, expect", [
