@@ -42,3 +42,12 @@ def test_serial_comm_is_the_size_one_case():
     comm = SerialComm()
     buf = np.arange(3.0)
     assert comm.allreduce_sum(buf) is buf and comm.size == 1 and comm.rank == 0
+
+
+def test_any_rank_and_node_ranks(comm):
+    """any_rank is true where one rank's flag is (the last rank's), false where none is;
+    node_ranks counts this node's ranks (all of them, on one machine)."""
+    assert comm.any_rank(comm.rank == comm.size - 1) is True
+    assert comm.any_rank(False) is False
+    index, count = comm.node_ranks()
+    assert count == comm.size and index == comm.rank
