@@ -178,6 +178,13 @@ def test_dry_run_prints_config_and_split(capsys):
                  "run.backend='numba'"]) == 0
     assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [5000]" in (
         capsys.readouterr().out)
+    assert main(["--dry-run", "--set", "task.name='memorization'", "--set",
+                 "run.chunk_rows=20"]) == 0
+    assert "# gradient_batch per rank (1 ranks, chunks of 20 rows): [5000]" in (
+        capsys.readouterr().out)
+    from dhf.run import chunk_rows_of
+    assert [chunk_rows_of({"chunk_rows": 0, "device": d}) for d in ("cpu", "gpu")] == [
+        64, 1024]
 
 
 def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys):
