@@ -430,9 +430,12 @@ def modes(run_cfg: dict, spec: ModelSpec) -> tuple[str, str]:
         import jax
         import pytensor
 
-        # XLA's compiled code kept beside PyTensor's, so that a later run loads it
+        # XLA's compiled code kept beside PyTensor's, so that a later run loads it: all
+        # of it (by default JAX keeps only what took a second or more to compile, and a
+        # model's functions mostly take less, each compiled per chunk shape)
         jax.config.update("jax_compilation_cache_dir",
                           str(Path(pytensor.config.base_compiledir) / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if where != "cpu":
         logger.info("dhf: computing on %s", where)
     return backend, gv_backend

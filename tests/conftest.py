@@ -65,11 +65,14 @@ def venv_bin(name: str) -> str:
     return found
 
 
-#: A job small enough to compile and run in seconds: memorisation over 6 steps.
+#: A job small enough to compile and run in seconds: memorisation over 6 steps, under
+#: Numba, whose compiled functions every later test process loads from its cache (JAX
+#: and run.backend = 'auto', the default, are tested where they are named: under JAX
+#: each process compiles each chunk shape again, which made the suite 1.5 x longer).
 TINY = ["task.name='memorization'", "task.T=6", "task.n_train=600", "task.n_valid=200",
         "model.hidden=8", "optimizer.gradient_batch=300", "optimizer.curvature_batch=100",
         "optimizer.backtrack_batch=100", "optimizer.cg_max_iters=30",
-        "optimizer.max_updates=3", "run.stop_valid_error=-1.0"]
+        "optimizer.max_updates=3", "run.stop_valid_error=-1.0", "run.backend='numba'"]
 
 
 def tiny_args(*extra: str) -> list[str]:
