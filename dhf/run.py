@@ -409,7 +409,8 @@ def modes(run_cfg: dict, spec: ModelSpec) -> tuple[str, str]:
     ``auto`` picks per graph, from ``docs/benchmarks.md``'s start-up and models tables:
     JAX (XLA compiles a model in seconds where Numba takes a minute or two, and its
     gradients are faster), and for the Gv product of a model with explicit recurrences
-    on a CPU, Numba (its fused kernels run the tanh RNN's loops 1.5 x faster than XLA's);
+    on a CPU, Numba (its fused kernels run the tanh RNN's loops 1.2-1.55 x faster than
+    XLA's, ``scripts/bench/recurrences.py``);
     Numba throughout where JAX is not installed.
     """
     has_jax = importlib.util.find_spec("jax") is not None

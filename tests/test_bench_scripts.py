@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "scripts" / "bench"
 
 
@@ -52,3 +54,9 @@ def test_models_benchmark_prints_a_row_per_model_and_backend():
                "tanh_rnn_generic", "--backends", "numba", "--ranks", "1", "--updates", "1")
     rows = [line for line in out.splitlines() if line.startswith("| tanh_rnn")]
     assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows), out
+
+
+def test_recurrences_benchmark_times_both_forms():
+    pytest.importorskip("jax")
+    out = _run("recurrences.py", "--T", "4", "--rows", "3", "--H", "5")
+    assert "| R-forward |" in out and "| backward |" in out
