@@ -225,7 +225,8 @@ class Worker:
 
     # -- parameters ----------------------------------------------------------------
     def set_theta(self, theta: np.ndarray) -> None:
-        """Load flat float64 parameters into the model's shared variables.
+        """Load flat float64 parameters into the model's shared variables, and under JAX
+        into the arrays its functions take as inputs (placed on the device once here).
 
         Done on every call (microseconds): the shared variables may have been changed by
         the caller, or by another worker built on the same model.
