@@ -208,11 +208,10 @@ def _dry_run(config: dict, comm: Communicator) -> int:
         batches = (("gradient_batch", "curvature_batch", "backtrack_batch",
                     "linesearch_batch") if opt["name"] == "hf" else ("sgd_batch",))
         full = opt["name"] == "hf" and opt["gradient_batch"] == 0
+        whole, cap = backend_of(config["run"]) == "jax", chunk_rows_of(config["run"])
         for key in batches:
             rows = (n_train if full and key in ("gradient_batch", "backtrack_batch")
                     else 0 if full and key == "linesearch_batch" else opt[key])
-            whole = backend_of(config["run"]) == "jax"
-            cap = chunk_rows_of(config["run"])
             split = rows_per_rank(rows, comm.size, cap, whole=whole)
             print(f"# {key} per rank ({comm.size} ranks, chunks of "
                   f"{chunk_size(rows, cap, whole=whole)} rows): {split}")

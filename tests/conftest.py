@@ -66,9 +66,9 @@ def venv_bin(name: str) -> str:
 
 
 #: A job small enough to compile and run in seconds: memorisation over 6 steps, under
-#: Numba, whose compiled functions every later test process loads from its cache (JAX
-#: and run.backend = 'auto', the default, are tested where they are named: under JAX
-#: each process compiles each chunk shape again, which made the suite 1.5 x longer).
+#: Numba, whose compiled functions every later test process loads from its cache (under
+#: JAX each process compiles each chunk shape again); JAX and run.backend = 'auto', the
+#: default, are tested where they are named.
 TINY = ["task.name='memorization'", "task.T=6", "task.n_train=600", "task.n_valid=200",
         "model.hidden=8", "optimizer.gradient_batch=300", "optimizer.curvature_batch=100",
         "optimizer.backtrack_batch=100", "optimizer.cg_max_iters=30",

@@ -55,8 +55,9 @@ def device_row(model, T, rows, cg_iters, device) -> dict:
     from engine import timed_updates
 
     where = use_device(device, "jax")
-    t = models.per_call(model, T, rows, "float32", "jax", DEVICE_CHUNK)
-    spec, worker, _, _ = models.build(model, T, rows, "float32", "jax", DEVICE_CHUNK)
+    built = models.build(model, T, rows, "float32", "jax", DEVICE_CHUNK)
+    t = models.per_call(model, T, rows, "float32", "jax", built=built)
+    spec, worker, _, _ = built
     cfg = HFConfig(cg_min_iters=cg_iters, cg_max_iters=cg_iters, init_damping=1.0)
     opt = HFOptimizer(worker, SerialComm(), cfg,
                       BatchSampler(3 * rows, rows, rows, rows, 0))
