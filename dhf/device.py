@@ -7,8 +7,10 @@ run there; CG's vectors, the exact sums and the Allreduce stay float64 on the ho
 """
 from __future__ import annotations
 
+import os
+
 from dhf.errors import ConfigError, UserError
-from dhf.launcher import local_rank
+from dhf.launcher import local_rank, one_thread_wanted
 
 
 def use_device(device: str, backend: str) -> str:
@@ -34,3 +36,36 @@ def use_device(device: str, backend: str) -> str:
     gpu = gpus[local_rank() % len(gpus)]
     jax.config.update("jax_default_device", gpu)
     return str(gpu)
+
+
+def one_xla_thread() -> bool:
+    """Start JAX's CPU client with one compute thread, as BLAS runs (dhf-train's one
+    thread per process, :mod:`dhf.launcher`); returns whether it did.
+
+    XLA has no setting for its CPU thread pool: it sizes it by the CPUs this thread may
+    run on when the client starts, and otherwise takes every core, so that two ranks on
+    two cores ran four threads (the default job's update at 2 ranks: 6.0 s, 5.4 s with
+    one; ``docs/benchmarks.md``) and a sum's bits depended on how many cores a machine
+    has.  The calling thread is narrowed to one CPU while the client starts, then every
+    thread of the process gets back the CPUs it had: nothing stays pinned.  Not done
+    when a thread variable asks for more than one, when the client has started already,
+    or where the OS has no CPU affinity (macOS).
+    """
+    if not one_thread_wanted() or not hasattr(os, "sched_setaffinity"):
+        return False
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return False
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        jax.devices("cpu")
+    finally:
+        for task in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(task), cpus)
+            except OSError:  # a thread that has ended since
+                pass
+    return True

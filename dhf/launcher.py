@@ -31,6 +31,12 @@ def threads_chosen() -> bool:
     return any(name in os.environ for name in THREAD_VARIABLES)
 
 
+def one_thread_wanted() -> bool:
+    """One thread per process, unless a variable of :data:`THREAD_VARIABLES` asks for
+    more (``dhf-train`` sets them to 1 where the user did not)."""
+    return all(os.environ.get(name, "1").strip() == "1" for name in THREAD_VARIABLES)
+
+
 #: Variables holding a rank's index among the ranks on its node (MPICH/Hydra, Open MPI,
 #: Slurm's srun), in the order they are trusted.
 LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",

@@ -29,7 +29,7 @@ from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
 from dhf.dataset import StackedSource
-from dhf.device import use_device
+from dhf.device import one_xla_thread, use_device
 from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
@@ -431,6 +431,8 @@ def modes(run_cfg: dict, spec: ModelSpec) -> tuple[str, str]:
         import jax
         import pytensor
 
+        if run_cfg["device"] == "cpu":
+            one_xla_thread()
         # XLA's compiled code kept beside PyTensor's, so that a later run loads it: all
         # of it (by default JAX keeps only what took a second or more to compile, and a
         # model's functions mostly take less, each compiled per chunk shape)

@@ -44,6 +44,9 @@ def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: i
     from dhf import nets
     from dhf.worker import Worker
 
+    if "JAX" in MODES[backend]:
+        from dhf.device import one_xla_thread
+        one_xla_thread()  # one XLA thread, as dhf-train's ranks and numpy here
     rng = np.random.default_rng(0)
     options = {"explicit_gv": False} if model == "tanh_rnn_generic" else {}
     if model == "autoencoder":

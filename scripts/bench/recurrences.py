@@ -40,6 +40,9 @@ def main() -> None:
     from pytensor.link.jax.dispatch import jax_funcify
 
     from dhf.curvature import tanh_recurrence as tr
+    from dhf.device import one_xla_thread
+
+    one_xla_thread()  # one XLA thread, as dhf-train's ranks and Numba's kernels
 
     tr.register_jax()
     T, N, H = args.T, args.rows, args.H
