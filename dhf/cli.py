@@ -208,7 +208,8 @@ def _dry_run(config: dict, comm: Communicator) -> int:
         batches = (("gradient_batch", "curvature_batch", "backtrack_batch",
                     "linesearch_batch") if opt["name"] == "hf" else ("sgd_batch",))
         full = opt["name"] == "hf" and opt["gradient_batch"] == 0
-        whole, cap = backend_of(config["run"]) == "jax", chunk_rows_of(config["run"])
+        whole = backend_of(config["run"]) == "jax"
+        cap = chunk_rows_of(config["run"], spec)
         for key in batches:
             rows = (n_train if full and key in ("gradient_batch", "backtrack_batch")
                     else 0 if full and key == "linesearch_batch" else opt[key])

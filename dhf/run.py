@@ -37,7 +37,7 @@ from dhf.optimizer import Optimizer, StopRequested
 from dhf.rundir import Best, RunDir
 from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
 from dhf.sources import load_data
-from dhf.worker import Worker
+from dhf.worker import CPU_CHUNK_ROWS, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
         rundir.check_same_data(data_fingerprint)
     backend, gv_backend = modes(config["run"], spec)
     worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
-                    gv_mode=MODES[gv_backend], chunk_rows=chunk_rows_of(config["run"]))
+                    gv_mode=MODES[gv_backend],
+                    chunk_rows=chunk_rows_of(config["run"], spec))
     n_train = train_rows.n_rows
     optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
@@ -389,9 +390,16 @@ def stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | No
     return None
 
 
-def chunk_rows_of(run_cfg: dict) -> int:
-    """Rows per compiled call: ``run.chunk_rows``, or 64 on a CPU and 1024 on a GPU."""
-    return run_cfg["chunk_rows"] or (1024 if run_cfg["device"] == "gpu" else 64)
+def chunk_rows_of(run_cfg: dict, spec: ModelSpec | None = None) -> int:
+    """Rows per compiled call: ``run.chunk_rows``, or 1024 on a GPU, and on a CPU
+    :data:`dhf.worker.CPU_CHUNK_ROWS` for ``spec``'s kind: sequences (data of three
+    axes, rows × steps × features) or feed-forward (rows × features)."""
+    if run_cfg["chunk_rows"]:
+        return run_cfg["chunk_rows"]
+    if run_cfg["device"] == "gpu":
+        return 1024
+    sequences = spec is None or any(v.ndim >= 3 for v in spec.data_vars)
+    return CPU_CHUNK_ROWS["sequences" if sequences else "feedforward"]
 
 
 def backend_of(run_cfg: dict) -> str:

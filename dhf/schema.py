@@ -159,8 +159,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "device": Key("cpu", "where each rank computes: cpu, or gpu (JAX; each rank "
                              "takes one of its node's GPUs)",
                       choices=("cpu", "gpu")),
-        "chunk_rows": Key(0, "rows per compiled call, at most (0: 64 on a CPU, 1024 on a "
-                             "GPU)", range=(0, None)),
+        "chunk_rows": Key(0, "rows per compiled call, at most (0: on a CPU 64 for "
+                             "sequences, 512 for feed-forward nets; 1024 on a GPU)",
+                             range=(0, None)),
         "dtype": Key("float64", "model arithmetic: float64 or float32 (CG is float64)",
                                 choices=("float64", "float32")),
         "checkpoint_every": Key(1, "updates between checkpoints (0: only at the end)",

@@ -38,16 +38,25 @@ logger = logging.getLogger(__name__)
 #: ranks, and the fewest rows in a chunk that this leaves.
 MIN_CHUNKS = 16
 MIN_CHUNK_ROWS = 16
+#: Rows per chunk, at most, on a CPU (``run.chunk_rows = 0``): 64 for sequences, whose
+#: (T, rows, H) states then stay in L2; 512 for feed-forward nets, whose every chunk
+#: returns all P of its gradient or Gv (2.8 M values for the MNIST autoencoder) and
+#: whose weight gradients are GEMMs as deep as a chunk's rows (``docs/benchmarks.md``).
+CPU_CHUNK_ROWS = {"sequences": 64, "feedforward": 512}
 
 
 def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False) -> int:
-    """Rows per chunk of an ``n_rows`` batch (:meth:`Worker.plan`).
+    """Rows per chunk of an ``n_rows`` batch (:meth:`Worker.plan`): ``chunk_rows`` at
+    most, and fewer for a small batch so that it has :data:`MIN_CHUNKS` chunks, but not
+    fewer than a quarter of ``chunk_rows`` (nor :data:`MIN_CHUNK_ROWS`): below that a
+    call costs more than its rows, and a batch that small is not one for 16 ranks.
 
     ``whole`` prefers, among the sizes from :data:`MIN_CHUNK_ROWS` up, the largest that
     divides the batch, so that all its chunks have one shape (the JAX backend compiles
     once per shape): 10 000 and 1 000 rows both go in chunks of 50.
     """
-    size = min(chunk_rows, max(MIN_CHUNK_ROWS, -(-n_rows // MIN_CHUNKS)))
+    least = min(chunk_rows, max(MIN_CHUNK_ROWS, chunk_rows // 4))
+    size = min(chunk_rows, max(least, -(-n_rows // MIN_CHUNKS)))
     if whole:
         size = next((c for c in range(size, MIN_CHUNK_ROWS - 1, -1) if n_rows % c == 0),
                     size)

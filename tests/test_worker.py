@@ -346,6 +346,30 @@ def test_whole_chunks_divide_the_batch_where_a_size_can():
         assert c == (max(dividing) if dividing else chunk_size(n))
 
 
+def test_a_small_batch_is_cut_no_finer_than_a_quarter_of_chunk_rows():
+    """16 chunks for a batch that has the rows, but a chunk no smaller than a quarter
+    of ``chunk_rows``: the MNIST autoencoder's 375-row curvature batch went in 24-row
+    chunks whose 2.8 M-value Gv each cost more than their rows."""
+    from dhf.worker import chunk_size
+
+    assert chunk_size(375, 512) == 128 and chunk_size(375, 512, whole=True) == 125
+    assert chunk_size(20_000, 512) == 512 and chunk_size(4_000, 512) == 250
+    assert chunk_size(375, 64) == 24 and chunk_size(100, 64) == 16  # sequences: as before
+    assert chunk_size(10, 8) == 8 and chunk_size(100, 8) == 8  # a cap below the floor
+
+
+def test_the_default_chunk_cap_follows_the_model_kind():
+    from dhf import nets
+    from dhf.run import chunk_rows_of
+
+    rnn = nets.rnn(1, 10, 1, seed=0)
+    ff = nets.feedforward([4, 8, 2])
+    cpu, gpu = {"chunk_rows": 0, "device": "cpu"}, {"chunk_rows": 0, "device": "gpu"}
+    assert chunk_rows_of(cpu, rnn) == 64 and chunk_rows_of(cpu, ff) == 512
+    assert chunk_rows_of(gpu, ff) == chunk_rows_of(gpu, rnn) == 1024
+    assert chunk_rows_of({"chunk_rows": 20, "device": "cpu"}, ff) == 20
+
+
 def test_the_jax_warm_up_compiles_every_chunk_shape_the_batches_will_use():
     """After warm_up(batches=...), a loss, gradient and Gv over those batches compile
     nothing more: the first update is not spent compiling."""

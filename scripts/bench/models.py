@@ -39,9 +39,11 @@ MODELS = ("tanh_rnn", "tanh_rnn_generic", "lstm", "rnn_2layer", "autoencoder")
 AE_SIZES = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 
 
-def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: int = 64):
-    """``(spec, worker, gemm_shape, macs_per_row)`` for ``model`` on ``3 * rows`` rows."""
+def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: int = 0):
+    """``(spec, worker, gemm_shape, macs_per_row)`` for ``model`` on ``3 * rows`` rows,
+    in chunks of ``chunk_rows`` (0: dhf-train's default for the model on a CPU)."""
     from dhf import nets
+    from dhf.run import chunk_rows_of
     from dhf.worker import Worker
 
     if "JAX" in MODES[backend]:
@@ -72,6 +74,7 @@ def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: i
         macs = T * sum(gates * (a * b + b * b) for a, b in zip(widths, widths[1:]))
         gemm = (100, gates * 100)
     mode, gv_mode = MODES[backend]
+    chunk_rows = chunk_rows_of({"chunk_rows": chunk_rows, "device": "cpu"}, spec)
     explicit = spec.gauss_newton is not None and options.get("explicit_gv", True)
     worker = Worker(spec, data, mode=mode, gv_mode=gv_mode if explicit else None,
                     chunk_rows=chunk_rows, **options)
@@ -86,9 +89,11 @@ def gemm_rate(shape, rows, dtype) -> float:
     return 2.0 * rows * shape[0] * shape[1] / best_of(lambda: a @ b, repeats=10)
 
 
-def per_call(model, T, rows, dtype, backend, chunk_rows=64, built=None) -> dict:
+def per_call(model, T, rows, dtype, backend, chunk_rows=0, built=None) -> dict:
     """Forward, gradient and Gv seconds per call on ``rows`` rows (of ``built``, the
     :func:`build` result, when given)."""
+    from dhf.worker import chunk_size
+
     spec, worker, gemm, macs = built or build(model, T, rows, dtype, backend, chunk_rows)
     theta = worker.layout.flatten([p.get_value() for p in spec.params])
     v = np.random.default_rng(1).normal(size=theta.size)
@@ -97,12 +102,14 @@ def per_call(model, T, rows, dtype, backend, chunk_rows=64, built=None) -> dict:
          "grad": best_of(lambda: worker.grad_sum(theta, batch), repeats=3)}
     worker.prepare_curvature(theta, batch)
     t["Gv"] = best_of(lambda: worker.gv_sum(v, 0.0), repeats=3)
-    t["gemm_flops"] = gemm_rate(gemm, min(rows, worker.chunk_rows), dtype)
+    chunk = chunk_size(rows, worker.chunk_rows, whole=worker.jax)
+    t["gemm_flops"] = gemm_rate(gemm, chunk, dtype)
+    t["chunk"] = chunk
     t["gv_flops"] = 8.0 * macs * rows / t["Gv"]
     return t
 
 
-def child(model, T, rows, dtype, backend, updates, cg_iters=60, chunk_rows=64):
+def child(model, T, rows, dtype, backend, updates, cg_iters=60, chunk_rows=0):
     """Under mpiexec: HF updates of exactly ``cg_iters`` CG iterations on ``rows`` rows;
     prints their seconds as a JSON list."""
     from dhf.comm import get_comm
@@ -126,6 +133,8 @@ def main():
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--updates", type=int, default=2)
     ap.add_argument("--cg-iters", type=int, default=60, help="CG iterations per update")
+    ap.add_argument("--chunk-rows", type=int, default=0,
+                    help="rows per chunk, at most (0: dhf-train's default for the model)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     installed = ["numba"] + (["jax", "auto"] if importlib.util.find_spec("jax") else [])
     ap.add_argument("--backends", nargs="+", default=installed, choices=list(MODES))
@@ -138,18 +147,19 @@ def main():
     if args.child:
         model, backend = args.child
         return child(model, args.T, args.rows, args.dtype, backend, args.updates,
-                     args.cg_iters)
+                     args.cg_iters, args.chunk_rows)
     print(f"T={args.T} rows={args.rows} {args.dtype}, OMP_NUM_THREADS="
           f"{os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs; per call in ms, "
           f"HF update ({args.cg_iters} CG iterations) in s")
-    head = ["model", "backend", "forward", "grad", "Gv", "Gv/grad", "Gv/GEMM"]
+    head = ["model", "backend", "chunk", "forward", "grad", "Gv", "Gv/grad", "Gv/GEMM"]
     head += [f"update@{n}" for n in args.ranks]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for model in args.models:
         for backend in args.backends:
-            t = per_call(model, args.T, args.rows, args.dtype, backend)
-            cells = [model, backend, f"{1e3 * t['forward']:.1f}", f"{1e3 * t['grad']:.1f}",
+            t = per_call(model, args.T, args.rows, args.dtype, backend, args.chunk_rows)
+            cells = [model, backend, str(t["chunk"]), f"{1e3 * t['forward']:.1f}",
+                     f"{1e3 * t['grad']:.1f}",
                      f"{1e3 * t['Gv']:.1f}", f"{t['Gv'] / t['grad']:.2f}",
                      f"{t['gv_flops'] / t['gemm_flops']:.0%}"]
             for n in args.ranks:
@@ -157,7 +167,8 @@ def main():
                     [args.mpiexec, "-n", str(n), sys.executable, __file__, "--child",
                      model, backend, "--T", str(args.T), "--rows", str(args.rows),
                      "--dtype", args.dtype, "--updates", str(args.updates),
-                     "--cg-iters", str(args.cg_iters)],
+                     "--cg-iters", str(args.cg_iters),
+                     "--chunk-rows", str(args.chunk_rows)],
                     capture_output=True, text=True, check=True)
                 seconds = json.loads([ln for ln in out.stdout.splitlines()
                                       if ln.startswith("[")][-1])
