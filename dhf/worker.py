@@ -51,15 +51,16 @@ def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False) -> int
     fewer than a quarter of ``chunk_rows`` (nor :data:`MIN_CHUNK_ROWS`): below that a
     call costs more than its rows, and a batch that small is not one for 16 ranks.
 
-    ``whole`` prefers, among the sizes from :data:`MIN_CHUNK_ROWS` up, the largest that
-    divides the batch, so that all its chunks have one shape (the JAX backend compiles
-    once per shape): 10 000 and 1 000 rows both go in chunks of 50.
+    ``whole`` prefers, among the sizes from half that least one (or
+    :data:`MIN_CHUNK_ROWS`) up, the largest that divides the batch, so that all its
+    chunks have one shape (the JAX backend compiles once per shape): 10 000 and 1 000
+    rows both go in chunks of 50, the autoencoder's 375 in chunks of 125.
     """
     least = min(chunk_rows, max(MIN_CHUNK_ROWS, chunk_rows // 4))
     size = min(chunk_rows, max(least, -(-n_rows // MIN_CHUNKS)))
     if whole:
-        size = next((c for c in range(size, MIN_CHUNK_ROWS - 1, -1) if n_rows % c == 0),
-                    size)
+        lowest = max(MIN_CHUNK_ROWS, least // 2)
+        size = next((c for c in range(size, lowest - 1, -1) if n_rows % c == 0), size)
     return size
 
 
