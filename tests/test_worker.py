@@ -353,7 +353,8 @@ def test_a_small_batch_is_cut_no_finer_than_a_quarter_of_chunk_rows():
     from dhf.worker import chunk_size
 
     assert chunk_size(375, 512) == 128 and chunk_size(375, 512, whole=True) == 125
-    assert chunk_size(402, 512, whole=True) == 128  # 67 divides it, but is too few rows
+    assert chunk_size(402, 512, whole=True) == 67  # half the least chunk, 64, or more
+    assert chunk_size(1147, 512, whole=True) == 128  # 37 divides it, but is too few rows
     assert chunk_size(20_000, 512) == 512 and chunk_size(4_000, 512) == 250
     assert chunk_size(375, 64) == 24 and chunk_size(100, 64) == 16  # sequences: as before
     assert chunk_size(10, 8) == 8 and chunk_size(100, 8) == 8  # a cap below the floor
