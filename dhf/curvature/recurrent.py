@@ -27,7 +27,8 @@ from __future__ import annotations
 import pytensor.tensor as pt
 
 from dhf.curvature.gauss_newton import loss_hessian_product
-from dhf.curvature.tanh_recurrence import tanh_backward, tanh_r_forward
+from dhf.curvature.tanh_recurrence import (tanh_backward, tanh_backward_readout,
+                                           tanh_r_forward, tanh_r_forward_readout)
 
 
 def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -> list:
@@ -47,34 +48,35 @@ def tanh_rnn_gauss_newton(parts: dict, spec, tangents, structural_weight=None) -
     # per-step GEMMs, R h_{t-1} W_rec and h_{t-1} V_rec.
     drive = pt.dot(x_t, V_in) + V_b
     Rh_init = pt.alloc(V_h0, h.shape[1], h.shape[2])
-    Ra, Rh_last = tanh_r_forward(drive, h, h_init, Rh_init, W_rec, V_rec)
     if last:
+        Ra, Rh_last = tanh_r_forward(drive, h, h_init, Rh_init, W_rec, V_rec)
         Rs = pt.dot(Rh_last, W_out) + pt.dot(h[-1], V_out) + V_bout
-    else:
-        Rs = (pt.dot(d * Ra, W_out) + pt.dot(h, V_out) + V_bout).dimshuffle(1, 0, 2)
+    else:  # the readout of every step inside the loop (tanh_recurrence's readout kernels)
+        Ra, _, Rs_t = tanh_r_forward_readout(drive, h, h_init, Rh_init, W_rec, V_rec,
+                                             W_out, V_out)
+        Rs = (Rs_t + V_bout).dimshuffle(1, 0, 2)
     loss = pt.sum(spec.example_losses())
     u = loss_hessian_product(loss, spec.output, Rs)  # H_L R s, same shape as s
 
-    # Backward: the output cotangent on h, then one GEMM per step with W_recᵀ.  Read out
-    # at the last step only, the cotangent enters as the recurrence's initial value.
-    if last:
-        g_W_out, g_b_out = pt.dot(h[-1].T, u), pt.sum(u, axis=0)
-        dh_last = pt.dot(u, W_out.T)
-        dh_out = None
-    else:
-        u_t = u.dimshuffle(1, 0, 2)
-        g_W_out = pt.tensordot(h, u_t, axes=[[0, 1], [0, 1]])
-        g_b_out = pt.sum(u_t, axis=(0, 1))
-        dh_last = pt.zeros_like(h[0])
-        dh_out = pt.dot(u_t, W_out.T)
     if structural_weight is not None:
         mask = spec.hidden[0][2]  # per-step weights of the damping term, or None
         damping_term = structural_weight * Ra * (mask if mask is not None else 1.0)
-        direct = d * (damping_term if dh_out is None else dh_out + damping_term)
     else:
-        direct = d * (dh_out if dh_out is not None else pt.zeros_like(h))
-
-    da, dh0 = tanh_backward(direct, h, dh_last, W_rec)  # da[t] = ∂/∂a_t, dh0 = ∂/∂h_0
+        damping_term = None
+    # Backward: the output cotangent on h, then one GEMM per step with W_recᵀ.  Read out
+    # at the last step only, the cotangent enters as the recurrence's initial value; at
+    # every step, inside the loop.
+    if last:
+        g_W_out, g_b_out = pt.dot(h[-1].T, u), pt.sum(u, axis=0)
+        direct = d * (damping_term if damping_term is not None else pt.zeros_like(h))
+        da, dh0 = tanh_backward(direct, h, pt.dot(u, W_out.T), W_rec)
+    else:
+        u_t = u.dimshuffle(1, 0, 2)
+        g_b_out = pt.sum(u_t, axis=(0, 1))
+        damp = damping_term if damping_term is not None else pt.zeros_like(h)
+        da, dh0, g_W_out = tanh_backward_readout(damp, h, pt.zeros_like(h[0]), W_rec, u_t,
+                                                 W_out)
+    # da[t] = ∂/∂a_t, dh0 = ∂/∂h_0
     g_W_in = pt.tensordot(x_t, da, axes=[[0, 1], [0, 1]])
     # Σ_t h_{t-1}ᵀ δa_t, with h_{t-1} read from h itself (shifted by one step): one GEMM
     # on (T·N, H) views, no shifted or transposed copy.

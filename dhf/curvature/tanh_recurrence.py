@@ -18,6 +18,14 @@ block, compiled by Numba.  With them a Gv of the benchmark RNN (512 rows, T = 50
 float32) fell from 38 to 30 ms within an HF update, and reached 57 % of the GEMM rate
 (``docs/benchmarks.md``, "What was changed").
 
+A model read out at every step (``output_steps = "all"``, the masked pathological
+problems) has two more kernels that also take the readout inside the loops, where step
+t's states are in cache: the R-forward gives :math:`R s_t = R h_t W_{out} + h_t V_{out}`,
+and the backward takes the readout's cotangent :math:`u_t` (T, N, O),
+:math:`\delta a_t = (1 - h_t^2) \odot (\mathrm{damp}_t + u_t W_{out}^\top + \delta h_t)`,
+summing :math:`\nabla W_{out} = \sum_t h_t^\top u_t` on the way.  Outside the loops the
+same products each made another pass over the (T, N, H) states.
+
 The kernels are plain Numba functions.  Under PyTensor's Numba backend they are inlined in
 the compiled graph (:func:`_numba_funcify`); under JAX the same recurrences are
 ``jax.lax.scan`` loops (:func:`register_jax`), which XLA fuses the same way; every other
@@ -74,20 +82,82 @@ def backward(direct, h, dh_T, W_rec):
     return da, dh
 
 
+def r_forward_readout(drive, h, h_init, Rh_init, W_rec, V_rec, W_out, V_out):
+    """``(R a, R h_T, R s)``: :func:`r_forward` with the readout's tangent at every step,
+    ``R s_t = R h_t W_out + h_t V_out`` (T, N, O), taken while step t's states are in
+    cache (a model read out at every step, e.g. through a loss mask)."""
+    T, N, H = drive.shape
+    n_out = W_out.shape[1]
+    one = np.ones(1, drive.dtype)[0]
+    W, V = np.ascontiguousarray(W_rec), np.ascontiguousarray(V_rec)
+    W_o, V_o = np.ascontiguousarray(W_out), np.ascontiguousarray(V_out)
+    Ra = np.empty((T, N, H), drive.dtype)
+    Rs = np.empty((T, N, n_out), drive.dtype)
+    Rh = np.ascontiguousarray(Rh_init).copy()
+    Rh_W = np.empty((N, H), drive.dtype)
+    h_V = np.empty((N, H), drive.dtype)
+    Rh_Wo = np.empty((N, n_out), drive.dtype)
+    h_Vo = np.empty((N, n_out), drive.dtype)
+    for t in range(T):
+        np.dot(Rh, W, Rh_W)
+        np.dot(np.ascontiguousarray(h_init) if t == 0 else h[t - 1], V, h_V)
+        for i in range(N):
+            for j in range(H):
+                a = drive[t, i, j] + h_V[i, j] + Rh_W[i, j]
+                Ra[t, i, j] = a
+                Rh[i, j] = (one - h[t, i, j] * h[t, i, j]) * a
+        np.dot(Rh, W_o, Rh_Wo)
+        np.dot(np.ascontiguousarray(h[t]), V_o, h_Vo)
+        Rs[t] = Rh_Wo + h_Vo
+    return Ra, Rh, Rs
+
+
+def backward_readout(damp, h, dh_T, W_rec, u, W_out):
+    """``(δa, δh_0, ∇W_out)``: :func:`backward` with the readout's cotangent ``u``
+    (T, N, O) entering at every step, ``δa_t = (1 - h_t²) ⊙ (damp_t + u_t W_outᵀ + δh_t)``,
+    and the readout's weight gradient ``Σ_t h_tᵀ u_t`` summed on the way."""
+    T, N, H = damp.shape
+    one = np.ones(1, damp.dtype)[0]
+    W_T = np.ascontiguousarray(W_rec.T)
+    Wo_T = np.ascontiguousarray(W_out.T)
+    da = np.empty((T, N, H), damp.dtype)
+    dh = np.ascontiguousarray(dh_T).copy()
+    u_Wo = np.empty((N, H), damp.dtype)
+    n_out = W_out.shape[1]
+    g_W_out_T = np.zeros((n_out, H), damp.dtype)  # Σ_t u_tᵀ h_t, row by row
+    for t in range(T - 1, -1, -1):
+        u_t = np.ascontiguousarray(u[t])
+        np.dot(u_t, Wo_T, u_Wo)
+        for i in range(N):
+            for j in range(H):
+                da[t, i, j] = (one - h[t, i, j] * h[t, i, j]) * (
+                    damp[t, i, j] + u_Wo[i, j] + dh[i, j])
+            for o in range(n_out):
+                c = u_t[i, o]
+                for j in range(H):
+                    g_W_out_T[o, j] += h[t, i, j] * c
+        np.dot(da[t], W_T, dh)
+    g_W_out = np.ascontiguousarray(g_W_out_T.T)
+    return da, dh, g_W_out
+
+
 #: Called from :meth:`Op.perform` (backends other than Numba); compiled once per dtype
 #: and cached on disk.  No ``fastmath``: it lets LLVM assume that no value is NaN or Inf,
 #: so a NaN could come out finite and slip past the optimiser's ``isfinite`` checks
 #: (PyTensor's own Numba kernels omit it too).
-_compiled = {f: numba.njit(f, cache=True) for f in (r_forward, backward)}
+_compiled = {f: numba.njit(f, cache=True)
+             for f in (r_forward, backward, r_forward_readout, backward_readout)}
 
 
 class _TanhRecurrence(Op):
     """A kernel as an Op: its inputs are arrays of the ranks in ``ndims``, its outputs a
-    (T, N, H) sequence and an (N, H) state, in the first input's dtype."""
+    (T, N, H) sequence, an (N, H) state and, with a readout, the readout's (T, N, O)
+    tangent or (H, O) gradient, in the first input's dtype."""
 
     __props__ = ()
     kernel = None
     ndims: tuple = ()
+    readout = False
 
     def make_node(self, *inputs):
         inputs = [pt.as_tensor_variable(x) for x in inputs]
@@ -96,14 +166,21 @@ class _TanhRecurrence(Op):
                             f"got {tuple(x.ndim for x in inputs)}")
         dtype = inputs[0].dtype
         inputs = [x.astype(dtype) for x in inputs]
-        return Apply(self, inputs, [pt.tensor3(dtype=dtype), pt.matrix(dtype=dtype)])
+        outputs = [pt.tensor3(dtype=dtype), pt.matrix(dtype=dtype)]
+        if self.readout:
+            outputs.append(self.readout_type(dtype))
+        return Apply(self, inputs, outputs)
 
     def perform(self, node, inputs, output_storage):
         for store, value in zip(output_storage, _compiled[type(self).kernel](*inputs)):
             store[0] = value
 
     def infer_shape(self, fgraph, node, shapes):
-        return [shapes[0], (shapes[0][1], shapes[0][2])]
+        T, N, H = shapes[0]
+        out = [shapes[0], (N, H)]
+        if self.readout:
+            out.append(self.readout_shape(shapes))
+        return out
 
 
 class TanhRForward(_TanhRecurrence):
@@ -118,18 +195,54 @@ class TanhBackward(_TanhRecurrence):
     ndims = (3, 3, 2, 2)
 
 
+class TanhRForwardReadout(_TanhRecurrence):
+    """``tanh_r_forward_readout(drive, h, h_init, Rh_init, W_rec, V_rec, W_out, V_out)
+    -> (Ra, Rh_T, Rs)``."""
+    kernel = r_forward_readout
+    ndims = (3, 3, 2, 2, 2, 2, 2, 2)
+    readout = True
+
+    @staticmethod
+    def readout_type(dtype):
+        return pt.tensor3(dtype=dtype)
+
+    @staticmethod
+    def readout_shape(shapes):
+        T, N, _ = shapes[0]
+        return (T, N, shapes[6][1])
+
+
+class TanhBackwardReadout(_TanhRecurrence):
+    """``tanh_backward_readout(damp, h, dh_T, W_rec, u, W_out) -> (δa, δh_0, ∇W_out)``."""
+    kernel = backward_readout
+    ndims = (3, 3, 2, 2, 3, 2)
+    readout = True
+
+    @staticmethod
+    def readout_type(dtype):
+        return pt.matrix(dtype=dtype)
+
+    @staticmethod
+    def readout_shape(shapes):
+        return (shapes[0][2], shapes[5][1])
+
+
 tanh_r_forward = TanhRForward()
 tanh_backward = TanhBackward()
+tanh_r_forward_readout = TanhRForwardReadout()
+tanh_backward_readout = TanhBackwardReadout()
 
 
 @numba_basic.register_funcify_default_op_cache_key(TanhRForward)
 @numba_basic.register_funcify_default_op_cache_key(TanhBackward)
+@numba_basic.register_funcify_default_op_cache_key(TanhRForwardReadout)
+@numba_basic.register_funcify_default_op_cache_key(TanhBackwardReadout)
 def _numba_funcify(op, node=None, **kwargs):
     return numba_basic.numba_njit(type(op).kernel)
 
 
 def register_jax() -> None:
-    """Teach PyTensor's JAX backend the two Ops (called by a worker that compiles under
+    """Teach PyTensor's JAX backend the Ops (called by a worker that compiles under
     JAX; importing JAX is left to those that do).
 
     Each is a ``jax.lax.scan`` over steps whose body is the step's one GEMM with the
@@ -163,6 +276,16 @@ def register_jax() -> None:
         dh_0, da = jax.lax.scan(step, dh_T, (direct, d), reverse=True)
         return da, dh_0
 
+    # With a readout at every step, its products batched outside the loops (XLA fuses
+    # them with the loops' inputs and outputs).
+    def jax_r_forward_readout(drive, h, h_init, Rh_init, W_rec, V_rec, W_out, V_out):
+        Ra, Rh_T = jax_r_forward(drive, h, h_init, Rh_init, W_rec, V_rec)
+        return Ra, Rh_T, ((1 - h * h) * Ra) @ W_out + h @ V_out
+
+    def jax_backward_readout(damp, h, dh_T, W_rec, u, W_out):
+        da, dh_0 = jax_backward((1 - h * h) * (damp + u @ W_out.T), h, dh_T, W_rec)
+        return da, dh_0, jnp.einsum("tnh,tno->ho", h, u)
+
     def typed(fn, node):
         """``fn`` on inputs cast to the Op's dtype: JAX's promotion may hand it float64
         values where PyTensor typed float32, and a scan's carry must keep its type."""
@@ -171,6 +294,8 @@ def register_jax() -> None:
             return fn
         return lambda *inputs: fn(*[jnp.asarray(x, dtype=dtype) for x in inputs])
 
-    for op_type, fn in ((TanhRForward, jax_r_forward), (TanhBackward, jax_backward)):
+    for op_type, fn in ((TanhRForward, jax_r_forward), (TanhBackward, jax_backward),
+                        (TanhRForwardReadout, jax_r_forward_readout),
+                        (TanhBackwardReadout, jax_backward_readout)):
         jax_funcify.register(op_type)(
             lambda op, node=None, _fn=fn, **kwargs: typed(_fn, node))
