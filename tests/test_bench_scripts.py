@@ -53,7 +53,14 @@ def test_models_benchmark_prints_a_row_per_model_and_backend():
     out = _run("models.py", "--T", "3", "--rows", "16", "--models", "tanh_rnn",
                "tanh_rnn_generic", "--backends", "numba", "--ranks", "1", "--updates", "1")
     rows = [line for line in out.splitlines() if line.startswith("| tanh_rnn")]
-    assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows), out
+    assert len(rows) == 2 and all(len(r.split("|")) == 11 for r in rows), out
+
+
+def test_masked_benchmark_prints_each_case_against_the_unmasked_one():
+    out = _run("masked.py", "--T", "4", "--batch", "16", "--ranks", "1", "--updates", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| last")
+            or line.startswith("| masked")]
+    assert len(rows) == 3 and rows[0].count("(1.00×)") == 4, out
 
 
 def test_recurrences_benchmark_times_both_forms():
