@@ -92,6 +92,14 @@ def child(T, batch, updates, dtype):
         print(json.dumps({"update_seconds": seconds, "cg_iters": info.cg_iters}))
 
 
+def child_seconds(mpiexec: str, ranks: int, script: str, *args: str) -> list[float]:
+    """Run ``script`` with ``args`` under ``mpiexec -n ranks``; the JSON list of seconds
+    its rank 0 printed last (a benchmark's ``--child`` mode, :func:`timed_updates`)."""
+    out = subprocess.run([mpiexec, "-n", str(ranks), sys.executable, script, *args],
+                         capture_output=True, text=True, check=True)
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("[")][-1])
+
+
 def timed_updates(opt, state, comm, updates):
     """Seconds of each of ``updates`` HF updates, the ranks starting each together, after
     one untimed update (the first compiles what the warm-up did not), and the last

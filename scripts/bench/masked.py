@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -34,7 +33,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from engine import best_of, timed_updates  # noqa: E402  (scripts/bench/engine.py)
+from engine import (best_of, child_seconds, hf_update,  # noqa: E402  (engine.py)
+                    timed_updates)
 
 CASES = ("last", "masked", "masked, lengths")
 
@@ -78,17 +78,13 @@ def per_call(case, T, batch, dtype) -> dict:
 
 
 def child(case, T, batch, dtype, updates):
-    """Under mpiexec: HF updates of exactly 60 CG iterations, structural damping on."""
+    """Under mpiexec: HF updates of exactly 60 CG iterations, structural damping on
+    (engine.py's benchmarked update)."""
     from dhf.comm import get_comm
-    from dhf.coordinator import HFConfig, HFOptimizer
-    from dhf.data import BatchSampler
 
     comm = get_comm()
     spec, worker = build(case, T, batch, dtype)
-    cfg = HFConfig(cg_min_iters=60, cg_max_iters=60, init_damping=1.0,
-                   structural_damping=0.03)
-    opt = HFOptimizer(worker, comm, cfg, BatchSampler(3 * batch, batch, batch, batch, 0))
-    state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
+    opt, state = hf_update(spec, worker, comm, batch)
     seconds, _ = timed_updates(opt, state, comm, updates)
     if comm.rank == 0:
         print(json.dumps(seconds))
@@ -118,13 +114,9 @@ def main():
     for case in args.cases:
         t = per_call(case, args.T, args.batch, args.dtype)
         for n in args.ranks:
-            out = subprocess.run(
-                [args.mpiexec, "-n", str(n), sys.executable, __file__, "--child", case,
-                 "--T", str(args.T), "--batch", str(args.batch), "--dtype", args.dtype,
-                 "--updates", str(args.updates)],
-                capture_output=True, text=True, check=True)
-            seconds = json.loads([ln for ln in out.stdout.splitlines()
-                                  if ln.startswith("[")][-1])
+            seconds = child_seconds(args.mpiexec, n, __file__, "--child", case, "--T",
+                                    str(args.T), "--batch", str(args.batch), "--dtype",
+                                    args.dtype, "--updates", str(args.updates))
             t[f"update@{n}"] = float(np.median(seconds))
         base = base or t
         cells = [case]

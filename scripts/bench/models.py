@@ -22,7 +22,6 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -30,7 +29,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from engine import best_of, timed_updates  # noqa: E402  (scripts/bench/engine.py)
+from engine import best_of, child_seconds, timed_updates  # noqa: E402  (engine.py)
 
 #: backend -> (mode, Gv's mode); "auto" as dhf-train's run.backend = "auto" on a CPU.
 MODES = {"numba": ("NUMBA", None), "jax": ("JAX", None), "c": ("CVM", None),
@@ -163,15 +162,11 @@ def main():
                      f"{1e3 * t['Gv']:.1f}", f"{t['Gv'] / t['grad']:.2f}",
                      f"{t['gv_flops'] / t['gemm_flops']:.0%}"]
             for n in args.ranks:
-                out = subprocess.run(
-                    [args.mpiexec, "-n", str(n), sys.executable, __file__, "--child",
-                     model, backend, "--T", str(args.T), "--rows", str(args.rows),
-                     "--dtype", args.dtype, "--updates", str(args.updates),
-                     "--cg-iters", str(args.cg_iters),
-                     "--chunk-rows", str(args.chunk_rows)],
-                    capture_output=True, text=True, check=True)
-                seconds = json.loads([ln for ln in out.stdout.splitlines()
-                                      if ln.startswith("[")][-1])
+                seconds = child_seconds(
+                    args.mpiexec, n, __file__, "--child", model, backend, "--T",
+                    str(args.T), "--rows", str(args.rows), "--dtype", args.dtype,
+                    "--updates", str(args.updates), "--cg-iters", str(args.cg_iters),
+                    "--chunk-rows", str(args.chunk_rows))
                 cells.append(f"{np.median(seconds):.2f}")
             print("| " + " | ".join(cells) + " |", flush=True)
 
