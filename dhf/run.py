@@ -158,15 +158,27 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     if resume:
         rundir.check_same_data(data_fingerprint)
     backend, gv_backend = modes(config["run"], spec)
+    batches = batch_rows(config, train_rows.n_rows,
+                         valid_rows.n_rows if valid_rows is not None else 0)
     worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
                     gv_mode=MODES[gv_backend],
                     chunk_rows=chunk_rows_of(config["run"], spec))
+    theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
+    try:
+        _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
+    except _JaxCannotTrace as err:
+        if config["run"]["backend"] != "auto" or config["run"]["device"] != "cpu":
+            raise UserError(f"run.backend = 'jax' cannot compile this graph ({err}); set "
+                            "run.backend = 'numba' (or 'auto', which falls back to it)"
+                            ) from None
+        logger.warning("dhf: JAX cannot compile this graph (%s); computing with Numba",
+                       err)
+        backend = gv_backend = "numba"
+        worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
+                        chunk_rows=chunk_rows_of(config["run"], spec))
+        _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
     n_train = train_rows.n_rows
     optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
-    theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
-    _compile(worker, comm, theta0, config, own_data=data is not None,
-             batches=batch_rows(config, n_train,
-                                valid_rows.n_rows if valid_rows is not None else 0))
     state = optimizer.init(theta0)
     best = Best(state.theta, math.inf, 0)
     if resume:
@@ -351,8 +363,11 @@ def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict
                 _warm_up(worker, theta, config, own_data, batches)
             except Exception as err:  # noqa: BLE001  (re-raised below, on every rank)
                 failed = err
-        # every rank learns whether a node's first rank failed, so none waits for it
+        # every rank learns whether a node's first rank failed, so none waits for it, and
+        # whether JAX could not compile the graph (then every rank falls back together)
         if comm.any_rank(failed is not None):
+            if comm.any_rank(isinstance(failed, _JaxCannotTrace)):
+                raise failed or _JaxCannotTrace("on the node's first rank")
             raise failed or DataError("compiling failed on another rank (see its error)")
         if index == 0:
             return
@@ -370,12 +385,26 @@ def _warm_up(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
         worker.warm_up(theta, curvature=config["optimizer"]["name"] not in FIRST_ORDER,
                        batches=batches)
     except (ValueError, IndexError, TypeError, AssertionError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if worker.jax and _traced(err):
+            raise _JaxCannotTrace(first) from None
         source = ("train" if own_data else
                   config["data"]["path"] or f"task {config['task']['name']}")
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{source}: the data does not fit the model ({first})") from None
     finally:
         notice.cancel()
+
+
+class _JaxCannotTrace(Exception):
+    """JAX could not compile a function of the graph: a shape it needs concrete is
+    computed inside it (PyTensor's scan gradients of some graphs allocate so)."""
+
+
+def _traced(err: Exception) -> bool:
+    """Is ``err`` JAX failing to trace a function (rather than data of a wrong shape)?"""
+    import jax
+
+    return isinstance(err, jax.errors.JAXTypeError) or "Tracer" in str(err)
 
 
 def stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | None:

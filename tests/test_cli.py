@@ -593,3 +593,38 @@ def test_progress_bar_follows_what_cg_does_and_shows_under_mpiexec_on_request(tm
     quiet = run_mpi(2, tiny_args("optimizer.max_updates=1")
                     + ["--out", str(tmp_path / "q")])
     assert "CG:" not in quiet.stderr  # no terminal here: auto draws nothing
+
+
+@pytest.mark.parametrize("backend", ["auto", "jax"])
+def test_a_graph_jax_cannot_compile_falls_back_to_numba_under_auto(
+        monkeypatch, tmp_path, capsys, backend):
+    """JAX cannot compile some scan gradients (a shape computed inside the loop); under
+    ``auto`` the run goes on with Numba, saying so, and under ``jax`` it is one line.
+    The JAX failure is simulated (the TINY job compiles under JAX); the fallback's Numba
+    worker and the run are real."""
+    pytest.importorskip("jax")
+    from dhf.worker import Worker
+
+    warm_up = Worker.warm_up
+
+    def fails_under_jax(self, *args, **kwargs):
+        if self.jax:
+            raise TypeError("Shapes must be 1D sequences of concrete values of integer "
+                            "type, got (16, JitTracer(int64[])).")
+        return warm_up(self, *args, **kwargs)
+
+    monkeypatch.setattr(Worker, "warm_up", fails_under_jax)
+    out = tmp_path / "run"
+    args = tiny_args(f"run.backend='{backend}'", "optimizer.max_updates=1")
+    code = main(args + ["--out", str(out)])
+    captured = capsys.readouterr()
+    if backend == "auto":
+        assert code == 0
+        said = captured.err + captured.out
+        assert "JAX cannot compile this graph (Shapes must be" in said
+        assert "(numba)" in captured.out and "result: updates=1" in captured.out
+    else:
+        lines = captured.out.strip().splitlines()
+        assert code == 2 and len(lines) == 1, captured.out
+        assert "run.backend = 'jax' cannot compile this graph" in lines[0]
+        assert not out.exists()

@@ -12,6 +12,7 @@ in" and the update's own seconds.
     python scripts/bench/startup.py --ranks 1 2 --cases default memorization addition lstm
     python scripts/bench/startup.py --ranks 1 --cases memorization --backends numba c
     python scripts/bench/startup.py --ranks 2 --cases default --backends auto jax numba
+    python scripts/bench/startup.py --ranks 2 --cases lstm user_gru
 """
 from __future__ import annotations
 
@@ -29,12 +30,15 @@ ROOT = Path(__file__).resolve().parents[2]
 #: What each case runs: the default job (temporal order, T = 100, 10 000-sequence
 #: gradient), theano-hf's memorisation at T = 20 (the small job), a masked problem of
 #: variable lengths (the explicit Gv kernels, fresh data), and an LSTM (the generic Gv
-#: graph through scan).
+#: graph through scan): ``dhf-train`` with these ``--set`` items; and a user's own
+#: recurrent graph (a GRU in ``scan``) through ``dhf.train``: the script
+#: ``examples/gru.py``.
 CASES = {
     "default": [],
     "memorization": ["task.name='memorization'"],
     "addition": ["task.name='addition'", "task.T=30"],
     "lstm": ["task.name='memorization'", "model.cell='lstm'"],
+    "user_gru": ROOT / "examples" / "gru.py",
 }
 
 
@@ -44,17 +48,27 @@ BACKENDS = {"auto": [], "numba": ["run.backend='numba'"], "c": ["run.backend='c'
             "jax": ["run.backend='jax'"]}
 
 
-def run_once(ranks: int, args: list[str], cache: str, out: str, mpiexec: str) -> dict:
-    """One ``dhf-train`` of one update with its caches in ``cache``: its wall time, the
-    start line's compile seconds and the update's seconds."""
+def command(case: str, backend: str, out: str) -> list[str]:
+    """The command of one update of ``case`` under ``backend``, writing to ``out``."""
+    if isinstance(CASES[case], Path):  # a user's script (dhf.train)
+        return [sys.executable, str(CASES[case]), "--updates", "1", "--backend", backend,
+                "--out", out]
     bin_dir = Path(sys.executable).parent
     train = ([str(bin_dir / "dhf-train")] if (bin_dir / "dhf-train").exists()
              else [sys.executable, "-m", "dhf.cli"])  # dhf not installed, on PYTHONPATH
+    cmd = [*train, "--progress", "off", "--out", out]
+    for item in CASES[case] + BACKENDS[backend] + ["optimizer.max_updates=1",
+                                                   "run.stop_valid_error=-1.0"]:
+        cmd += ["--set", item]
+    return cmd
+
+
+def run_once(ranks: int, cmd: list[str], cache: str, mpiexec: str) -> dict:
+    """``cmd`` (one update) under ``mpiexec -n ranks`` with its caches in ``cache``: its
+    wall time, the start line's compile seconds and the update's seconds."""
     env = dict(os.environ, PYTENSOR_FLAGS=f"base_compiledir={cache}/pytensor",
                NUMBA_CACHE_DIR=f"{cache}/numba")
-    cmd = [mpiexec, "-n", str(ranks), *train, "--progress", "off", "--out", out]
-    for item in args + ["optimizer.max_updates=1", "run.stop_valid_error=-1.0"]:
-        cmd += ["--set", item]
+    cmd = [mpiexec, "-n", str(ranks), *cmd]
     t0 = time.perf_counter()
     first = None  # when update 1's line came: the end of the first update
     lines = []
@@ -92,11 +106,9 @@ def main() -> None:
         for backend in args.backends:
             for ranks in args.ranks:
                 with tempfile.TemporaryDirectory() as tmp:
-                    items = CASES[case] + BACKENDS[backend]
-                    cold = run_once(ranks, items, f"{tmp}/cache", f"{tmp}/cold",
-                                    args.mpiexec)
-                    warm = run_once(ranks, items, f"{tmp}/cache", f"{tmp}/warm",
-                                    args.mpiexec)
+                    cold, warm = (run_once(ranks, command(case, backend, f"{tmp}/{run}"),
+                                           f"{tmp}/cache", args.mpiexec)
+                                  for run in ("cold", "warm"))
                 cells = [f"{r[k]:.1f} s" if r[k] is not None else "?"
                          for r in (cold, warm)
                          for k in ("first", "wall", "compile", "update")]
