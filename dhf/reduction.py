@@ -30,6 +30,8 @@ the same branch (CG's stop, Armijo's test, the damping rule) from the same numbe
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 BINS = 5
@@ -96,10 +98,26 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     in order.  About 20 passes over the vectors: for the 10⁴ parameters of a 100-unit
     RNN ~0.05 ms.
 
+    The products are first scaled by the power of two that brings the largest below
+    ``2**59`` (exact), so that the bins' range follows the vectors' own: a dot product
+    of tiny vectors (CG's last directions, ~1e-15 each, whose products fall below the
+    bins' lowest unit ``2**-100``) is not rounded to 0, which CG would read as
+    non-positive curvature.
+
     >>> dot(np.array([1e16, 1.0, -1e16]), np.ones(3))  # np.dot may well say 0.0
     1.0
+    >>> dot(np.full(4, 1e-20), np.full(4, 1e-20))
+    4e-40
     """
-    products = np.multiply(np.ravel(a), np.ravel(b), dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # Inf · 0: NaN, which the sum carries
+        products = np.multiply(np.ravel(a), np.ravel(b), dtype=np.float64)
+        largest = float(np.max(np.abs(products), initial=0.0))
+    if largest == 0.0:
+        return 0.0
+    shift = 0
+    if math.isfinite(largest):  # Inf and NaN go through unscaled and come out NaN
+        shift = 59 - math.frexp(largest)[1]
+        np.ldexp(products, shift, out=products)
     value = 0.0
     q = np.empty(min(_BLOCK, products.size))
     for group in range(0, products.size, _DOT_GROUP):
@@ -112,7 +130,7 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
         for s in reversed(sums):  # smallest bin first
             group_value += s
         value += group_value
-    return value
+    return math.ldexp(value, -shift)
 
 
 class ExactSum:

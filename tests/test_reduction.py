@@ -5,7 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from dhf.reduction import LOWEST, MAX_TERMS, ExactSum, split, total, unpack
+from dhf.reduction import LOWEST, MAX_TERMS, ExactSum, dot, split, total, unpack
 
 
 def wide_values(rng, n):
@@ -65,3 +65,30 @@ def test_join_concatenates_and_the_term_count_is_bounded():
     big.terms = MAX_TERMS
     with pytest.raises(ValueError, match="terms"):
         big.add(np.ones(1))
+
+
+def test_dot_follows_the_vectors_own_scale(rng):
+    """The products are scaled by a power of two before the bins: the result scales
+    exactly with its inputs, and tiny vectors (a converged CG's last directions) keep
+    their dot product instead of falling below the bins' lowest unit to 0."""
+    a, b = rng.standard_normal(1000), rng.standard_normal(1000)
+    value = dot(a, b)
+    assert value == pytest.approx(math.fsum(a * b), rel=1e-15)
+    for e in (-600, -200, -60, 60, 400):
+        assert dot(np.ldexp(a, e), b) == math.ldexp(value, e)
+    tiny = dot(a * 1e-16, b * 1e-16)  # products ~1e-32 < 2**-100
+    assert tiny != 0.0 and tiny == pytest.approx(math.fsum(a * b) * 1e-32, rel=1e-14)
+    assert dot(np.zeros(3), np.ones(3)) == 0.0
+    assert math.isnan(dot(np.array([np.inf, 1.0]), np.array([0.0, 1.0])))
+
+
+def test_cg_on_a_tiny_system_converges_without_a_false_negative_curvature():
+    """A positive definite system whose every product lies below 2**-100: CG must
+    solve it, not stop on p'Ap rounding to 0."""
+    from dhf.cg import pcg
+
+    A = np.diag([0.5, 0.25, 2.0])
+    b = np.array([1e-15, -2e-15, 3e-16])
+    x, info = pcg(lambda v: A @ v, b, max_iters=10, min_iters=5)
+    assert info.status != "negative_curvature"
+    np.testing.assert_allclose(x, np.linalg.solve(A, b), rtol=1e-12)
