@@ -56,14 +56,20 @@ def one_xla_thread() -> bool:
     import jax
     from jax._src import xla_bridge
 
-    if xla_bridge.backends_are_initialized():
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    if started is None or started():
         return False
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})
     try:
         jax.devices("cpu")
     finally:
-        for task in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(0, cpus)
+        try:  # the threads the client started (Linux: one entry per thread)
+            tasks = os.listdir("/proc/self/task")
+        except OSError:
+            tasks = []
+        for task in tasks:
             try:
                 os.sched_setaffinity(int(task), cpus)
             except OSError:  # a thread that has ended since

@@ -164,10 +164,17 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
                     gv_mode=MODES[gv_backend],
                     chunk_rows=chunk_rows_of(config["run"], spec))
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
+    n_train = train_rows.n_rows
+    # the batches are checked against the rows here, before any compiling
+    optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     try:
         _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
     except _JaxCannotTrace as err:
-        if config["run"]["backend"] != "auto" or config["run"]["device"] != "cpu":
+        if config["run"]["device"] != "cpu":
+            raise UserError(f"JAX cannot compile this graph for run.device = "
+                            f"{config['run']['device']!r} ({err}); set run.device = 'cpu'"
+                            ) from None
+        if config["run"]["backend"] != "auto":
             raise UserError(f"run.backend = 'jax' cannot compile this graph ({err}); set "
                             "run.backend = 'numba' (or 'auto', which falls back to it)"
                             ) from None
@@ -176,9 +183,8 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
         backend = gv_backend = "numba"
         worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
                         chunk_rows=chunk_rows_of(config["run"], spec))
+        optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
         _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
-    n_train = train_rows.n_rows
-    optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
     state = optimizer.init(theta0)
     best = Best(state.theta, math.inf, 0)
     if resume:
@@ -356,7 +362,9 @@ def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict
     55 s so; warm 17 and 20 s; ``docs/benchmarks.md``).
     """
     index, on_node = comm.node_ranks()
-    if on_node > (os.cpu_count() or 1):
+    # decided together (one collective), so that nodes with and without more ranks than
+    # cores take the same branch and its collectives match
+    if comm.any_rank(on_node > (os.cpu_count() or 1)):
         failed = None
         if index == 0:
             try:
@@ -384,10 +392,12 @@ def _warm_up(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
     try:
         worker.warm_up(theta, curvature=config["optimizer"]["name"] not in FIRST_ORDER,
                        batches=batches)
-    except (ValueError, IndexError, TypeError, AssertionError) as err:
+    except (ValueError, IndexError, TypeError, AssertionError, NotImplementedError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if worker.jax and _traced(err):
+        if worker.jax and (isinstance(err, NotImplementedError) or _traced(err)):
             raise _JaxCannotTrace(first) from None
+        if isinstance(err, NotImplementedError):
+            raise
         source = ("train" if own_data else
                   config["data"]["path"] or f"task {config['task']['name']}")
         raise DataError(f"{source}: the data does not fit the model ({first})") from None
@@ -397,7 +407,8 @@ def _warm_up(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
 
 class _JaxCannotTrace(Exception):
     """JAX could not compile a function of the graph: a shape it needs concrete is
-    computed inside it (PyTensor's scan gradients of some graphs allocate so)."""
+    computed inside it (PyTensor's scan gradients of some graphs allocate so), or
+    PyTensor has no JAX form for one of its operations."""
 
 
 def _traced(err: Exception) -> bool:
