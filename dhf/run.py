@@ -160,13 +160,18 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     backend, gv_backend = modes(config["run"], spec)
     batches = batch_rows(config, train_rows.n_rows,
                          valid_rows.n_rows if valid_rows is not None else 0)
-    worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
-                    gv_mode=MODES[gv_backend],
-                    chunk_rows=chunk_rows_of(config["run"], spec))
-    theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
     n_train = train_rows.n_rows
-    # the batches are checked against the rows here, before any compiling
-    optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
+
+    def build(backend: str, gv_backend: str) -> tuple[Worker, Optimizer]:
+        """The worker and its optimiser (which checks the batches against the rows,
+        before any compiling)."""
+        worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
+                        gv_mode=MODES[gv_backend],
+                        chunk_rows=chunk_rows_of(config["run"], spec))
+        return worker, make_optimizer(config, worker, comm, n_train, should_stop)
+
+    worker, optimizer = build(backend, gv_backend)
+    theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
     try:
         _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
     except _JaxCannotTrace as err:
@@ -181,9 +186,7 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
         logger.warning("dhf: JAX cannot compile this graph (%s); computing with Numba",
                        err)
         backend = gv_backend = "numba"
-        worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
-                        chunk_rows=chunk_rows_of(config["run"], spec))
-        optimizer = make_optimizer(config, worker, comm, n_train, should_stop)
+        worker, optimizer = build(backend, gv_backend)
         _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
     state = optimizer.init(theta0)
     best = Best(state.theta, math.inf, 0)
