@@ -22,6 +22,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import grad
 
+from dhf import reduction
 from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
 from dhf.curvature.tanh_recurrence import register_jax
@@ -197,8 +198,8 @@ class Worker:
                 batches: dict | None = None) -> float:
         """Call each compiled function once per chunk shape it will see, so that the
         backend's code is generated (or loaded from its cache) now rather than inside the
-        first update; returns the seconds it took, which are added to
-        :attr:`compile_seconds`.
+        first update (and the exact sums' loops, :func:`dhf.reduction.warm_up`); returns
+        the seconds it took, which are added to :attr:`compile_seconds`.
 
         Numba compiles once per array layout: a chunk of two rows does for every size
         (not one row: the states of a one-row chunk are contiguous where those of every
@@ -229,6 +230,7 @@ class Worker:
                 self.prepare_curvature(theta, chunks)
                 self.gv_sum(np.zeros(self.layout.size))
             self.curvature = None
+        reduction.warm_up()
         seconds = time.perf_counter() - t0
         self.compile_seconds += seconds
         return seconds

@@ -82,6 +82,29 @@ def test_dot_follows_the_vectors_own_scale(rng):
     assert math.isnan(dot(np.array([np.inf, 1.0]), np.array([0.0, 1.0])))
 
 
+@pytest.mark.parametrize("n", [1, 255, 257, 2 ** 19 + 300])
+def test_dot_is_the_exactly_rounded_sum_across_its_groups_and_lanes(rng, n):
+    """Lengths that end inside a lane block and past a 2**19 group: the result is within
+    an ulp of the exactly rounded sum of the products (math.fsum; two groups' values
+    are added in float64, so two ulps there), and within a group the order of the
+    elements cannot change a bit."""
+    a = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+    b = rng.standard_normal(n)
+    value = dot(a, b)
+    reference = math.fsum(a * b)
+    assert abs(value - reference) <= (1 if n <= 2 ** 19 else 2) * math.ulp(reference)
+    if n <= 2 ** 19:
+        order = rng.permutation(n)
+        assert dot(a[order], b[order]) == value
+
+
+def test_split_casts_float32_and_totals_its_parts(rng):
+    x32 = (rng.standard_normal(1001) * 1e3).astype(np.float32)
+    np.testing.assert_array_equal(total(split(x32)), x32.astype(np.float64))
+    strided = np.arange(20.0)[::2]
+    np.testing.assert_array_equal(total(split(strided)), strided)
+
+
 def test_cg_on_a_tiny_system_converges_without_a_false_negative_curvature():
     """A positive definite system whose every product lies below 2**-100: CG must
     solve it, not stop on p'Ap rounding to 0."""
