@@ -227,8 +227,10 @@ class HFOptimizer:
 
         structural_weight = lam * cfg.structural_damping * STRUCTURAL_D[cfg.structural_d]
 
+        gv_parts = ExactSum(P)  # one buffer for every CG iteration's sum
+
         def damped_Gv(v):
-            Gv = self._reduce(ExactSum.of(worker.gv_chunks(v, structural_weight), P))
+            Gv = self._reduce(gv_parts.refill(worker.gv_chunks(v, structural_weight)))
             Gv /= n_curv
             return Gv + (lam + cfg.l2) * v
 

@@ -212,6 +212,17 @@ class ExactSum:
             raise ValueError("ExactSum.of: no vectors and no length")
         return result
 
+    def refill(self, vectors) -> "ExactSum":
+        """This sum emptied, then the exact sum of ``vectors``, in the same buffer: for a
+        sum taken every CG iteration, where a fresh buffer of a big model's parts (113 MB
+        for the MNIST autoencoder) costs the kernel ~10 ms to hand over zeroed, a third
+        of the work of adding one vector to it."""
+        self._buf.fill(0.0)
+        self.terms = 0
+        for x in vectors:
+            self.add(x)
+        return self
+
     @classmethod
     def join(cls, *sums: "ExactSum") -> "ExactSum":
         """One sum of the concatenated vectors of ``sums`` (to reduce them in one call);

@@ -67,6 +67,17 @@ def test_join_concatenates_and_the_term_count_is_bounded():
         big.add(np.ones(1))
 
 
+def test_a_refilled_sum_is_a_fresh_one(rng):
+    """refill() empties the buffer an Allreduce in place overwrote (parts and flags)."""
+    first, second = [wide_values(rng, 30) for _ in range(3)], [wide_values(rng, 30)]
+    reused = ExactSum.of(first)
+    buf = reused.packed(1.0)
+    buf *= 2.0  # what a two-rank Allreduce in place leaves
+    np.testing.assert_array_equal(reused.refill(second).packed(0.0),
+                                  ExactSum.of(second).packed(0.0))
+    assert reused.terms == 1
+
+
 def test_dot_follows_the_vectors_own_scale(rng):
     """The products are scaled by a power of two before the bins: the result scales
     exactly with its inputs, and tiny vectors (a converged CG's last directions) keep
