@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
-from dhf.comm import SerialComm, allreduce_scalars, check_replicas
+from dhf import comm as comm_module
+from dhf.comm import SCATTER_VALUES, SerialComm, allreduce_exact, allreduce_scalars, \
+    check_replicas
+from dhf.reduction import ExactSum
 
 pytestmark = pytest.mark.mpi
 
@@ -51,3 +54,22 @@ def test_any_rank_and_node_ranks(comm):
     assert comm.any_rank(False) is False
     index, count = comm.node_ranks()
     assert count == comm.size and index == comm.rank
+
+
+@pytest.mark.parametrize("n", [5, SCATTER_VALUES + 3])
+def test_allreduce_exact_is_the_one_rank_sum_by_either_route(comm, n, monkeypatch):
+    """Every rank adds its share of 12 wide-ranging vectors (rank r the r-th, r+size-th,
+    ...): the result is the bits one process gets adding all 12, on every rank, whether
+    the parts travel in one Allreduce (short sums) or are reduce-scattered and their
+    totals allgathered (long ones, also at an odd length), and the flags come back
+    summed."""
+    rng = np.random.default_rng(5)
+    vectors = [rng.standard_normal(n) * 10.0 ** rng.uniform(-12, 12, n) for _ in range(12)]
+    alone = ExactSum.of(vectors).value
+    for threshold in (SCATTER_VALUES, 1):  # the default routes, then always slices
+        monkeypatch.setattr(comm_module, "SCATTER_VALUES", threshold)
+        mine = ExactSum.of(vectors[comm.rank::comm.size], n)
+        value, flags = allreduce_exact(comm, mine, 1.0, float(comm.rank == 0))
+        assert value.tobytes() == alone.tobytes()
+        assert flags.tolist() == [comm.size, 1.0]
+        assert check_replicas(comm, value)
