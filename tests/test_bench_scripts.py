@@ -31,8 +31,16 @@ def test_ceiling_runs_one_pinned_copy():
 
 
 def test_exact_sums_benchmark_prints_the_ratio():
-    out = _run("exact_sums.py", "--T", "5", "--rows", "16")
+    out = _run("exact_sums.py", "--T", "5", "--rows", "16", "--ranks", "2")
     assert "of the chunk's Gv" in out and "2800000 values" in out
+    assert "as 5 exact-sum bins (112 MB)" in out
+
+
+def test_vs_torch_checks_both_gradients_agree_before_timing():
+    pytest.importorskip("torch")
+    out = _run("vs_torch.py", "--T", "5", "--rows", "32", "--backends", "numba",
+               "--repeats", "1")
+    assert out.splitlines()[-1].startswith("| numba |")
 
 
 def test_time_split_adds_up_a_run_of_known_rows(tmp_path):
@@ -57,10 +65,11 @@ def test_models_benchmark_prints_a_row_per_model_and_backend():
 
 
 def test_masked_benchmark_prints_each_case_against_the_unmasked_one():
-    out = _run("masked.py", "--T", "4", "--batch", "16", "--ranks", "1", "--updates", "1")
+    out = _run("masked.py", "--T", "4", "--batch", "16", "--ranks", "1", "--updates", "1",
+               "--cases", "last", "masked")
     rows = [line for line in out.splitlines() if line.startswith("| last")
             or line.startswith("| masked")]
-    assert len(rows) == 3 and rows[0].count("(1.00×)") == 4, out
+    assert len(rows) == 2 and rows[0].count("(1.00×)") == 4, out
 
 
 def test_recurrences_benchmark_times_both_forms():
