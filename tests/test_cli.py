@@ -234,6 +234,9 @@ ANY_RANKS = {
                             "optimizer.curvature_batch=100",
                             "optimizer.preconditioner=true", "run.train_error=true"),
 }
+#: The LSTM (a minute at four rank counts, most of the suite's longest test) at 1 and 3
+#: ranks only: uneven shards, and what the others check of the sums is the same code.
+RANK_COUNTS = {"lstm": (1, 3)}
 
 
 @pytest.mark.slow
@@ -242,14 +245,14 @@ def test_the_trajectory_is_the_same_bits_at_1_2_3_and_4_ranks(tmp_path, job):
     """Every sum is taken over fixed global chunks and added exactly (dhf.reduction), so
     metrics.jsonl is identical, bit for bit, whatever the number of ranks."""
     runs = {}
-    for n in (1, 2, 3, 4):
+    for n in RANK_COUNTS.get(job, (1, 2, 3, 4)):
         out = tmp_path / f"n{n}"
         done = run_mpi(n, ANY_RANKS[job] + ["--out", str(out)])
         assert done.returncode == 0, done.stdout + done.stderr
         runs[n] = same_run(metrics(out))
     assert len(runs[1]) == 5
     assert len({r["loss"] for r in runs[1]}) > 1  # it trains
-    for n in (2, 3, 4):
+    for n in runs:
         assert runs[n] == runs[1], n
 
 
