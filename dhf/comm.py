@@ -22,8 +22,8 @@ from typing import Any, Callable, NoReturn, Protocol, TypeVar
 
 import numpy as np
 
-from dhf.launcher import launched_under_mpi
 from dhf import reduction
+from dhf.launcher import launched_under_mpi
 from dhf.reduction import BINS, ExactSum, unpack
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class SerialComm:
 
     rank = 0
     size = 1
-    reduce_seconds = 0.0  # time spent in allreduce_sum (none: nothing travels)
+    reduce_seconds = 0.0  # time spent in the sums' collectives (none: nothing travels)
 
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
         _check_buffer(buf)
@@ -90,7 +90,8 @@ class MPIComm:
         self._comm = (comm if comm is not None else MPI.COMM_WORLD).Dup()
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
-        #: Seconds spent in :meth:`allreduce_sum` so far: the transfer and the wait for
+        #: Seconds spent in the sums' collectives so far (:meth:`allreduce_sum`,
+        #: :meth:`reduce_scatter_sum`, :meth:`allgather`): the transfer and the wait for
         #: the slowest rank.
         self.reduce_seconds = 0.0
         self._scattered = None  # reduce_scatter_sum's buffer, kept for the next call
