@@ -61,6 +61,8 @@ def split(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     float32 values are cast one at a time, not as a float64 copy of ``x``."""
     x = np.ascontiguousarray(x).ravel()
     parts = np.zeros((BINS, x.size)) if out is None else out
+    if parts.shape != (BINS, x.size):
+        raise ValueError(f"split: {x.size} values into parts of shape {parts.shape}")
     _split_into(x, parts)
     return parts
 
@@ -105,7 +107,8 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     ``2**59`` (exact), so that the bins' range follows the vectors' own: a dot product
     of tiny vectors (CG's last directions, ~1e-15 each, whose products fall below the
     bins' lowest unit ``2**-100``) is not rounded to 0, which CG would read as
-    non-positive curvature.  An Inf or NaN product gives NaN.
+    non-positive curvature.  An Inf or NaN product gives NaN; finite products whose sum
+    is beyond float64's range give ±Inf.
 
     >>> dot(np.array([1e16, 1.0, -1e16]), np.ones(3))  # np.dot may well say 0.0
     1.0

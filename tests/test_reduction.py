@@ -67,6 +67,11 @@ def test_join_concatenates_and_the_term_count_is_bounded():
         big.add(np.ones(1))
 
 
+def test_a_vector_of_another_length_is_refused():
+    with pytest.raises(ValueError, match="8 values into parts of shape"):
+        ExactSum(3).add(np.arange(8.0))
+
+
 def test_a_refilled_sum_is_a_fresh_one(rng):
     """refill() empties the buffer an Allreduce in place overwrote (parts and flags)."""
     first, second = [wide_values(rng, 30) for _ in range(3)], [wide_values(rng, 30)]

@@ -56,7 +56,9 @@ def main() -> None:
         ratio = f"  ({add / gv:.1%} of the chunk's Gv)" if size == theta.size else ""
         print(f"  {size:>9} values: exact add {1e3 * add:8.3f} ms{ratio}, "
               f"exact dot {1e3 * inner:8.3f} ms (np.dot {1e3 * blas:.3f} ms)")
-    mpiexec = shutil.which("mpiexec")
+    # the launcher beside this Python (the mpich extra's), else the one on PATH
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    mpiexec = beside if os.path.exists(beside) else shutil.which("mpiexec")
     if args.ranks and mpiexec:
         print(f"  Allreduce at {args.ranks} ranks:")
         out = subprocess.run([mpiexec, "-n", str(args.ranks), sys.executable,
