@@ -23,6 +23,7 @@ from typing import Any, Callable, NoReturn, Protocol, TypeVar
 import numpy as np
 
 from dhf import reduction
+from dhf.data import shard_bounds
 from dhf.launcher import launched_under_mpi
 from dhf.reduction import BINS, ExactSum, unpack
 
@@ -219,7 +220,8 @@ def allreduce_exact(comm: Communicator, total: ExactSum, *flags: float
     if comm.size == 1 or n < SCATTER_VALUES:
         buf = comm.allreduce_sum(total.packed(*flags))
         return unpack(buf, n), buf[BINS * n:]
-    counts = [n // comm.size + (r < n % comm.size) for r in range(comm.size)]
+    bounds = (shard_bounds(n, r, comm.size) for r in range(comm.size))
+    counts = [hi - lo for lo, hi in bounds]
     mine = reduction.total(comm.reduce_scatter_sum(total.parts, counts))
     value = comm.allgather(mine, counts)
     summed_flags = (comm.allreduce_sum(np.array(flags, dtype=np.float64)) if flags
