@@ -21,7 +21,8 @@ from dhf.comm import get_comm
 
 
 def gru(n_in: int, n_hidden: int, n_out: int, seed: int = 0) -> dhf.ModelSpec:
-    r"""A GRU (Cho et al. 2014) read out at the last step:
+    r"""A GRU (Cho et al. 2014, in the form of Chung et al. 2014) read out at the last
+    step:
 
     .. math::
         z_t = \sigma(x_t W_z + h_{t-1} U_z + b_z), \quad
