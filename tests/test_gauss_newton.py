@@ -13,7 +13,8 @@ import pytest
 
 from dhf import losses
 from dhf.curvature import gauss_newton_product
-from dhf.nets import mlp, rnn
+from dhf.curvature.gauss_newton import jacobian_vector
+from dhf.nets import mlp, recurrent, rnn
 from dhf.worker import Worker
 from tests.references import (assert_close_to, fd_jacobian, get_theta, loss_hessian,
                               one_hot, set_theta)
@@ -201,6 +202,117 @@ def test_public_gauss_newton_product_on_hand_built_graph():
 
     G = np.stack([gv(e) for e in np.eye(theta.size)], axis=1)
     assert_close_to(G, G_ref)
+
+
+# -- J v, the two ways of building it -------------------------------------------------
+class _TanhWithoutPushforward(pytensor.graph.op.Op):
+    """tanh with a pullback and no pushforward of its own, as a user's Op may be."""
+
+    __props__ = ()
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        return pytensor.graph.basic.Apply(self, [x], [x.type()])
+
+    def perform(self, node, inputs, output_storage):
+        output_storage[0][0] = np.tanh(inputs[0])
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [cotangents[0] * (1.0 - outputs[0] ** 2)]
+
+
+def _scan_rnn(rng, step_tanh, out=lambda h: h):
+    """A hand-built tanh RNN in ``scan`` (T = 4, 3 rows, 2 → 3 units), its ``s`` the
+    last state (through ``out``)."""
+    x = pt.tensor3("x", dtype="float64")
+    W_in = pytensor.shared(rng.normal(size=(2, 3)), name="W_in")
+    W_rec = pytensor.shared(0.5 * rng.normal(size=(3, 3)), name="W_rec")
+    h = pytensor.scan(lambda x_t, h: step_tanh(pt.dot(x_t, W_in) + pt.dot(h, W_rec)),
+                      sequences=[x.dimshuffle(1, 0, 2)],
+                      outputs_info=[pt.zeros((x.shape[0], 3), dtype="float64")],
+                      return_updates=False)
+    return x, out(h[-1]), [W_in, W_rec], rng.standard_normal((3, 4, 2))
+
+
+def _lstm_graph(rng):
+    spec = recurrent(2, [3], 2, cell="lstm", output_steps="last", loss="sigmoid_xent")
+    return spec.inputs[0], spec.output, spec.params, rng.standard_normal((3, 4, 2))
+
+
+#: The Op without a pushforward inside the loop is differentiated by pullbacks within
+#: the step, which leaves the tangent loop a forward loop; after the loop, it makes the
+#: whole J v the pullback of a pullback.
+GRAPHS = {"lstm": _lstm_graph, "scan-rnn": lambda rng: _scan_rnn(rng, pt.tanh),
+          "scan-rnn-step-without-pushforward":
+              lambda rng: _scan_rnn(rng, _TanhWithoutPushforward()),
+          "scan-rnn-output-without-pushforward":
+              lambda rng: _scan_rnn(rng, pt.tanh, out=_TanhWithoutPushforward())}
+
+
+def _backward_loops(outputs) -> int:
+    """Scans in the graph of ``outputs`` that run a gradient's loop (mit-mot states)."""
+    from pytensor.graph.traversal import apply_ancestors
+    from pytensor.scan.op import Scan
+
+    return sum(1 for node in apply_ancestors(outputs)
+               if isinstance(node.op, Scan) and node.op.info.n_mit_mot > 0)
+
+
+@pytest.mark.parametrize("through", ["ops", "pullbacks", "auto"])
+@pytest.mark.parametrize("graph", list(GRAPHS))
+def test_jacobian_vector_matches_finite_differences(graph, through):
+    """Both forms of J v, through a ``scan``, against central differences of ``s`` along
+    ``v``; the Ops' pushforward makes the tangent loop a forward loop (no scan with
+    mit-mot states), and an Op without one outside the loop makes it the pullbacks."""
+    rng = np.random.default_rng(SEED)
+    x, s, params, x_val = GRAPHS[graph](rng)
+    tangents = [p.type() for p in params]
+    (Jv,) = jacobian_vector([s], params, tangents, through)
+    own_loop = through != "pullbacks" and graph != "scan-rnn-output-without-pushforward"
+    assert (_backward_loops([Jv]) == 0) == own_loop
+    jv_fn = pytensor.function([x] + tangents, Jv)
+    s_fn = pytensor.function([x], s)
+    theta = get_theta(params)
+    v = rng.standard_normal(theta.size)
+    shapes = [p.get_value().shape for p in params]
+    pieces = np.split(v, np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1])
+    eps = 1e-6
+    set_theta(params, theta + eps * v)
+    plus = s_fn(x_val)
+    set_theta(params, theta - eps * v)
+    minus = s_fn(x_val)
+    set_theta(params, theta)
+    got = jv_fn(x_val, *[piece.reshape(sh) for piece, sh in zip(pieces, shapes)])
+    assert_close_to(got, (plus - minus) / (2 * eps))
+
+
+def test_tangent_loop_carries_the_tangent_alone():
+    """The Ops' own J v through a ``scan``: its loop carries ``ḣ`` alone and reads
+    ``h_{t-1}`` from the scan's output, where PyTensor's own ``Scan.pushforward`` carries
+    ``h`` beside ``ḣ`` and so runs the forward recurrence again (LSTM: ``h`` and ``c``)."""
+    from pytensor.gradient import pushforward
+    from pytensor.graph.traversal import apply_ancestors
+    from pytensor.scan.op import Scan
+
+    rng = np.random.default_rng(SEED)
+    for build, n_states in ((lambda: _scan_rnn(rng, pt.tanh), 1),
+                            (lambda: _lstm_graph(rng), 2)):
+        x, s, params, _ = build()
+        tangents = [p.type() for p in params]
+        forward = set(apply_ancestors([s]))
+        for Jv, carried in ((jacobian_vector([s], params, tangents, "ops")[0], n_states),
+                            (pushforward(s, params, tangents, use_op_pushforward=True),
+                             2 * n_states)):
+            loops = [node.op for node in apply_ancestors([Jv])
+                     if isinstance(node.op, Scan) and node not in forward]
+            assert [len(op.info.sit_sot_in_slices) for op in loops] == [carried]
+
+
+def test_jacobian_vector_refuses_an_unknown_form():
+    rng = np.random.default_rng(SEED)
+    x, s, params, _ = _scan_rnn(rng, pt.tanh)
+    with pytest.raises(ValueError, match="through must be"):
+        jacobian_vector([s], params, [p.type() for p in params], "forward")
 
 
 # -- structure of G ------------------------------------------------------------------
