@@ -76,3 +76,12 @@ def test_recurrences_benchmark_times_both_forms():
     pytest.importorskip("jax")
     out = _run("recurrences.py", "--T", "4", "--rows", "3", "--H", "5")
     assert "| R-forward |" in out and "| backward |" in out
+
+
+def test_pushforward_benchmark_checks_both_forms_agree():
+    pytest.importorskip("jax")
+    out = _run("pushforward.py", "--T", "3", "--rows", "8", "--models", "lstm",
+               "--backends", "jax", "--repeats", "1")
+    (row,) = [line for line in out.splitlines() if line.startswith("| lstm")]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert len(cells) == 8 and float(cells[-1]) < 1e-5, out
