@@ -287,9 +287,11 @@ def test_jacobian_vector_matches_finite_differences(graph, through):
 
 
 def test_tangent_loop_carries_the_tangent_alone():
-    """The Ops' own J v through a ``scan``: its loop carries ``ḣ`` alone and reads
-    ``h_{t-1}`` from the scan's output, where PyTensor's own ``Scan.pushforward`` carries
-    ``h`` beside ``ḣ`` and so runs the forward recurrence again (LSTM: ``h`` and ``c``)."""
+    """The Ops' own J v through a ``scan``: its loop carries ``ḣ`` alone, reading
+    ``h_{t-1}`` from the scan's output, and keeps one product a step (``ḣ_{t-1} W_rec``),
+    the others (``x_t Ẇ_in``, ``h_{t-1} Ẇ_rec``, an LSTM's gates) computed for all steps
+    before it.  PyTensor's own ``Scan.pushforward`` carries ``h`` beside ``ḣ`` (LSTM:
+    ``h``, ``c`` and their tangents) and so runs the forward recurrence again."""
     from pytensor.gradient import pushforward
     from pytensor.graph.traversal import apply_ancestors
     from pytensor.scan.op import Scan
@@ -300,12 +302,15 @@ def test_tangent_loop_carries_the_tangent_alone():
         x, s, params, _ = build()
         tangents = [p.type() for p in params]
         forward = set(apply_ancestors([s]))
-        for Jv, carried in ((jacobian_vector([s], params, tangents, "ops")[0], n_states),
-                            (pushforward(s, params, tangents, use_op_pushforward=True),
-                             2 * n_states)):
-            loops = [node.op for node in apply_ancestors([Jv])
-                     if isinstance(node.op, Scan) and node not in forward]
-            assert [len(op.info.sit_sot_in_slices) for op in loops] == [carried]
+        for Jv, carried, products in (
+                (jacobian_vector([s], params, tangents, "ops")[0], n_states, 1),
+                (pushforward(s, params, tangents, use_op_pushforward=True), 2 * n_states,
+                 None)):
+            (loop,) = [node.op for node in apply_ancestors([Jv])
+                       if isinstance(node.op, Scan) and node not in forward]
+            assert len(loop.info.sit_sot_in_slices) == carried
+            step = [type(n.op).__name__ for n in loop.fgraph.toposort()]
+            assert products is None or step.count("Dot") == products, step
 
 
 def test_jacobian_vector_refuses_an_unknown_form():

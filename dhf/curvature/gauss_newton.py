@@ -75,11 +75,11 @@ def jacobian_vector(outputs, params: list, tangents: list, through: str = "auto"
 
     Measured, the Gv product against the gradient of the same graph (T = 50, 256 rows,
     float32, one thread, ``OMP_NUM_THREADS=1 python scripts/bench/pushforward.py``),
-    ``"ops"`` against ``"pullbacks"``: the tanh RNN's generic graph 1.25 against 1.62 ×
-    (JAX), 1.36 against 1.64 × (Numba); the LSTM 1.21 against 1.48 × (JAX), 1.41 against
-    1.45 × (Numba); a 2-layer tanh RNN 1.08 against 1.42 × (JAX), 1.50 against 1.70 ×
-    (Numba).  Without a ``scan`` neither form wins throughout (the MNIST autoencoder 0.89
-    against 0.96 × under JAX, 1.10 against 1.05 × under Numba), and the pullbacks stay.
+    ``"ops"`` against ``"pullbacks"``: the tanh RNN's generic graph 1.04 against 1.69 ×
+    (JAX), 1.09 against 1.56 × (Numba); the LSTM 1.12 against 1.49 × (JAX), 1.21 against
+    1.56 × (Numba); a 2-layer tanh RNN 0.96 against 1.50 × (JAX), 1.33 against 1.70 ×
+    (Numba).  Without a ``scan`` neither form wins throughout (the MNIST autoencoder 1.04
+    against 0.97 × under JAX, 1.15 against 1.13 × under Numba), and the pullbacks stay.
     """
     if through == "auto":
         scans = any(isinstance(node.op, Scan) for node in apply_ancestors(outputs))

@@ -14,7 +14,10 @@ one step (``sit_sot``: every recurrent net built with ``scan``),
 where the partial derivatives are taken at the stored :math:`(x_t, h_{t-1})`: the loop
 here carries :math:`\dot h` alone and reads :math:`h_{t-1}` from the scan's own output,
 so the forward states are computed once per update (Pearlmutter 1994; Martens &
-Sutskever 2011, §4 on the R-forward pass).  Every other node, and a scan with other kinds
+Sutskever 2011, §4 on the R-forward pass).  The terms that do not wait for
+:math:`\dot h_{t-1}` are computed for all steps before the loop, which keeps one GEMM a
+step, :math:`\dot h_{t-1}\, \partial_h f`, as the tanh RNN's explicit recurrences do
+(:mod:`dhf.curvature.tanh_recurrence`).  Every other node, and a scan with other kinds
 of state, uses its Op's own pushforward.
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import DisconnectedType, disconnected_type, pushforward
 from pytensor.graph.basic import Variable
-from pytensor.graph.replace import clone_replace
+from pytensor.graph.replace import clone_replace, vectorize_graph
 from pytensor.graph.traversal import toposort
 from pytensor.scan.op import Scan
 
@@ -81,7 +84,17 @@ def _carries_one_step(op: Scan) -> bool:
 def _scan_tangents(node, local: list) -> list:
     r"""The tangents of a one-step scan's outputs: a loop over
     :math:`\dot h_t = J_f(x_t, h_{t-1}) \cdot (\dot x_t, \dot h_{t-1}, \dot\theta)`
-    with :math:`h_{t-1}` read from the scan's own output buffers."""
+    with :math:`h_{t-1}` and the step's outputs read from the scan's own output buffers.
+
+    What of a step does not depend on :math:`\dot h_{t-1}` (the products
+    :math:`h_{t-1} \dot W_{rec}` and :math:`x_t \dot W_{in}`; everything but elementwise
+    maps, :func:`dhf.curvature.cache.split_at`) is computed for all steps at once before
+    the loop (``vectorize_graph``: one GEMM over every step's rows instead of one per
+    step), and the loop keeps the carried part, for the tanh RNN
+    :math:`(1 - h_t^2) \odot (b_t + \dot h_{t-1} W_{rec})`.
+    """
+    from dhf.curvature.cache import split_at
+
     op = node.op
     n_seqs, n_states = op.info.n_seqs, len(op.info.sit_sot_in_slices)
     n_nit = op.info.n_nit_sot
@@ -92,10 +105,6 @@ def _scan_tangents(node, local: list) -> list:
     d_seqs = local[1:1 + n_seqs]
     d_buffers = local[1 + n_seqs:1 + n_seqs + n_states]
     d_non_seqs = local[1 + n_seqs + n_states + n_nit:]
-    # The output buffers hold the initial state at row 0 and step t's state at row t + 1
-    # (before PyTensor's memory rewrites, which run later, at compile time); the per-step
-    # outputs follow them.
-    states = node.outputs[:n_states]
     inner_in = op.inner_inputs
     inner_seqs = op.inner_seqs(inner_in)
     inner_states = op.inner_sitsot(inner_in)
@@ -107,38 +116,60 @@ def _scan_tangents(node, local: list) -> list:
     fixed = [i for i, t in enumerate(d_non_seqs) if t is not None]
     d_inits = [pt.zeros_like(s[0]) if d is None else _like(s, d)[0]
                for s, d in zip(state_buffers, d_buffers)]
+    # The output buffers hold the initial state at row 0 and step t's state at row t + 1
+    # (before PyTensor's memory rewrites, which run later, at compile time); the per-step
+    # outputs follow them.
+    states = node.outputs[:n_states]
+    per_step = (list(seqs) + [d_seqs[i] for i in moving] + [s[:n_steps] for s in states]
+                + [s[1:n_steps + 1] for s in states] + list(node.outputs[n_states:]))
+    constants = list(non_seqs) + [d_non_seqs[i] for i in fixed]
+
+    # One step on placeholders: the per-step values, the carried tangents, the constants.
+    step_vars = [v[0].type() for v in per_step]
+    dh = [d.type() for d in d_inits]
+    consts = [c.type() for c in constants]
+    it = iter(step_vars)
+    x = [next(it) for _ in seqs]
+    dx = [next(it) for _ in moving]
+    h = [next(it) for _ in states]
+    stored = list(it)
+    c, dc = consts[:len(non_seqs)], consts[len(non_seqs):]
+    outs = clone_replace(inner_out, dict(zip(inner_seqs + inner_states + inner_non_seqs,
+                                             x + h + c)))
+    wrt = [x[i] for i in moving] + h + [c[i] for i in fixed]
+    given = dx + dh + dc
+    try:
+        d_outs = pushforward(outs, wrt, given, use_op_pushforward=True,
+                             disconnected_outputs="ignore")
+    except NotImplementedError:
+        d_outs = pushforward(outs, wrt, given, disconnected_outputs="ignore")
+    # An Op's pushforward may read its own output (tanh: (1 - y²) ẋ); the step's outputs
+    # are stored, so they are read, not recomputed.
+    d_outs = clone_replace([_like(o, d) for o, d in zip(outs, d_outs)],
+                           dict(zip(outs, stored)))
+
+    # What does not wait for the previous step's tangent, for every step at once.
+    ahead, ahead_vars, d_outs = split_at(d_outs, dh)
+    batched = vectorize_graph(ahead, {**dict(zip(step_vars, per_step)),
+                                      **dict(zip(consts, constants))})
+    batched = batched if isinstance(batched, list) else [batched]
+    over_steps = [a.type.ndim > v.type.ndim for a, v in zip(batched, ahead_vars)]
+    ahead_seqs = [a for a, o in zip(batched, over_steps) if o]
+    ahead_consts = [a for a, o in zip(batched, over_steps) if not o]
+    ahead_step = [v for v, o in zip(ahead_vars, over_steps) if o]
+    ahead_fixed = [v for v, o in zip(ahead_vars, over_steps) if not o]
 
     def step(*args):
-        it = iter(args)
-        x = [next(it) for _ in seqs]
-        dx = [next(it) for _ in moving]
-        h = [next(it) for _ in states]
-        stored = [next(it) for _ in inner_out]
-        dh = [next(it) for _ in states]
-        c = [next(it) for _ in non_seqs]
-        dc = [next(it) for _ in fixed]
-        outs = clone_replace(inner_out, dict(zip(inner_seqs + inner_states + inner_non_seqs,
-                                                 x + h + c)))
-        wrt = [x[i] for i in moving] + h + [c[i] for i in fixed]
-        given = dx + dh + dc
-        try:
-            d_outs = pushforward(outs, wrt, given, use_op_pushforward=True,
-                                 disconnected_outputs="ignore")
-        except NotImplementedError:
-            d_outs = pushforward(outs, wrt, given, disconnected_outputs="ignore")
-        # An Op's pushforward may read its own output (tanh: (1 - y²) ẋ); the step's
-        # outputs are stored, so they are read, not recomputed.
-        return clone_replace([_like(o, d) for o, d in zip(outs, d_outs)],
-                             dict(zip(outs, stored)))
+        n = len(per_step) + len(ahead_seqs)
+        values = dict(zip(step_vars + ahead_step, args[:n]))
+        values.update(zip(dh, args[n:n + n_states]))
+        values.update(zip(consts + ahead_fixed, args[n + n_states:]))
+        return clone_replace(d_outs, values)
 
     d_out = pytensor.scan(
-        step,
-        sequences=(list(seqs) + [d_seqs[i] for i in moving]
-                   + [s[:n_steps] for s in states]
-                   + [s[1:n_steps + 1] for s in states] + list(node.outputs[n_states:])),
-        outputs_info=d_inits + [None] * n_nit,
-        non_sequences=list(non_seqs) + [d_non_seqs[i] for i in fixed],
-        n_steps=n_steps, strict=True, return_updates=False)
+        step, sequences=per_step + ahead_seqs, outputs_info=d_inits + [None] * n_nit,
+        non_sequences=constants + ahead_consts, n_steps=n_steps, strict=True,
+        return_updates=False)
     d_out = d_out if isinstance(d_out, list) else [d_out]
     d_states = [pt.concatenate([d0[None], d], axis=0)
                 for d0, d in zip(d_inits, d_out[:n_states])]
