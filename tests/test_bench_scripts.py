@@ -80,8 +80,8 @@ def test_recurrences_benchmark_times_both_forms():
 
 def test_pushforward_benchmark_checks_both_forms_agree():
     pytest.importorskip("jax")
-    out = _run("pushforward.py", "--T", "3", "--rows", "8", "--models", "lstm",
+    out = _run("pushforward.py", "--T", "3", "--rows", "8", "--models", "tanh_rnn_generic",
                "--backends", "jax", "--repeats", "1")
-    (row,) = [line for line in out.splitlines() if line.startswith("| lstm")]
+    (row,) = [line for line in out.splitlines() if line.startswith("| tanh_rnn_generic")]
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert len(cells) == 8 and float(cells[-1]) < 1e-5, out
