@@ -32,6 +32,8 @@ from pytensor.graph.replace import clone_replace, vectorize_graph
 from pytensor.graph.traversal import toposort
 from pytensor.scan.op import Scan
 
+from dhf.curvature.cache import split_at
+
 
 def pushforward_reusing_states(outputs: Sequence[Variable], wrt: Sequence[Variable],
                                tangents: Sequence[Variable]) -> list[Variable]:
@@ -39,7 +41,7 @@ def pushforward_reusing_states(outputs: Sequence[Variable], wrt: Sequence[Variab
     ``NotImplementedError`` where an Op on the way has no pushforward."""
     tangent_of: dict[Variable, Variable | None] = dict(zip(wrt, tangents))
     for node in toposort(outputs, blockers=wrt):
-        local = [_tangent_of(x, tangent_of) for x in node.inputs]
+        local = [tangent_of.get(x) for x in node.inputs]  # None: no tangent (data...)
         if all(t is None for t in local):
             results = [None] * len(node.outputs)
         elif isinstance(node.op, Scan) and _carries_one_step(node.op):
@@ -52,10 +54,6 @@ def pushforward_reusing_states(outputs: Sequence[Variable], wrt: Sequence[Variab
         tangent_of.update(zip(node.outputs, results))
     return [pt.zeros_like(y) if tangent_of.get(y) is None else _like(y, tangent_of[y])
             for y in outputs]
-
-
-def _tangent_of(x: Variable, tangent_of: dict) -> Variable | None:
-    return tangent_of.get(x)  # None: a constant, data, or a variable not in wrt
 
 
 def _zero_tangent(x: Variable) -> Variable:
@@ -93,8 +91,6 @@ def _scan_tangents(node, local: list) -> list:
     step), and the loop keeps the carried part, for the tanh RNN
     :math:`(1 - h_t^2) \odot (b_t + \dot h_{t-1} W_{rec})`.
     """
-    from dhf.curvature.cache import split_at
-
     op = node.op
     n_seqs, n_states = op.info.n_seqs, len(op.info.sit_sot_in_slices)
     n_nit = op.info.n_nit_sot
