@@ -210,12 +210,13 @@ def _dry_run(config: dict, comm: Communicator) -> int:
         full = opt["name"] == "hf" and opt["gradient_batch"] == 0
         whole = backend_of(config["run"]) == "jax"
         cap = chunk_rows_of(config["run"], spec)
+        gpu = config["run"]["device"] == "gpu"
         for key in batches:
             rows = (n_train if full and key in ("gradient_batch", "backtrack_batch")
                     else 0 if full and key == "linesearch_batch" else opt[key])
-            split = rows_per_rank(rows, comm.size, cap, whole=whole)
-            print(f"# {key} per rank ({comm.size} ranks, chunks of "
-                  f"{chunk_size(rows, cap, whole=whole)} rows): {split}")
+            split = rows_per_rank(rows, comm.size, cap, whole=whole, gpu=gpu)
+            size = chunk_size(rows, cap, whole=whole, ranks=comm.size if gpu else 0)
+            print(f"# {key} per rank ({comm.size} ranks, chunks of {size} rows): {split}")
         sys.stdout.flush()
     return 0
 

@@ -38,6 +38,22 @@ def use_device(device: str, backend: str) -> str:
     return str(gpu)
 
 
+def jax_on_cpu() -> None:
+    """Under ``run.device = "cpu"``, JAX computes on the CPU even where it sees a GPU,
+    and never starts its GPU client: by default that client reserves 75 % of the GPU's
+    memory in every process that starts it, so 16 CPU ranks on a GPU node would fight
+    over one card they do not use.  Once JAX's clients have started, only the default
+    device can still change."""
+    import jax
+    from jax._src import xla_bridge
+
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    if started is not None and not started():
+        jax.config.update("jax_platforms", "cpu")
+    else:
+        jax.config.update("jax_default_device", jax.devices("cpu")[0])
+
+
 def one_xla_thread() -> bool:
     """Start JAX's CPU client with one compute thread, as BLAS runs (dhf-train's one
     thread per process, :mod:`dhf.launcher`); returns whether it did.

@@ -29,7 +29,7 @@ from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
 from dhf.dataset import StackedSource
-from dhf.device import one_xla_thread, use_device
+from dhf.device import jax_on_cpu, one_xla_thread, use_device
 from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
@@ -37,7 +37,7 @@ from dhf.optimizer import Optimizer, StopRequested
 from dhf.rundir import Best, RunDir
 from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
 from dhf.sources import load_data
-from dhf.worker import CPU_CHUNK_ROWS, Worker
+from dhf.worker import CPU_CHUNK_ROWS, GPU_CHUNK_ROWS, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,8 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
         before any compiling)."""
         worker = Worker(spec, StackedSource(sources), mode=MODES[backend],
                         gv_mode=MODES[gv_backend],
-                        chunk_rows=chunk_rows_of(config["run"], spec))
+                        chunk_rows=chunk_rows_of(config["run"], spec),
+                        gpu_ranks=comm.size if config["run"]["device"] == "gpu" else 0)
         return worker, make_optimizer(config, worker, comm, n_train, should_stop)
 
     worker, optimizer = build(backend, gv_backend)
@@ -434,13 +435,14 @@ def stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | No
 
 
 def chunk_rows_of(run_cfg: dict, spec: ModelSpec | None = None) -> int:
-    """Rows per compiled call: ``run.chunk_rows``, or 1024 on a GPU, and on a CPU
-    :data:`dhf.worker.CPU_CHUNK_ROWS` for ``spec``'s kind: sequences (data of three
-    axes, rows × steps × features) or feed-forward (rows × features)."""
+    """Rows per compiled call, at most: ``run.chunk_rows``, or on a GPU
+    :data:`dhf.worker.GPU_CHUNK_ROWS`, and on a CPU :data:`dhf.worker.CPU_CHUNK_ROWS`
+    for ``spec``'s kind: sequences (data of three axes, rows × steps × features) or
+    feed-forward (rows × features)."""
     if run_cfg["chunk_rows"]:
         return run_cfg["chunk_rows"]
     if run_cfg["device"] == "gpu":
-        return 1024
+        return GPU_CHUNK_ROWS
     sequences = spec is None or any(v.ndim >= 3 for v in spec.data_vars)
     return CPU_CHUNK_ROWS["sequences" if sequences else "feedforward"]
 
@@ -483,6 +485,7 @@ def modes(run_cfg: dict, spec: ModelSpec) -> tuple[str, str]:
         import pytensor
 
         if run_cfg["device"] == "cpu":
+            jax_on_cpu()
             one_xla_thread()
         # XLA's compiled code kept beside PyTensor's, so that a later run loads it: all
         # of it (by default JAX keeps only what took a second or more to compile, and a

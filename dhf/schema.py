@@ -160,7 +160,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              "takes one of its node's GPUs)",
                       choices=("cpu", "gpu")),
         "chunk_rows": Key(0, "rows per compiled call, at most (0: on a CPU 64 for "
-                             "sequences, 512 for feed-forward nets; 1024 on a GPU)",
+                             "sequences, 512 for feed-forward nets; on a GPU 16384, "
+                             "a batch in as few chunks as its ranks can share)",
                              range=(0, None)),
         "dtype": Key("float64", "model arithmetic: float64 or float32 (CG is float64)",
                                 choices=("float64", "float32")),

@@ -44,21 +44,39 @@ MIN_CHUNK_ROWS = 16
 #: returns all P of its gradient or Gv (2.8 M values for the MNIST autoencoder) and
 #: whose weight gradients are GEMMs as deep as a chunk's rows (``docs/benchmarks.md``).
 CPU_CHUNK_ROWS = {"sequences": 64, "feedforward": 512}
+#: Rows per chunk, at most, on a GPU (``run.chunk_rows = 0``).  A GPU computes a chunk of
+#: a few thousand rows in about the time of one of a few hundred, and every chunk costs
+#: a round trip to the host (its P sums split exactly there, :mod:`dhf.reduction`): on
+#: one H200, the tanh RNN's Gv over 10 000 sequences took 59.1 ms in 16 chunks and 7.0
+#: in one; the MNIST autoencoder's over 7 500 cases 237.5 and 13.3 ms
+#: (``docs/benchmarks.md``, "GPU").  So on a GPU each batch is cut into as few chunks as
+#: its ranks can share (:func:`chunk_size`'s ``ranks``), of at most this many rows.
+GPU_CHUNK_ROWS = 16384
 
 
-def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False) -> int:
+def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False,
+               ranks: int = 0) -> int:
     """Rows per chunk of an ``n_rows`` batch (:meth:`Worker.plan`): ``chunk_rows`` at
     most, and fewer for a small batch so that it has :data:`MIN_CHUNKS` chunks, but not
     fewer than a quarter of ``chunk_rows`` (nor :data:`MIN_CHUNK_ROWS`): below that a
     call costs more than its rows, and a batch that small is not one for 16 ranks.
+
+    ``ranks`` (a GPU run's rank count; 0 on CPUs) cuts the batch instead into as few
+    chunks as ``ranks`` can share, one each where ``chunk_rows`` allows: a GPU's call
+    costs about the same for any rows up to thousands (:data:`GPU_CHUNK_ROWS`).  The
+    chunks then depend on the number of ranks unless ``chunk_rows`` is at most
+    ``n_rows / ranks``.
 
     ``whole`` prefers, among the sizes from half that least one (or
     :data:`MIN_CHUNK_ROWS`) up, the largest that divides the batch, so that all its
     chunks have one shape (the JAX backend compiles once per shape): 10 000 and 1 000
     rows both go in chunks of 50, the autoencoder's 375 in chunks of 125.
     """
-    least = min(chunk_rows, max(MIN_CHUNK_ROWS, chunk_rows // 4))
-    size = min(chunk_rows, max(least, -(-n_rows // MIN_CHUNKS)))
+    if ranks:
+        size = least = min(chunk_rows, -(-n_rows // ranks))
+    else:
+        least = min(chunk_rows, max(MIN_CHUNK_ROWS, chunk_rows // 4))
+        size = min(chunk_rows, max(least, -(-n_rows // MIN_CHUNKS)))
     if whole:
         lowest = max(MIN_CHUNK_ROWS, least // 2)
         size = next((c for c in range(size, lowest - 1, -1) if n_rows % c == 0), size)
@@ -66,10 +84,10 @@ def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False) -> int
 
 
 def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,
-                  whole: bool = False) -> list[int]:
+                  whole: bool = False, gpu: bool = False) -> list[int]:
     """How many of a batch's rows each of ``size`` ranks computes (whole chunks; with
     rows sorted by length the short last chunk may fall to another rank)."""
-    c = chunk_size(n_rows, chunk_rows, whole=whole)
+    c = chunk_size(n_rows, chunk_rows, whole=whole, ranks=size if gpu else 0)
     chunks = [min(c, n_rows - lo) for lo in range(0, n_rows, c)]
     return [sum(chunks[slice(*shard_bounds(len(chunks), r, size))]) for r in range(size)]
 
@@ -109,11 +127,13 @@ class Worker:
     explicit_gv : use the model's explicit Gv recurrences (``spec.gauss_newton``) when it
         has them; False forces the generic pushforward/pullback graph.
     chunk_rows : rows per compiled call; sums over a batch are accumulated chunk by chunk.
+    gpu_ranks : on a GPU, the number of ranks, among which each batch is cut into as few
+        chunks as they can share (:func:`chunk_size`); 0 on CPUs.
     """
 
     def __init__(self, spec: ModelSpec, data, *, mode=None, gv_mode=None,
                  cache_forward: bool = True, explicit_gv: bool = True,
-                 chunk_rows: int = 64):
+                 chunk_rows: int = 64, gpu_ranks: int = 0):
         self.spec = spec
         self.source = data if hasattr(data, "read") else ArraySource(data)
         self.layout = ParamLayout(spec.param_names,
@@ -123,6 +143,7 @@ class Worker:
         self.gv_mode = mode if gv_mode is None else gv_mode
         self.cache_forward = cache_forward
         self.chunk_rows = int(chunk_rows)
+        self.gpu_ranks = int(gpu_ranks)
         self.jax = _is_jax(mode)
         #: Every function under JAX: the curvature batch's data, its forward states, θ
         #: and v stay where JAX computes (a GPU); only each chunk's Gv comes to the host.
@@ -286,14 +307,15 @@ class Worker:
             yield data
 
     def plan(self, rows) -> Chunks:
-        """``rows`` cut into the batch's **global chunks**: the same chunks, in the same
-        order, whatever the number of ranks, so that each chunk's sum has the same bits
-        wherever it is computed (:mod:`dhf.reduction`).
+        """``rows`` cut into the batch's **global chunks**: on CPUs the same chunks, in the
+        same order, whatever the number of ranks, so that each chunk's sum has the same
+        bits wherever it is computed (:mod:`dhf.reduction`).
 
         Chunks hold at most ``chunk_rows`` rows, and fewer for small batches, so that a
         batch has at least ``MIN_CHUNKS`` of them to deal to ranks (but not fewer than
-        ``MIN_CHUNK_ROWS``, below which a compiled call costs more than its rows); under
-        JAX, of a size that divides the batch where one does (:func:`chunk_size`).  When
+        ``MIN_CHUNK_ROWS``, below which a compiled call costs more than its rows); on a
+        GPU, as few as ``gpu_ranks`` can share; under JAX, of a size that divides the
+        batch where one does (:func:`chunk_size`).  When
         padding is trimmed and the row lengths are known, the rows go shortest first, so
         that each chunk holds rows of about one length; rows generated when read (fresh
         data) keep their order (their lengths are known only once generated), and each
@@ -304,7 +326,8 @@ class Worker:
         rows = np.asarray(rows, dtype=np.int64)
         if self.lengths is not None:
             rows = rows[np.argsort(self.lengths[rows], kind="stable")]
-        size = chunk_size(len(rows), self.chunk_rows, whole=self.jax)
+        size = chunk_size(len(rows), self.chunk_rows, whole=self.jax,
+                          ranks=self.gpu_ranks)
         chunks = Chunks(rows[lo:lo + size] for lo in range(0, len(rows), size))
         if self.jax and len(chunks) > 1 and len(chunks[-1]) == 1:
             # a static dimension of 1 is a broadcastable one to PyTensor, which a scan's

@@ -184,7 +184,11 @@ def test_dry_run_prints_config_and_split(capsys):
         capsys.readouterr().out)
     from dhf.run import chunk_rows_of
     assert [chunk_rows_of({"chunk_rows": 0, "device": d}) for d in ("cpu", "gpu")] == [
-        64, 1024]
+        64, 16384]
+    # on a GPU, as few chunks as the ranks can share (one: no GPU is needed to plan)
+    assert main(["--dry-run", "--set", "run.device='gpu'"]) == 0
+    assert "# gradient_batch per rank (1 ranks, chunks of 10000 rows): [10000]" in (
+        capsys.readouterr().out)
 
 
 def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys):

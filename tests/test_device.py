@@ -61,3 +61,23 @@ def test_xla_computes_on_one_thread_and_nothing_stays_pinned():
 def test_a_thread_count_the_user_set_leaves_xla_alone():
     narrowed, _, restored = run_child(OMP_NUM_THREADS="2")
     assert not narrowed and restored
+
+
+def test_a_cpu_run_never_starts_jaxs_gpu_client():
+    """``run.device = "cpu"`` under JAX: the CPU alone is JAX's platform, set before
+    any client starts (on a GPU node each CPU rank would otherwise start the GPU
+    client, which reserves 75 % of the card's memory, and compute there by default)."""
+    child = textwrap.dedent("""
+        import jax
+        from jax._src import xla_bridge
+        from dhf.run import modes
+        from dhf.nets import rnn
+        cfg = {"backend": "jax", "gv_backend": "auto", "device": "cpu"}
+        modes(cfg, rnn(1, 4, 1, seed=0))
+        print(jax.config.jax_platforms, xla_bridge.backends_are_initialized(),
+              jax.default_backend(), sorted(xla_bridge.backends()))
+    """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["cpu", "True", "cpu", "['cpu']"]

@@ -346,6 +346,34 @@ def test_whole_chunks_divide_the_batch_where_a_size_can():
         assert c == (max(dividing) if dividing else chunk_size(n))
 
 
+def test_on_a_gpu_a_batch_goes_in_as_few_chunks_as_its_ranks_can_share():
+    """One chunk per rank where the cap allows (each chunk costs a round trip to the
+    host: on an H200 the tanh RNN's Gv over 10 000 sequences took 59 ms in 16 chunks,
+    7 ms in one); of one size under JAX; never more rows than the cap."""
+    from dhf.worker import GPU_CHUNK_ROWS, chunk_size, rows_per_rank
+
+    assert chunk_size(10_000, GPU_CHUNK_ROWS, whole=True, ranks=1) == 10_000
+    assert chunk_size(7_500, GPU_CHUNK_ROWS, whole=True, ranks=2) == 3_750
+    assert chunk_size(1_000, GPU_CHUNK_ROWS, whole=True, ranks=3) == 250  # 334 divides not
+    assert chunk_size(40_000, GPU_CHUNK_ROWS, whole=True, ranks=1) == 10_000  # the cap
+    assert chunk_size(5_000, 1024, whole=True, ranks=1) == 1_000  # run.chunk_rows
+    assert rows_per_rank(5_000, 4, GPU_CHUNK_ROWS, whole=True, gpu=True) == [1250] * 4
+    assert chunk_size(5_000, 64, whole=True) == 50  # CPUs: as before
+
+
+def test_a_gpu_workers_plan_shares_each_batch_among_its_ranks():
+    from dhf import nets
+
+    spec = nets.feedforward([3, 4, 2], loss="squared_error", dtype="float32")
+    rng = np.random.default_rng(0)
+    data = [rng.normal(size=(900, 3)), rng.normal(size=(900, 2))]
+    worker = Worker(spec, data, mode="JAX", chunk_rows=16384, gpu_ranks=2)
+    chunks = worker.plan(np.arange(900))
+    assert [len(c) for c in chunks] == [450, 450]
+    assert [len(c) for c in worker.shard(np.arange(900), 1, 2)] == [450]
+    np.testing.assert_array_equal(np.concatenate(chunks), np.arange(900))
+
+
 def test_a_small_batch_is_cut_no_finer_than_a_quarter_of_chunk_rows():
     """16 chunks for a batch that has the rows, but a chunk no smaller than a quarter
     of ``chunk_rows``: the MNIST autoencoder's 375-row curvature batch went in 24-row
@@ -368,7 +396,7 @@ def test_the_default_chunk_cap_follows_the_model_kind():
     ff = nets.feedforward([4, 8, 2])
     cpu, gpu = {"chunk_rows": 0, "device": "cpu"}, {"chunk_rows": 0, "device": "gpu"}
     assert chunk_rows_of(cpu, rnn) == 64 and chunk_rows_of(cpu, ff) == 512
-    assert chunk_rows_of(gpu, ff) == chunk_rows_of(gpu, rnn) == 1024
+    assert chunk_rows_of(gpu, ff) == chunk_rows_of(gpu, rnn) == 16384
     assert chunk_rows_of({"chunk_rows": 20, "device": "cpu"}, ff) == 20
 
 

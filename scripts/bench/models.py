@@ -38,16 +38,20 @@ MODELS = ("tanh_rnn", "tanh_rnn_generic", "lstm", "rnn_2layer", "autoencoder")
 AE_SIZES = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 
 
-def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: int = 0):
+def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: int = 0,
+          device: str = "cpu"):
     """``(spec, worker, gemm_shape, macs_per_row)`` for ``model`` on ``3 * rows`` rows,
-    in chunks of ``chunk_rows`` (0: dhf-train's default for the model on a CPU)."""
+    in chunks of ``chunk_rows`` (0: dhf-train's default for the model on a CPU); on a
+    ``device`` other than the CPU, JAX's default device is the caller's to choose."""
     from dhf import nets
     from dhf.run import chunk_rows_of
     from dhf.worker import Worker
 
     if "JAX" in MODES[backend]:
-        from dhf.device import one_xla_thread
-        one_xla_thread()  # one XLA thread, as dhf-train's ranks and numpy here
+        from dhf.device import jax_on_cpu, one_xla_thread
+        if device == "cpu":
+            jax_on_cpu()  # as dhf-train's ranks: no GPU client on a GPU node
+            one_xla_thread()  # one XLA thread, as dhf-train's ranks and numpy here
     rng = np.random.default_rng(0)
     options = {"explicit_gv": False} if model == "tanh_rnn_generic" else {}
     if model == "autoencoder":
@@ -76,7 +80,7 @@ def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: i
     chunk_rows = chunk_rows_of({"chunk_rows": chunk_rows, "device": "cpu"}, spec)
     explicit = spec.gauss_newton is not None and options.get("explicit_gv", True)
     worker = Worker(spec, data, mode=mode, gv_mode=gv_mode if explicit else None,
-                    chunk_rows=chunk_rows, **options)
+                    chunk_rows=chunk_rows, gpu_ranks=int(device == "gpu"), **options)
     return spec, worker, gemm, macs
 
 
@@ -101,7 +105,7 @@ def per_call(model, T, rows, dtype, backend, chunk_rows=0, built=None) -> dict:
          "grad": best_of(lambda: worker.grad_sum(theta, batch), repeats=3)}
     worker.prepare_curvature(theta, batch)
     t["Gv"] = best_of(lambda: worker.gv_sum(v, 0.0), repeats=3)
-    chunk = chunk_size(rows, worker.chunk_rows, whole=worker.jax)
+    chunk = chunk_size(rows, worker.chunk_rows, whole=worker.jax, ranks=worker.gpu_ranks)
     t["gemm_flops"] = gemm_rate(gemm, chunk, dtype)
     t["chunk"] = chunk
     t["gv_flops"] = 8.0 * macs * rows / t["Gv"]
