@@ -157,7 +157,7 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
     data_fingerprint = "" if fresh else dataset.fingerprint(sources)
     if resume:
         rundir.check_same_data(data_fingerprint)
-    backend, gv_backend = modes(config["run"], spec)
+    backend, gv_backend = modes(config["run"])
     batches = batch_rows(config, train_rows.n_rows,
                          valid_rows.n_rows if valid_rows is not None else 0)
     n_train = train_rows.n_rows
@@ -454,24 +454,24 @@ def backend_of(run_cfg: dict) -> str:
     return "jax" if importlib.util.find_spec("jax") is not None else "numba"
 
 
-def modes(run_cfg: dict, spec: ModelSpec) -> tuple[str, str]:
-    """``(backend, gv_backend)`` that ``run.backend`` and ``run.gv_backend`` resolve to
-    for ``spec``, checked (their packages installed), with ``run.device`` made the
-    backend's default device.
+def modes(run_cfg: dict) -> tuple[str, str]:
+    """``(backend, gv_backend)`` that ``run.backend`` and ``run.gv_backend`` resolve to,
+    checked (their packages installed), with ``run.device`` made the backend's default
+    device.
 
-    ``auto`` picks per graph, from ``docs/benchmarks.md``'s start-up and models tables:
-    JAX (XLA compiles a model in seconds where Numba takes a minute or two, and its
-    gradients are faster), and for the Gv product of a model with explicit recurrences
-    on a CPU, Numba (its fused kernels run the tanh RNN's loops 1.2-1.55 x faster than
-    XLA's, ``scripts/bench/recurrences.py``);
-    Numba throughout where JAX is not installed.
+    ``auto`` is JAX where it is installed, for every function: XLA compiles the default
+    job in ~8 s from empty caches where Numba takes 90-110 s, and its gradients are the
+    faster.  ``run.gv_backend = "numba"`` keeps the tanh RNN's fused Numba Gv kernels
+    under JAX's other functions, for long runs on a CPU where they win: on an Intel VM
+    the default job's updates took ~15 % less with them, on an AMD EPYC VM ~9 % less Gv
+    time, for 35-90 s more compiling at a first run (``docs/benchmarks.md``,
+    "Start-up").  Numba throughout where JAX is not installed.
     """
     has_jax = importlib.util.find_spec("jax") is not None
     backend = backend_of(run_cfg)
     gv_backend = run_cfg["gv_backend"]
     if gv_backend == "auto":
-        explicit = spec.gauss_newton is not None and run_cfg["device"] == "cpu"
-        gv_backend = "numba" if run_cfg["backend"] == "auto" and explicit else backend
+        gv_backend = backend
     where = use_device(run_cfg["device"], backend)
     if run_cfg["device"] != "cpu" and gv_backend != backend:
         raise ConfigError(f"run.device = {run_cfg['device']!r} computes Gv on the device: "

@@ -84,37 +84,34 @@ def test_a_gpu_request_without_a_gpu_is_one_line(tmp_path, capsys, backend, mess
     assert not out.exists()
 
 
-@pytest.mark.parametrize("cell, backend, gv_backend, want", [
-    ("tanh", "auto", "auto", ("jax", "numba")),  # the explicit Gv's Numba kernels
-    ("lstm", "auto", "auto", ("jax", "jax")),  # the generic Gv graph
-    ("tanh", "numba", "auto", ("numba", "numba")),
-    ("tanh", "jax", "auto", ("jax", "jax")),
-    ("lstm", "auto", "c", ("jax", "c")),
+@pytest.mark.parametrize("backend, gv_backend, want", [
+    ("auto", "auto", ("jax", "jax")),  # seconds of compiling, not minutes
+    ("auto", "numba", ("jax", "numba")),  # the explicit Gv's Numba kernels, on request
+    ("numba", "auto", ("numba", "numba")),
+    ("jax", "auto", ("jax", "jax")),
+    ("auto", "c", ("jax", "c")),
 ])
-def test_backends_are_chosen_per_graph(cell, backend, gv_backend, want):
+def test_the_backends_that_run_settings_resolve_to(backend, gv_backend, want):
     pytest.importorskip("jax")
-    from dhf import config as config_mod, tasks
+    from dhf import config as config_mod
     from dhf.run import modes
 
     config = config_mod.load(None, TINY_ITEMS + [
-        f"model.cell='{cell}'", f"run.backend='{backend}'",
-        f"run.gv_backend='{gv_backend}'"])
-    spec = tasks.get("memorization").build_model(config)
-    assert modes(config["run"], spec) == want
+        f"run.backend='{backend}'", f"run.gv_backend='{gv_backend}'"])
+    assert modes(config["run"]) == want
 
 
 def test_without_jax_auto_is_numba_and_jax_is_one_line(monkeypatch, tmp_path, capsys):
     import importlib.util
 
-    from dhf import config as config_mod, tasks
+    from dhf import config as config_mod
     from dhf.run import modes
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "jax" else find_spec(name, *a))
     config = config_mod.load(None, TINY_ITEMS)
-    assert modes(config["run"], tasks.get("memorization").build_model(config)) == (
-        "numba", "numba")
+    assert modes(config["run"]) == ("numba", "numba")
     out = tmp_path / "run"
     assert main(tiny_args("run.gv_backend='jax'") + ["--out", str(out)]) == 2
     lines = capsys.readouterr().out.strip().splitlines()
@@ -297,31 +294,31 @@ def test_fresh_data_trajectory_is_the_same_at_1_2_and_4_ranks_and_across_resume(
 @pytest.mark.parametrize("job", ["default", "masked", "lstm"])
 def test_the_jax_backend_follows_the_numba_trajectory_at_1_and_2_ranks(tmp_path, job):
     """run.backend = 'jax' (compiled per chunk shape, padding not trimmed, the tanh RNN's
-    explicit recurrences as jax.lax.scan loops) and 'auto' (JAX, with Numba's kernels
-    for the explicit Gv) take the Numba backend's path: float64, the first 3 updates to
-    1e-6; and the 2-rank JAX run of the masked job is its 1-rank run bit for bit, as
-    every backend's is."""
+    explicit recurrences as jax.lax.scan loops) and JAX with Numba's kernels for the
+    explicit Gv (run.gv_backend = 'numba') take the Numba backend's path: float64, the
+    first 3 updates to 1e-6; and the 2-rank JAX run of the masked job is its 1-rank run
+    bit for bit, as every backend's is."""
     pytest.importorskip("jax")
     args = ANY_RANKS[job] + ["--set", "optimizer.max_updates=3",
                              "--set", "run.dtype='float64'"]
     runs = {}
     # the 2-rank run where chunks are dealt by length (the masked job), to keep it short
-    # (the LSTM has no explicit Gv: auto is jax, test_backends_are_chosen_per_graph)
-    jobs = [("numba", 1, "numba"), ("jax1", 1, "jax")] + (
-        [("auto", 1, "auto")] if job != "lstm" else []) + (
-        [("jax2", 2, "jax")] if job == "masked" else [])
-    for name, n, backend in jobs:
+    # (the LSTM has no explicit Gv kernels to mix in)
+    jobs = [("numba", 1, "run.backend='numba'"), ("jax1", 1, "run.backend='jax'")] + (
+        [("mixed", 1, "run.gv_backend='numba'")] if job != "lstm" else []) + (
+        [("jax2", 2, "run.backend='jax'")] if job == "masked" else [])
+    for name, n, setting in jobs:
         out = tmp_path / name
-        done = run_mpi(n, args + ["--set", f"run.backend='{backend}'", "--out", str(out)])
+        done = run_mpi(n, args + ["--set", setting, "--out", str(out)])
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Warning" not in done.stdout + done.stderr
         start = next(line for line in done.stdout.splitlines() if "compiled in" in line)
         assert start.endswith({"numba": "(numba)", "jax1": "(jax)", "jax2": "(jax)",
-                               "auto": "(jax; Gv: numba)"
+                               "mixed": "(jax; Gv: numba)"
                                }[name]), start
         runs[name] = same_run(metrics(out))
     assert runs.get("jax2", runs["jax1"]) == runs["jax1"]
-    for name in [name for name in ("jax1", "auto") if name in runs]:
+    for name in [name for name in ("jax1", "mixed") if name in runs]:
         assert [r["cg_iters"] for r in runs[name]] == [r["cg_iters"] for r in runs["numba"]]
         for key in ("loss", "valid_loss", "rho", "damping", "held_out_loss"):
             np.testing.assert_allclose([r[key] for r in runs[name]],
