@@ -11,7 +11,7 @@ in" and the update's own seconds.
 
     python scripts/bench/startup.py --ranks 1 2 --cases default memorization addition lstm
     python scripts/bench/startup.py --ranks 1 --cases memorization --backends numba c
-    python scripts/bench/startup.py --ranks 2 --cases default --backends auto jax numba
+    python scripts/bench/startup.py --ranks 2 --cases default --backends auto numba_gv
     python scripts/bench/startup.py --ranks 2 --cases lstm user_gru
 """
 from __future__ import annotations
@@ -42,10 +42,10 @@ CASES = {
 }
 
 
-#: ``--backends`` choices: run.backend ("auto", dhf's default: JAX, with Numba's kernels
-#: for the tanh RNN's explicit Gv).
+#: ``--backends`` choices: run.backend ("auto", dhf's default: JAX where installed), and
+#: "numba_gv", JAX with the tanh RNN's fused Numba Gv kernels (run.gv_backend = "numba").
 BACKENDS = {"auto": [], "numba": ["run.backend='numba'"], "c": ["run.backend='c'"],
-            "jax": ["run.backend='jax'"]}
+            "jax": ["run.backend='jax'"], "numba_gv": ["run.gv_backend='numba'"]}
 
 
 def command(case: str, backend: str, out: str) -> list[str]:
