@@ -356,8 +356,8 @@ def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict
     """Generate the compiled functions' code now (:meth:`Worker.warm_up`, for the chunk
     shapes of ``batches``, :func:`batch_rows`), so that the start line says what
     compiling cost and the first update is an update; a first run of a model compiles
-    for up to a minute, and the user is told so while it waits.  Data of the wrong
-    shape fails here, in one line.
+    for seconds (JAX) to minutes (Numba), and the user is told so while it waits.  Data
+    of the wrong shape fails here, in one line.
 
     Where a node has more ranks than cores, its first rank compiles alone while the
     others sleep, and they then load its work from the compile caches: ranks compiling
@@ -389,8 +389,9 @@ def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict
 def _warm_up(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
              batches: dict | None) -> None:
     notice = threading.Timer(COMPILE_NOTICE_SECONDS, logger.info, [
-        "compiling the model: a first run of a model on this machine takes up to a "
-        "minute; later runs load it from the compile cache in seconds"])
+        "compiling the model: a first run of a model on this machine takes seconds "
+        "under JAX, a minute or two under Numba; later runs load it from the compile "
+        "cache"])
     notice.daemon = True
     notice.start()
     try:

@@ -6,8 +6,8 @@ Models: the tanh RNN of the `hessianfree` comparison (1-100-1, T steps) through 
 explicit Gv kernels and through the generic pushforward/pullback graph, an LSTM (1-100-1),
 a 2-layer tanh RNN (1-100-100-1), and Martens (2010)'s MNIST autoencoder
 784-1000-500-250-30 mirrored (logistic).  Backends: numba, jax (compiled per chunk
-shape), c, and auto (JAX, with the Numba kernels for the tanh RNN's explicit Gv, as
-dhf-train's default), as given.
+shape), c, auto (dhf-train's default: JAX) and numba_gv (JAX, with the Numba kernels
+for the tanh RNN's explicit Gv: run.gv_backend = "numba"), as given.
 
     OMP_NUM_THREADS=1 python scripts/bench/models.py [--T 50] [--rows 1024] \\
         [--dtype float32] [--backends numba jax auto] [--ranks 1 2] [--models ...]
@@ -31,9 +31,9 @@ import numpy as np  # noqa: E402
 
 from engine import best_of, child_seconds, timed_updates  # noqa: E402  (engine.py)
 
-#: backend -> (mode, Gv's mode); "auto" as dhf-train's run.backend = "auto" on a CPU.
+#: backend -> (mode, Gv's mode); "auto" as dhf-train's run.backend = "auto".
 MODES = {"numba": ("NUMBA", None), "jax": ("JAX", None), "c": ("CVM", None),
-         "auto": ("JAX", "NUMBA")}
+         "auto": ("JAX", None), "numba_gv": ("JAX", "NUMBA")}
 MODELS = ("tanh_rnn", "tanh_rnn_generic", "lstm", "rnn_2layer", "autoencoder")
 AE_SIZES = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 
@@ -139,7 +139,7 @@ def main():
     ap.add_argument("--chunk-rows", type=int, default=0,
                     help="rows per chunk, at most (0: dhf-train's default for the model)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    installed = ["numba"] + (["jax", "auto"] if importlib.util.find_spec("jax") else [])
+    installed = ["numba"] + (["jax", "numba_gv"] if importlib.util.find_spec("jax") else [])
     ap.add_argument("--backends", nargs="+", default=installed, choices=list(MODES))
     ap.add_argument("--ranks", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable),

@@ -1,7 +1,7 @@
 """dhf's gradient and Gv product against PyTorch's on the same tanh RNN, in one run.
 
     OMP_NUM_THREADS=1 python scripts/bench/vs_torch.py [--T 50] [--rows 1024] \\
-        [--dtype float32] [--backends auto numba]
+        [--dtype float32] [--backends auto numba_gv numba]
 
 The model is ``dhf.nets.rnn(1, 100, 1)`` (the `hessianfree` comparison's tanh RNN, read
 out at the last step, logistic cross-entropy), on ``rows`` random binary sequences of
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=50)
     ap.add_argument("--rows", type=int, default=1024)
     ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--backends", nargs="+", default=["auto", "numba"])
+    ap.add_argument("--backends", nargs="+", default=["auto", "numba_gv", "numba"])
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     try:
