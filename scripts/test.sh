@@ -18,7 +18,7 @@ echo "== lint and doctests"
 timeout -k 10 300 python -m flake8 dhf tests scripts examples
 timeout -k 10 300 python -m pytest -q --doctest-modules dhf -p no:cacheprovider
 echo "== serial suite"
-timeout -k 10 2700 python -m pytest tests -q -ra -m "not slurm"
+timeout -k 10 2700 python -m pytest tests -q -ra -m "not slurm" --durations=25
 for n in 2 4; do
   echo "== MPI subset under mpiexec -n $n"
   timeout -k 10 900 mpiexec -n "$n" python -m pytest tests -q -m mpi -p no:cacheprovider
