@@ -78,7 +78,9 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
     train, valid : row-major arrays (a single array for a one-input autoencoder whose
         targets are its input).  Without ``valid`` no validation pass is made.
     config : nested dict of config sections, over the defaults; validated as the TOML
-        file is.
+        file is.  Under JAX on the CPU (``run.device = "cpu"``, the default) this
+        process's JAX is kept to the CPU from then on, unless ``JAX_PLATFORMS`` is set
+        (:func:`dhf.device.jax_on_cpu`).
     out : run directory for ``metrics.jsonl``, ``checkpoint.h5`` and ``best.h5``
         (default: a temporary directory, removed afterwards).
     resume : continue the run in ``out`` from its checkpoint.

@@ -42,13 +42,19 @@ def jax_on_cpu() -> None:
     """Under ``run.device = "cpu"``, JAX computes on the CPU even where it sees a GPU,
     and never starts its GPU client: by default that client reserves 75 % of the GPU's
     memory in every process that starts it, so 16 CPU ranks on a GPU node would fight
-    over one card they do not use.  Once JAX's clients have started, only the default
-    device can still change."""
+    over one card they do not use.
+
+    JAX's platforms are fixed once per process: where its clients have not started and
+    ``JAX_PLATFORMS`` is not set, this process's JAX is then the CPU's for good (a later
+    ``run.device = "gpu"`` in the same Python session, ``dhf.train`` in a notebook say,
+    finds no GPU: set ``JAX_PLATFORMS=cuda,cpu`` to keep both).  Otherwise only the
+    default device is set, to the CPU.
+    """
     import jax
     from jax._src import xla_bridge
 
     started = getattr(xla_bridge, "backends_are_initialized", None)
-    if started is not None and not started():
+    if started is not None and not started() and not os.environ.get("JAX_PLATFORMS"):
         jax.config.update("jax_platforms", "cpu")
     else:
         jax.config.update("jax_default_device", jax.devices("cpu")[0])

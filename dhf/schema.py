@@ -154,9 +154,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                "numba), numba, c, jax or default",
                        choices=("auto", "numba", "c", "jax", "default")),
         "gv_backend": Key("auto", "the Gv product's backend: auto (as run.backend), "
-                                  "numba (with jax: the tanh RNN's fused Gv kernels, "
-                                  "~10 % faster on a CPU, a minute more compiling), c, "
-                                  "jax or default",
+                                  "numba (with jax: for the tanh RNN its fused Gv "
+                                  "kernels, ~10 % faster on a CPU, a minute more "
+                                  "compiling), c, jax or default",
                           choices=("auto", "numba", "c", "jax", "default")),
         "device": Key("cpu", "where each rank computes: cpu, or gpu (JAX; each rank "
                              "takes one of its node's GPUs)",

@@ -62,25 +62,38 @@ def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False,
     call costs more than its rows, and a batch that small is not one for 16 ranks.
 
     ``ranks`` (a GPU run's rank count; 0 on CPUs) cuts the batch instead into as few
-    chunks as ``ranks`` can share, one each where ``chunk_rows`` allows: a GPU's call
-    costs about the same for any rows up to thousands (:data:`GPU_CHUNK_ROWS`).  The
-    chunks then depend on the number of ranks unless ``chunk_rows`` is at most
-    ``n_rows / ranks``.
+    chunks as ``ranks`` can share, one each where ``chunk_rows`` allows (and none under
+    :data:`MIN_CHUNK_ROWS` rows): a GPU's call costs about the same for any rows up to
+    thousands (:data:`GPU_CHUNK_ROWS`).  The chunks then depend on the number of ranks
+    unless ``chunk_rows`` is at most ``n_rows / ranks``.
 
     ``whole`` prefers, among the sizes from half that least one (or
     :data:`MIN_CHUNK_ROWS`) up, the largest that divides the batch, so that all its
     chunks have one shape (the JAX backend compiles once per shape): 10 000 and 1 000
-    rows both go in chunks of 50, the autoencoder's 375 in chunks of 125.
+    rows both go in chunks of 50, the autoencoder's 375 in chunks of 125; with
+    ``ranks``, only one that gives no rank another call.
     """
     if ranks:
-        size = least = min(chunk_rows, -(-n_rows // ranks))
+        size = least = min(chunk_rows, max(MIN_CHUNK_ROWS, _ceil_div(n_rows, ranks)))
+        busiest = _ceil_div(_ceil_div(n_rows, size), ranks)  # calls of the busiest rank
+
+        def fits(c: int) -> bool:  # a dividing size may not give a rank more calls
+            return _ceil_div(_ceil_div(n_rows, c), ranks) == busiest
     else:
         least = min(chunk_rows, max(MIN_CHUNK_ROWS, chunk_rows // 4))
-        size = min(chunk_rows, max(least, -(-n_rows // MIN_CHUNKS)))
+        size = min(chunk_rows, max(least, _ceil_div(n_rows, MIN_CHUNKS)))
+
+        def fits(c: int) -> bool:
+            return True
     if whole:
         lowest = max(MIN_CHUNK_ROWS, least // 2)
-        size = next((c for c in range(size, lowest - 1, -1) if n_rows % c == 0), size)
+        size = next((c for c in range(size, lowest - 1, -1)
+                     if n_rows % c == 0 and fits(c)), size)
     return size
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,
@@ -120,9 +133,9 @@ class Worker:
         read a chunk of rows at a time, never whole).
     mode : a PyTensor compilation mode (``"NUMBA"``, ``"C"``, ``"JAX"``...) or None for
         PyTensor's default.
-    gv_mode : the mode of the Gv function alone, when it differs from ``mode`` (the
-        JAX backend's gradient with the explicit recurrences' Numba kernels, which are
-        faster on a CPU; :func:`dhf.run.modes`).
+    gv_mode : the mode of the Gv function alone, when it differs from ``mode``: JAX's
+        gradient with the explicit recurrences' Numba kernels, on request
+        (``run.gv_backend = "numba"``, :func:`dhf.run.modes`), ~10 % faster on a CPU.
     cache_forward : compile Gv against cached forward states (the fast path).
     explicit_gv : use the model's explicit Gv recurrences (``spec.gauss_newton``) when it
         has them; False forces the generic pushforward/pullback graph.

@@ -1,4 +1,6 @@
 """Tests for :class:`dhf.worker.Worker`: its sums against independent references."""
+import math
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -350,14 +352,29 @@ def test_on_a_gpu_a_batch_goes_in_as_few_chunks_as_its_ranks_can_share():
     """One chunk per rank where the cap allows (each chunk costs a round trip to the
     host: on an H200 the tanh RNN's Gv over 10 000 sequences took 59 ms in 16 chunks,
     7 ms in one); of one size under JAX; never more rows than the cap."""
-    from dhf.worker import GPU_CHUNK_ROWS, chunk_size, rows_per_rank
+    from dhf.worker import GPU_CHUNK_ROWS, MIN_CHUNK_ROWS, chunk_size, rows_per_rank
 
     assert chunk_size(10_000, GPU_CHUNK_ROWS, whole=True, ranks=1) == 10_000
     assert chunk_size(7_500, GPU_CHUNK_ROWS, whole=True, ranks=2) == 3_750
-    assert chunk_size(1_000, GPU_CHUNK_ROWS, whole=True, ranks=3) == 250  # 334 divides not
-    assert chunk_size(40_000, GPU_CHUNK_ROWS, whole=True, ranks=1) == 10_000  # the cap
     assert chunk_size(5_000, 1024, whole=True, ranks=1) == 1_000  # run.chunk_rows
     assert rows_per_rank(5_000, 4, GPU_CHUNK_ROWS, whole=True, gpu=True) == [1250] * 4
+    # a size that divides the batch only where it gives no rank a second call (the
+    # JAX backend then compiles two shapes instead of one)
+    assert rows_per_rank(1_000, 3, GPU_CHUNK_ROWS, whole=True, gpu=True) == [334, 334, 332]
+    assert rows_per_rank(10_000, 3, GPU_CHUNK_ROWS, whole=True, gpu=True) == [
+        3334, 3334, 3332]
+
+    def busiest(n, c, ranks):  # the calls of the rank with the most chunks
+        return math.ceil(math.ceil(n / c) / ranks)
+
+    for n, ranks in [(10_000, 6), (7_500, 7), (10_000, 12), (40_000, 1), (999, 4)]:
+        c = chunk_size(n, GPU_CHUNK_ROWS, whole=True, ranks=ranks)
+        assert c <= GPU_CHUNK_ROWS
+        even = min(GPU_CHUNK_ROWS, math.ceil(n / ranks))  # before looking for a divisor
+        assert busiest(n, c, ranks) == busiest(n, even, ranks)
+    # no batch, or fewer rows than ranks: chunks of MIN_CHUNK_ROWS, never of 0 or 1 row
+    assert rows_per_rank(0, 2, GPU_CHUNK_ROWS, whole=True, gpu=True) == [0, 0]
+    assert chunk_size(3, GPU_CHUNK_ROWS, whole=True, ranks=4) == MIN_CHUNK_ROWS
     assert chunk_size(5_000, 64, whole=True) == 50  # CPUs: as before
 
 

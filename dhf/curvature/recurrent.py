@@ -4,8 +4,9 @@ The generic :func:`~dhf.curvature.gauss_newton.model_gauss_newton_product` diffe
 through ``scan`` twice, and PyTensor's scan gradient accumulates each weight's gradient
 inside the loop, one outer product per step.  Here the R-forward and backward recurrences
 are written out (Martens & Sutskever 2011, supplement; Pearlmutter 1994).  The two
-sequential loops are fused Numba kernels (:mod:`dhf.curvature.tanh_recurrence`): each
-step is its GEMMs with the (N, H) state and one pass over it.  Every product that does not
+sequential loops are fused Numba kernels under Numba and ``jax.lax.scan`` loops under JAX
+(:mod:`dhf.curvature.tanh_recurrence`): each step is its GEMMs with the (N, H) state and
+one pass over it.  Every product that does not
 have to wait for the previous step (the input tangent, the weight gradients) is one
 batched GEMM outside the loops:
 

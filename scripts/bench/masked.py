@@ -4,8 +4,8 @@ HF update.
 The pathological problems (addition, temporal order, ...) read a target at one step of
 each row, through a loss mask over every step (``nets.recurrent(mask=True,
 output_steps="all")``); the unmasked benchmark of the same size reads out at the last
-step (``output_steps="last"``).  Cases, all the tanh RNN's explicit Gv under
-``run.backend = "auto"`` (JAX, Numba's kernels for Gv), structural damping on:
+step (``output_steps="last"``).  Cases, all the tanh RNN's explicit Gv under JAX with
+Numba's kernels for Gv (``run.gv_backend = "numba"``), structural damping on:
 
 - ``last``: 2-100-1, read out at the last step, no mask;
 - ``masked``: the same net and rows with a mask holding one 1, at the last step, so
