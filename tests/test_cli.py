@@ -304,12 +304,14 @@ def test_the_jax_backend_follows_the_numba_trajectory_at_1_and_2_ranks(tmp_path,
     runs = {}
     # the 2-rank run where chunks are dealt by length (the masked job), to keep it short
     # (the LSTM has no explicit Gv kernels to mix in)
-    jobs = [("numba", 1, "run.backend='numba'"), ("jax1", 1, "run.backend='jax'")] + (
-        [("mixed", 1, "run.gv_backend='numba'")] if job != "lstm" else []) + (
-        [("jax2", 2, "run.backend='jax'")] if job == "masked" else [])
-    for name, n, setting in jobs:
+    jobs = [("numba", 1, ["run.backend='numba'"]), ("jax1", 1, ["run.backend='jax'"])] + (
+        [("mixed", 1, ["run.backend='auto'", "run.gv_backend='numba'"])]
+        if job != "lstm" else []) + (
+        [("jax2", 2, ["run.backend='jax'"])] if job == "masked" else [])
+    for name, n, settings in jobs:
         out = tmp_path / name
-        done = run_mpi(n, args + ["--set", setting, "--out", str(out)])
+        done = run_mpi(n, args + [a for item in settings for a in ("--set", item)]
+                       + ["--out", str(out)])
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Warning" not in done.stdout + done.stderr
         start = next(line for line in done.stdout.splitlines() if "compiled in" in line)
