@@ -49,7 +49,7 @@ CPU_CHUNK_ROWS = {"sequences": 64, "feedforward": 512}
 #: a round trip to the host (its P sums split exactly there, :mod:`dhf.reduction`): on
 #: one H200, the tanh RNN's Gv over 10 000 sequences took 59.1 ms in 16 chunks and 7.0
 #: in one; the MNIST autoencoder's over 7 500 cases 237.5 and 13.3 ms
-#: (``docs/benchmarks.md``, "GPU").  So on a GPU each batch is cut into as few chunks as
+#: (``docs/benchmarks.md``, "One GPU").  So on a GPU each batch is cut into as few chunks as
 #: its ranks can share (:func:`chunk_size`'s ``ranks``), of at most this many rows.
 GPU_CHUNK_ROWS = 16384
 
@@ -75,25 +75,25 @@ def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False,
     """
     if ranks:
         size = least = min(chunk_rows, max(MIN_CHUNK_ROWS, _ceil_div(n_rows, ranks)))
-        busiest = _ceil_div(_ceil_div(n_rows, size), ranks)  # calls of the busiest rank
-
-        def fits(c: int) -> bool:  # a dividing size may not give a rank more calls
-            return _ceil_div(_ceil_div(n_rows, c), ranks) == busiest
     else:
         least = min(chunk_rows, max(MIN_CHUNK_ROWS, chunk_rows // 4))
         size = min(chunk_rows, max(least, _ceil_div(n_rows, MIN_CHUNKS)))
-
-        def fits(c: int) -> bool:
-            return True
     if whole:
         lowest = max(MIN_CHUNK_ROWS, least // 2)
-        size = next((c for c in range(size, lowest - 1, -1)
-                     if n_rows % c == 0 and fits(c)), size)
+        calls = _busiest_calls(n_rows, size, ranks)
+        size = next((c for c in range(size, lowest - 1, -1) if n_rows % c == 0
+                     and _busiest_calls(n_rows, c, ranks) == calls), size)
     return size
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _busiest_calls(n_rows: int, size: int, ranks: int) -> int:
+    """Chunks of ``size`` rows the busiest of ``ranks`` computes (0 for CPUs, whose
+    chunk sizes do not follow the rank count)."""
+    return _ceil_div(_ceil_div(n_rows, size), ranks) if ranks else 0
 
 
 def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,

@@ -6,9 +6,8 @@ inside the loop, one outer product per step.  Here the R-forward and backward re
 are written out (Martens & Sutskever 2011, supplement; Pearlmutter 1994).  The two
 sequential loops are fused Numba kernels under Numba and ``jax.lax.scan`` loops under JAX
 (:mod:`dhf.curvature.tanh_recurrence`): each step is its GEMMs with the (N, H) state and
-one pass over it.  Every product that does not
-have to wait for the previous step (the input tangent, the weight gradients) is one
-batched GEMM outside the loops:
+one pass over it.  Every product that does not have to wait for the previous step (the
+input tangent, the weight gradients) is one batched GEMM outside the loops:
 
 .. math::
     R a_t &= \underbrace{x_t V_{in} + V_b}_{\text{batched}} + h_{t-1} V_{rec}

@@ -49,7 +49,8 @@ QUICK = [("tanh RNN, 200 seq.", "tanh_rnn", 20, 200, 10),
 
 
 def device_row(model, T, rows, cg_iters, device, chunk_rows) -> dict:
-    """Per-call milliseconds and one HF update's seconds on ``device``, one process."""
+    """Per-call milliseconds and one HF update's seconds on ``device``, one process, in
+    chunks of at most ``chunk_rows`` (0: dhf-train's default there)."""
     from dhf.comm import SerialComm
     from dhf.coordinator import HFConfig, HFOptimizer
     from dhf.data import BatchSampler
@@ -66,7 +67,8 @@ def device_row(model, T, rows, cg_iters, device, chunk_rows) -> dict:
     state = opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
     seconds, _ = timed_updates(opt, state, SerialComm(), 1)
     return {"where": where, "forward": t["forward"], "grad": t["grad"], "Gv": t["Gv"],
-            "update": float(np.median(seconds))}
+            "update": float(np.median(seconds)), "chunk_rows": worker.chunk_rows,
+            "chunks": len(worker.plan(np.arange(rows)))}
 
 
 def cpu_update(model, T, rows, cg_iters, ranks, mpiexec) -> float:
@@ -126,27 +128,22 @@ def main() -> None:
     args = ap.parse_args()
     cases = QUICK if args.quick else CASES
     cases = [cases[i] for i in args.cases] if args.cases else cases
-    from dhf.run import chunk_rows_of
-    from dhf.worker import chunk_size
-    chunk_rows = chunk_rows_of({"chunk_rows": args.chunk_rows, "device": args.device})
     train = [str(Path(sys.executable).parent / "dhf-train")]
     T = ["task.T=20"] if args.quick else []
     # the device's figures first, each printed as it comes: a run cut short keeps them
     rows = []
     for i, (label, model, T_, n, cg_iters) in enumerate(cases):
-        d = device_row(model, T_, n, cg_iters, args.device, chunk_rows)
+        d = device_row(model, T_, n, cg_iters, args.device, args.chunk_rows)
         if i == 0:
-            print(f"device: {d['where']}; float32; run.chunk_rows = {chunk_rows}; per call "
-                  "over the batch in ms, HF update in s")
+            print(f"device: {d['where']}; float32; chunks of at most {d['chunk_rows']} "
+                  "rows; per call over the batch in ms, HF update in s")
             print(f"| case | forward | gradient | Gv | Gv/grad "
                   f"| HF update ({args.device}) |")
             print("|---|---|---|---|---|---|")
         rows.append(d)
-        chunks = -(-n // chunk_size(n, chunk_rows, whole=True,
-                                    ranks=int(args.device == "gpu")))
-        print(f"| {label}, {cg_iters} CG, {chunks} chunks | {1e3 * d['forward']:.1f} | "
-              f"{1e3 * d['grad']:.1f} | {1e3 * d['Gv']:.1f} | {d['Gv'] / d['grad']:.2f} | "
-              f"{d['update']:.2f} |", flush=True)
+        print(f"| {label}, {cg_iters} CG, {d['chunks']} chunks | "
+              f"{1e3 * d['forward']:.1f} | {1e3 * d['grad']:.1f} | {1e3 * d['Gv']:.1f} | "
+              f"{d['Gv'] / d['grad']:.2f} | {d['update']:.2f} |", flush=True)
     print("\n| memorisation, T = 100, to 0 errors | time to solve |\n|---|---|")
     print(f"| {args.device}, 1 rank, JAX float32 | " + memorisation(
         train, ["run.backend='jax'", f"run.device='{args.device}'", "run.dtype='float32'",

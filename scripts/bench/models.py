@@ -41,8 +41,8 @@ AE_SIZES = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
 def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: int = 0,
           device: str = "cpu"):
     """``(spec, worker, gemm_shape, macs_per_row)`` for ``model`` on ``3 * rows`` rows,
-    in chunks of ``chunk_rows`` (0: dhf-train's default for the model on a CPU); on a
-    ``device`` other than the CPU, JAX's default device is the caller's to choose."""
+    in chunks of ``chunk_rows`` (0: dhf-train's default for the model on ``device``);
+    on a ``device`` other than the CPU, JAX's default device is the caller's to choose."""
     from dhf import nets
     from dhf.run import chunk_rows_of
     from dhf.worker import Worker
@@ -77,7 +77,7 @@ def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: i
         macs = T * sum(gates * (a * b + b * b) for a, b in zip(widths, widths[1:]))
         gemm = (100, gates * 100)
     mode, gv_mode = MODES[backend]
-    chunk_rows = chunk_rows_of({"chunk_rows": chunk_rows, "device": "cpu"}, spec)
+    chunk_rows = chunk_rows_of({"chunk_rows": chunk_rows, "device": device}, spec)
     explicit = spec.gauss_newton is not None and options.get("explicit_gv", True)
     worker = Worker(spec, data, mode=mode, gv_mode=gv_mode if explicit else None,
                     chunk_rows=chunk_rows, gpu_ranks=int(device == "gpu"), **options)
