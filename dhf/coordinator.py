@@ -305,5 +305,5 @@ class HFOptimizer:
                                    times=clock.split())
 
     def evaluate(self, theta: np.ndarray, first_row: int,
-                 n_rows: int) -> tuple[float, float]:
+                 n_rows: int) -> tuple[float, float | None]:
         return evaluate(self.worker, self.comm, theta, first_row, n_rows)

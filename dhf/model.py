@@ -121,12 +121,19 @@ class ModelSpec:
             return terms
         return self._reduce(losses.elementwise(self.loss, s, self.targets))
 
+    @property
+    def error_kind(self) -> str | Callable | None:
+        """The error measure: ``error``, else the loss's own (:data:`losses.DEFAULT_ERROR`),
+        else None: a model with none (squared error, a callable loss) has no error rate,
+        and nothing may stop on one."""
+        if self.error is None and isinstance(self.loss, str):
+            return losses.DEFAULT_ERROR.get(self.loss)
+        return self.error
+
     def example_errors(self):
         """Per-example 0/1 error (any wrong unmasked output), or None when there is no
         error metric."""
-        kind = self.error
-        if kind is None and isinstance(self.loss, str):
-            kind = losses.DEFAULT_ERROR.get(self.loss)
+        kind = self.error_kind
         if kind is None:
             return None
         if callable(kind):

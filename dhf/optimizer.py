@@ -41,7 +41,7 @@ class Optimizer(Protocol):
              ) -> tuple[Any, Any]: ...
 
     def evaluate(self, theta: np.ndarray, first_row: int, n_rows: int
-                 ) -> tuple[float, float]: ...
+                 ) -> tuple[float, float | None]: ...
 
 
 def broadcast_theta(comm: Communicator, theta0: np.ndarray) -> np.ndarray:
@@ -60,10 +60,12 @@ def reduce_or_stop(comm: Communicator, should_stop: Callable[[], bool],
 
 
 def evaluate(worker: Worker, comm: Communicator, theta: np.ndarray, first_row: int,
-             n_rows: int) -> tuple[float, float]:
+             n_rows: int) -> tuple[float, float | None]:
     """Mean loss and error rate over rows ``[first_row, first_row + n_rows)``, split over
-    ranks in the batch's global chunks and summed exactly."""
+    ranks in the batch's global chunks and summed exactly; the error rate is None for a
+    model without an error measure (:attr:`dhf.model.ModelSpec.error_kind`)."""
     mine = worker.shard(np.arange(first_row, first_row + n_rows), comm.rank, comm.size)
     (loss, errors, count), _ = allreduce_exact(comm, ExactSum.of(
         worker.loss_chunks(theta, mine), 3))
-    return loss / count, errors / count
+    has_error = worker.spec.error_kind is not None
+    return loss / count, errors / count if has_error else None

@@ -80,6 +80,12 @@ class _Job:
     t_start: float
     wall_before: float  # wall time of the run's earlier invocations
 
+    @property
+    def has_error(self) -> bool:
+        """Does the model have an error measure (else the best θ follows the validation
+        loss, and nothing stops on an error)?"""
+        return self.worker.spec.error_kind is not None
+
     def save(self, state, best: Best) -> None:
         self.rundir.save_checkpoint(self.optimizer.name, state, best,
                                     config_toml=self.config_toml,
@@ -102,7 +108,8 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     job, state, best = _set_up(config, comm, Path(out), resume, spec, data, should_stop)
     run_cfg, max_updates = config["run"], config["optimizer"]["max_updates"]
     complete = _already_complete(state.update, max_updates, best,
-                                 run_cfg["stop_valid_error"]) if resume else None
+                                 run_cfg["stop_valid_error"] if job.has_error else -math.inf
+                                 ) if resume else None
     if complete:
         logger.info("nothing to do: %s", complete)
         return _result(job, state, best, [job.rundir.last_metrics()], kept=[])
@@ -123,8 +130,8 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
         _close(on_cg_iter)
         state, best, row = _record(job, state, best, info, t_update)
         rows.append(row)
-        validated = row if row["valid_error"] is not None else validated
-        reason = stop_reason(run_cfg, state.update, validated.get("valid_error"), best)
+        validated = row if row["valid_loss"] is not None else validated
+        reason = stop_reason(run_cfg, state.update, validated, best)
         every = run_cfg["checkpoint_every"]
         if reason or state.update >= max_updates or (every and state.update % every == 0):
             job.save(state, best)
@@ -132,7 +139,8 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
             logger.info(reason)
             break
     if best.update > 0:
-        job.rundir.save_best(job.worker.layout, best)
+        job.rundir.save_best(job.worker.layout, best,
+                             "valid_error" if job.has_error else "valid_loss")
     return _result(job, state, best, rows, kept=rows, stopped=stopped)
 
 
@@ -228,8 +236,8 @@ def _record(job: _Job, state, best: Best, info, t_update: float
                         or update == job.config["optimizer"]["max_updates"]):
         row["valid_loss"], row["valid_error"] = job.optimizer.evaluate(
             state.theta, job.n_train, job.n_valid)
-        if row["valid_error"] < best.error:
-            best = Best(state.theta, row["valid_error"], update)
+        if score(row) < best.error:
+            best = Best(state.theta, score(row), update)
         if run_cfg["train_error"]:
             row["train_error"] = job.optimizer.evaluate(state.theta, 0, job.n_train)[1]
     every = run_cfg["check_replicas_every"]
@@ -250,7 +258,7 @@ def _result(job: _Job, state, best: Best, rows: list[dict], *, kept: list[dict],
     """The run's result from its rows (``kept``: this invocation's, returned as
     ``metrics``); the model's shared variables are left at the final θ."""
     last = rows[-1] if rows else {}
-    validated = next((r for r in reversed(rows) if r.get("valid_error") is not None), {})
+    validated = next((r for r in reversed(rows) if r.get("valid_loss") is not None), {})
     job.worker.set_theta(state.theta)
     layout = job.worker.layout
     return RunResult(updates=state.update, stopped=stopped,
@@ -423,14 +431,24 @@ def _traced(err: Exception) -> bool:
     return isinstance(err, jax.errors.JAXTypeError) or "Tracer" in str(err)
 
 
-def stop_reason(run_cfg: dict, update: int, valid_error, best: Best) -> str | None:
-    """Why the run should end after this update, or None."""
+def score(row: dict) -> float:
+    """What the best θ and ``run.patience`` follow: a validated row's error rate, or its
+    validation loss for a model without an error measure (whose error is None)."""
+    return row["valid_error"] if row["valid_error"] is not None else row["valid_loss"]
+
+
+def stop_reason(run_cfg: dict, update: int, validated: dict, best: Best) -> str | None:
+    """Why the run should end after this update (``validated``: the last row with a
+    validation pass, {} before the first), or None.  Only an error rate can meet
+    ``run.stop_valid_error``: a model without an error measure is never "solved"."""
+    valid_error = validated.get("valid_error")
     if valid_error is not None and valid_error <= run_cfg["stop_valid_error"]:
         return (f"solved: validation error {valid_error:.3g} <= "
                 f"{run_cfg['stop_valid_error']:.3g}")
     patience = run_cfg["patience"]
-    if patience and valid_error is not None and update - best.update >= patience:
-        return (f"early stopping: no better validation error in {patience} updates "
+    if patience and validated and update - best.update >= patience:
+        measure = "error" if valid_error is not None else "loss"
+        return (f"early stopping: no better validation {measure} in {patience} updates "
                 f"(best {best.error:.3g} at update {best.update})")
     return None
 

@@ -30,7 +30,8 @@ FIXED_ON_RESUME = {"task": None, "data": None, "model": None, "run": ("dtype", "
 
 
 class Best(NamedTuple):
-    """The parameters of the best validation error so far, and when they were reached."""
+    """The parameters of the best validation error so far (the best validation loss for
+    a model without an error measure), and when they were reached."""
 
     theta: np.ndarray
     error: float
@@ -98,11 +99,13 @@ class RunDir:
             best_update=best.update, config_toml=config_toml, layout=layout,
             data_fingerprint=data_fingerprint))
 
-    def save_best(self, layout: ParamLayout, best: Best) -> None:
-        """best.h5: the parameters of the best validation error."""
+    def save_best(self, layout: ParamLayout, best: Best, measure: str = "valid_error"
+                  ) -> None:
+        """best.h5: the parameters of the best validation error (``measure``, its
+        attribute's name: ``valid_loss`` for a model without an error measure)."""
         self._write(lambda: checkpoint.save_params(
             self.path / "best.h5", layout, best.theta, update=best.update,
-            valid_error=best.error))
+            **{measure: best.error}))
 
     def _write(self, write: Callable[[], None]) -> None:
         """Rank 0 writes; a failure (a full disk) reaches every rank as one line.

@@ -201,7 +201,7 @@ class SGDOptimizer:
         return theta + moments[0]
 
     def evaluate(self, theta: np.ndarray, first_row: int,
-                 n_rows: int) -> tuple[float, float]:
+                 n_rows: int) -> tuple[float, float | None]:
         return evaluate(self.worker, self.comm, theta, first_row, n_rows)
 
 

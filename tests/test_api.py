@@ -1,6 +1,7 @@
 """``dhf.train`` on a user's own graph: results, metrics, and one-line errors."""
 import logging
 
+import h5py
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -138,6 +139,35 @@ def test_callable_loss_and_abs_error():
     # at θ = 0 every row whose target is further than 0.05 from 0 is wrong
     _, errors, count = dhf.Worker(spec, [X, Y]).loss_sum(np.zeros(3), np.arange(300))
     assert (errors, count) == (np.sum(np.abs(Y) > 0.05), 300)
+
+
+def test_a_model_without_an_error_measure_has_no_error_and_nothing_stops_on_it(tmp_path):
+    """A regression MLP with the squared-error loss names no error measure: its
+    validation error is None (not 0, which met run.stop_valid_error = 0 and ended the
+    run after one update as 'solved'); run.stop_valid_error never stops it, and the best
+    θ and run.patience follow the validation loss."""
+    rng = np.random.default_rng(0)
+    x, y = pt.matrix("x"), pt.matrix("y")
+    W1 = pytensor.shared(0.5 * rng.normal(size=(3, 8)), name="W1")
+    W2 = pytensor.shared(0.5 * rng.normal(size=(8, 1)), name="W2")
+    spec = dhf.ModelSpec(inputs=[x], targets=y, params=[W1, W2],
+                         output=pt.dot(pt.tanh(pt.dot(x, W1)), W2), loss="squared_error")
+    X = rng.normal(size=(300, 3))
+    Y = np.sin(X @ np.array([[1.0], [-2.0], [0.5]]))
+    config = {**FAST, "optimizer": {**FAST["optimizer"], "max_updates": 5},
+              "run": {**FAST["run"], "stop_valid_error": 0.0}}
+    result = dhf.train(spec, train=(X, Y), valid=(X[:60], Y[:60]), config=config,
+                       out=tmp_path / "run")
+    assert result.updates == 5
+    assert result.valid_error is None
+    assert all(r["valid_error"] is None and r["valid_loss"] is not None
+               for r in result.metrics)
+    losses = [r["valid_loss"] for r in result.metrics]
+    best = int(np.argmin(losses))
+    with h5py.File(tmp_path / "run" / "best.h5", "r") as f:
+        assert f.attrs["update"] == best + 1
+        assert f.attrs["valid_loss"] == losses[best] and "valid_error" not in f.attrs
+        np.testing.assert_array_equal(f["params/W1"][()], result.best_params["W1"])
 
 
 @pytest.mark.mpi

@@ -43,6 +43,20 @@ def test_checkpoint_and_best_round_trip(tmp_path):
 ])
 def test_stop_reasons(update, valid_error, best, patience, expect):
     best = Best(theta=None, error=best[1], update=best[0])
+    validated = {"valid_error": valid_error, "valid_loss": 1.0}
     reason = stop_reason({"stop_valid_error": 0.0, "patience": patience}, update,
-                         valid_error, best)
+                         validated, best)
     assert (reason is None) if expect is None else reason.startswith(expect)
+
+
+@pytest.mark.parametrize("patience, expect", [(0, None), (3, "early stopping: no better "
+                                                          "validation loss in 3")])
+def test_a_model_without_an_error_is_never_solved(patience, expect):
+    """No error measure (valid_error None): a validation loss of 0 does not meet
+    run.stop_valid_error = 0; run.patience follows the loss (the best's update)."""
+    validated = {"valid_error": None, "valid_loss": 0.0}
+    reason = stop_reason({"stop_valid_error": 0.0, "patience": patience}, 5, validated,
+                         Best(theta=None, error=0.0, update=2))
+    assert (reason is None) if expect is None else reason.startswith(expect)
+    assert stop_reason({"stop_valid_error": 0.0, "patience": 3}, 5, {},
+                       Best(theta=None, error=0.0, update=0)) is None
