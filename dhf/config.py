@@ -55,6 +55,9 @@ def load(path: str | Path | None = None, overrides: list[str] = (),
         T = _apply_user_values(probe, values, overrides, str(path))["task"]["T"]
         merge(config, _task_defaults(name, T), source=f"task {name!r} defaults")
     _apply_user_values(config, values, overrides, str(path))
+    if config["data"]["path"] and "fresh" not in _explicit(values, overrides, str(path),
+                                                           "data"):
+        config["data"]["fresh"] = False  # the file is the data, whatever the task's default
     validate(config)
     return config
 
@@ -76,16 +79,50 @@ def _names_a_task(values: dict, overrides, source: str) -> bool:
 
 
 def _task_name(values: dict, overrides, source: str) -> str:
-    """The task the file and overrides choose (a data file's own task if they name one)."""
+    """The task the file and overrides choose: a data file's own task if they name one,
+    once checked against the ``[task]`` keys they set (:func:`_check_file_task`)."""
     probe = _apply_user_values(defaults(), values, overrides, source)
-    if probe["data"]["path"]:
+    path = probe["data"]["path"]
+    if path:
         from dhf.dataset import file_task
 
         try:
-            return file_task(probe["data"]["path"])[0]
+            name, params = file_task(path)
         except Exception:  # a bad file is reported, in one line, when it is loaded
             return probe["task"]["name"]
+        _check_file_task(path, name, params, _explicit(values, overrides, source, "task"))
+        return name
     return probe["task"]["name"]
+
+
+def _explicit(values: dict, overrides, source: str, section: str) -> dict:
+    """The ``section`` keys the config file and ``--set`` set themselves, as
+    ``{key: (value, where)}`` (``--set`` last, as it wins)."""
+    found = {k: (v, source) for k, v in values.get(section, {}).items()}
+    for item in overrides:
+        name = item.partition("=")[0].strip()
+        if name.startswith(f"{section}."):
+            probe = defaults()
+            apply_override(probe, item)
+            found[name[len(section) + 1:]] = (probe[section][name[len(section) + 1:]],
+                                              "--set")
+    return found
+
+
+def _check_file_task(path: str, name: str, params: dict, explicit: dict) -> None:
+    """A data file's task sets ``[task]``; a key the user set that the file contradicts
+    (another task, another T) is refused, naming both values, rather than silently
+    replaced by the file's."""
+    stated = {"name": name, **{k: v for k, v in params.items() if k in SCHEMA["task"]}}
+    for key, file_value in stated.items():
+        if key not in explicit:
+            continue
+        value, where = explicit[key]
+        if _coerce("task", key, file_value, path) != value:
+            raise ConfigError(
+                f"{path}: the data file holds task.{key} = {_toml_value(file_value)}, but "
+                f"{where} sets task.{key} = {_toml_value(value)}; a data file's task sets "
+                f"[task]: drop task.{key} or write a file for it (dhf-data)")
 
 
 def _task_defaults(name: str, T: int | None = None) -> dict:

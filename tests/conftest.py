@@ -82,6 +82,14 @@ def tiny_args(*extra: str) -> list[str]:
     return args
 
 
+def file_args(path, *extra: str) -> list[str]:
+    """:data:`TINY` on the data file ``path``, whose own task sets [task]."""
+    args = []
+    for item in [i for i in TINY if not i.startswith("task.")] + list(extra):
+        args += ["--set", item]
+    return args + ["--set", f"data.path={str(path)!r}"]
+
+
 #: The shortest T each problem's layout fits, written out from its definition: two
 #: marker windows and the end cue (6), the temporal orders' windows (4), a symbol and
 #: the one it returns to (2), K symbols, a cue and K recall steps (2K + 1).

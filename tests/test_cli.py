@@ -207,6 +207,59 @@ def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys
     assert "exceeds the 3000 training rows" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("settings, message", [
+    (["task.name='addition'"], 'the data file holds task.name = "memorization", but --set '
+                               'sets task.name = "addition"'),
+    (["task.T=50"], "the data file holds task.T = 30, but --set sets task.T = 50"),
+    (["task.T=30", "task.name='memorization'"], None),
+])
+def test_a_data_files_task_does_not_silently_replace_the_users(tmp_path, capsys, settings,
+                                                               message):
+    """data.path's task sets [task]; a task key the user set that the file contradicts
+    is refused in one line naming both values (it used to be replaced silently:
+    addition asked for, memorisation trained; T = 50 asked for, T = 30 run)."""
+    from dhf.cli import data_main
+
+    path = tmp_path / "mem30.h5"
+    assert data_main(["memorization", "--out", str(path), "--set", "task.T=30",
+                      "--set", "task.n_train=3000"]) == 0
+    capsys.readouterr()
+    argv = ["--dry-run", "--set", f"data.path={str(path)!r}",
+            "--set", "optimizer.gradient_batch=1500"]
+    for item in settings:
+        argv += ["--set", item]
+    if message is None:
+        assert main(argv) == 0
+        assert "\nT = 30\n" in capsys.readouterr().out
+        return
+    assert main(argv) == 2
+    out = capsys.readouterr().out
+    assert message in out and out.count("\n") == 1, out
+
+
+def test_a_data_file_of_a_fresh_data_task_and_a_missing_one_on_the_default_job(
+        tmp_path, capsys):
+    """The default job's task draws fresh data (data.fresh = true by its recipe): a
+    data.path given instead trains on the file, and a missing one is named as missing,
+    not as a clash with a data.fresh the user never set."""
+    from dhf.cli import data_main
+
+    path = tmp_path / "to.h5"
+    assert data_main(["temporal_order_2bit", "--out", str(path), "--set", "task.T=20",
+                      "--set", "task.n_train=600", "--set", "task.n_valid=100"]) == 0
+    capsys.readouterr()
+    assert main(["--dry-run", "--set", f"data.path={str(path)!r}",
+                 "--set", "optimizer.gradient_batch=300",
+                 "--set", "optimizer.curvature_batch=100",
+                 "--set", "optimizer.backtrack_batch=100",
+                 "--set", "optimizer.linesearch_batch=100"]) == 0
+    out = capsys.readouterr().out
+    assert "\nfresh = false\n" in out and f"# training rows: 600 ({path})" in out
+    assert main(["--dry-run", "--set", "data.path='missing.h5'"]) == 2
+    out = capsys.readouterr().out
+    assert "missing.h5: data file not found" in out and "data.fresh" not in out, out
+
+
 def same_run(rows):
     """A run's metrics without its wall times: what must not depend on the rank count."""
     return [{k: v for k, v in r.items()

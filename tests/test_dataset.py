@@ -10,7 +10,7 @@ from dhf.cli import data_main, main
 from dhf.config import load
 from dhf.errors import DataError
 from tests.builders import bad_files
-from tests.conftest import TINY, metrics, tiny_args
+from tests.conftest import TINY, file_args, metrics, tiny_args
 
 
 def task_args():
@@ -61,7 +61,7 @@ def test_training_from_the_file_equals_training_from_the_generator(data_file, tm
                                   "task-params-T"])
 def test_bad_data_files_give_one_line_errors(tmp_path, capsys, case):
     path, message = bad_files(tmp_path)[case]
-    code = main(tiny_args(f"data.path={str(path)!r}") + ["--out", str(tmp_path / "run")])
+    code = main(file_args(path) + ["--out", str(tmp_path / "run")])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 2
     assert len(out) == 1 and message in out[0] and str(path) in out[0], out

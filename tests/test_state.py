@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.builders import bad_files
-from tests.conftest import ROOT, metrics, run_mpi, tiny_args, venv_bin
+from tests.conftest import ROOT, file_args, metrics, run_mpi, tiny_args, venv_bin
 
 pytestmark = pytest.mark.slow
 
@@ -101,8 +101,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_checkpoint(tmp_path
 def test_bad_data_under_two_ranks_stops_every_rank_in_one_line(tmp_path, case):
     path, message = bad_files(tmp_path)[case]
     t0 = time.monotonic()
-    done = run_mpi(2, tiny_args(f"data.path={str(path)!r}")
-                   + ["--out", str(tmp_path / "r")], timeout=120)
+    done = run_mpi(2, file_args(path) + ["--out", str(tmp_path / "r")], timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert time.monotonic() - t0 < 60
     # One line, from one rank, and no launcher banner: every rank met the same error.
