@@ -173,7 +173,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "train_error": Key(False, "at each validation pass, also the error over every "
                                   "training row (train_error; a fixed training set only), "
                                   "as the papers report autoencoders"),
-        "stop_valid_error": Key(0.0, "stop once validation error <= this (-1: never)"),
+        "stop_valid_error": Key(0.0, "stop once validation error <= this (-1: never; a "
+                                     "model without an error measure never stops on it)"),
         "patience": Key(0, "stop after this many updates without a better validation error"
                            " (0: never); best.h5 keeps the best parameters",
                            range=(0, None)),
