@@ -14,6 +14,7 @@ whole job is aborted, so no rank waits forever inside a collective.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -270,23 +271,37 @@ def on_every_rank(err: Exception) -> Exception:
     return err
 
 
+@contextlib.contextmanager
+def alike_on_every_rank():
+    """A :class:`~dhf.errors.UserError` raised inside is marked :func:`on_every_rank`:
+    for checks that follow from values every rank holds alike (the config, the rows'
+    counts), which every rank therefore meets together, so that it is printed once."""
+    from dhf.errors import UserError
+
+    try:
+        yield
+    except UserError as err:
+        raise on_every_rank(err) from None
+
+
 def run_or_abort(comm: Communicator, fn: Callable[[], int]) -> int:
     """Run ``fn``; on an uncaught exception log it with the rank and abort every rank.
 
     Errors a user caused (:class:`dhf.errors.UserError`) are logged as one line; other
     exceptions with their traceback.  An error every rank raised (:func:`on_every_rank`)
-    is logged by rank 0 alone, and every rank returns its exit code: no rank is left
-    waiting, so no abort.  At size 1 the exit code is returned instead of aborting, so
-    in-process callers (tests, notebooks) see it.
+    is logged by rank 0 alone, as the job's (``error: ...``), and every rank returns its
+    exit code: no rank is left waiting, so no abort.  At size 1 the error is the job's
+    too, and the exit code is returned instead of aborting, so in-process callers
+    (tests, notebooks) see it.
     """
     from dhf.errors import UserError
 
     try:
         return fn()
     except UserError as err:
-        if getattr(err, "on_every_rank", False):
-            if comm.rank == 0:
-                logger.error("rank 0: error: %s", err)
+        if getattr(err, "on_every_rank", False) or comm.size == 1:
+            if comm.rank == 0:  # the job's error, not one rank's: no rank named
+                logger.error("error: %s", err)
             return 2
         logger.error("rank %d: error: %s", comm.rank, err)
         code = 2

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dhf import cg, dataset, tasks
-from dhf.comm import Communicator, check_replicas
+from dhf.comm import Communicator, alike_on_every_rank, check_replicas, on_every_rank
 from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
@@ -105,7 +105,13 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     progress is abandoned, the last completed one is checkpointed, and the result has
     ``stopped = True``.
     """
-    job, state, best = _set_up(config, comm, Path(out), resume, spec, data, should_stop)
+    with RunDir(Path(out), comm) as rundir:
+        return _train(config, rundir, resume, spec, data, on_cg_iter, should_stop)
+
+
+def _train(config: dict, rundir: RunDir, resume: bool, spec, data, on_cg_iter,
+           should_stop) -> RunResult:
+    job, state, best = _set_up(config, rundir, resume, spec, data, should_stop)
     run_cfg, max_updates = config["run"], config["optimizer"]["max_updates"]
     complete = _already_complete(state.update, max_updates, best,
                                  run_cfg["stop_valid_error"] if job.has_error else -math.inf
@@ -144,28 +150,29 @@ def train(config: dict, comm: Communicator, out: Path, *, resume: bool = False,
     return _result(job, state, best, rows, kept=rows, stopped=stopped)
 
 
-def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
-            spec: ModelSpec | None, data: tuple | None, should_stop
-            ) -> tuple[_Job, Any, Best]:
+def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
+            data: tuple | None, should_stop) -> tuple[_Job, Any, Best]:
     """Data, model, compiled worker and optimiser, then the starting state and best θ:
     the optimiser's ``init`` or the checkpoint's.  The run directory is written only
     once all of it is ready, so a failed start leaves nothing behind."""
     t_start = time.perf_counter()
-    rundir = RunDir(out, comm)
+    comm, out = rundir.comm, rundir.path
     rundir.prepare(resume, config)
     train_rows, valid_rows = data if data is not None else load_data(config, comm)
     fresh = getattr(train_rows, "on_demand", False)
-    if fresh and config["run"]["train_error"]:
-        raise ConfigError("run.train_error = true needs a fixed training set; this task "
-                          "draws fresh rows (data.fresh = true): set data.fresh = false or "
-                          "run.train_error = false")
-    if spec is None:
-        spec = tasks.get(config["task"]["name"]).build_model(config)
+    with alike_on_every_rank():  # follows from the config and the rows' counts
+        if fresh and config["run"]["train_error"]:
+            raise ConfigError("run.train_error = true needs a fixed training set; this "
+                              "task draws fresh rows (data.fresh = true): set data.fresh "
+                              "= false or run.train_error = false")
+        if spec is None:
+            spec = tasks.get(config["task"]["name"]).build_model(config)
     sources = [train_rows] + ([valid_rows] if valid_rows is not None else [])
     data_fingerprint = "" if fresh else dataset.fingerprint(sources)
     if resume:
         rundir.check_same_data(data_fingerprint)
-    backend, gv_backend = modes(config["run"])
+    with alike_on_every_rank():
+        backend, gv_backend = modes(config["run"])
     batches = batch_rows(config, train_rows.n_rows,
                          valid_rows.n_rows if valid_rows is not None else 0)
     n_train = train_rows.n_rows
@@ -177,21 +184,22 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
                         gv_mode=MODES[gv_backend],
                         chunk_rows=chunk_rows_of(config["run"], spec),
                         gpu_ranks=comm.size if config["run"]["device"] == "gpu" else 0)
-        return worker, make_optimizer(config, worker, comm, n_train, should_stop)
+        with alike_on_every_rank():  # the batches against the rows, on every rank alike
+            return worker, make_optimizer(config, worker, comm, n_train, should_stop)
 
     worker, optimizer = build(backend, gv_backend)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
     try:
         _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
-    except _JaxCannotTrace as err:
+    except _JaxCannotTrace as err:  # every rank, together (_compile decides it once)
         if config["run"]["device"] != "cpu":
-            raise UserError(f"JAX cannot compile this graph for run.device = "
-                            f"{config['run']['device']!r} ({err}); set run.device = 'cpu'"
-                            ) from None
+            raise on_every_rank(UserError(
+                f"JAX cannot compile this graph for run.device = "
+                f"{config['run']['device']!r} ({err}); set run.device = 'cpu'")) from None
         if config["run"]["backend"] != "auto":
-            raise UserError(f"run.backend = 'jax' cannot compile this graph ({err}); set "
-                            "run.backend = 'numba' (or 'auto', which falls back to it)"
-                            ) from None
+            raise on_every_rank(UserError(
+                f"run.backend = 'jax' cannot compile this graph ({err}); set run.backend = "
+                "'numba' (or 'auto', which falls back to it)")) from None
         logger.warning("dhf: JAX cannot compile this graph (%s); computing with Numba",
                        err)
         backend = gv_backend = "numba"
@@ -211,10 +219,11 @@ def _set_up(config: dict, comm: Communicator, out: Path, resume: bool,
                data_fingerprint, t_start,
                # each invocation's start-up included: where the last kept row left off
                rundir.wall_so_far() if resume else 0.0)
-    logger.info("dhf: %s, %s, %d parameters, %d ranks, %s train / %d valid rows; "
+    logger.info("dhf: %s, %s, %d parameters, %d rank%s, %s train / %d valid rows; "
                 "compiled in %.1fs (%s)",
                 config["task"]["name"] if data is None else "own model",
-                optimizer.name, theta0.size, comm.size, "fresh" if fresh else n_train,
+                optimizer.name, theta0.size, comm.size, "" if comm.size == 1 else "s",
+                "fresh" if fresh else n_train,
                 job.n_valid, worker.compile_seconds, backend if gv_backend == backend
                 else f"{backend}; Gv: {gv_backend}")
     return job, state, best

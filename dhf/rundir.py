@@ -5,12 +5,22 @@
 fingerprint) and ``best.h5`` (the best θ alone).  Every method is called on every rank;
 rank 0 alone touches the files, and what it reads, or the one-line error it meets, reaches
 every rank (:func:`dhf.comm.on_root`), so that no rank is left waiting in a collective.
+
+One run writes a directory at a time: rank 0 holds an exclusive lock on ``dhf.lock``
+inside it (``flock``, which the kernel drops when the process ends, even by SIGKILL, and
+which Linux's NFS client takes as a POSIX lock on the server) from the moment it reads a
+run there, or makes a new one, until the run ends; a second start into the same
+directory (a resume begun twice, a requeued job whose first allocation still runs) is
+refused in one line naming the host and pid that hold it.
 """
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
+import os
+import socket
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -45,17 +55,46 @@ class Saved(NamedTuple):
     best: Best
 
 
+#: The file in a run directory whose lock says that a run is writing it.
+LOCK_FILE = "dhf.lock"
+
+
 class RunDir:
-    """The run directory ``path``, read and written by rank 0 of ``comm``."""
+    """The run directory ``path``, read and written by rank 0 of ``comm``; a context
+    manager whose exit lets go of the directory's lock (taken by :meth:`prepare` or
+    :meth:`start`)."""
 
     def __init__(self, path: Path, comm: Communicator):
         self.path = Path(path)
         self.comm = comm
+        self._lock: int | None = None  # rank 0's descriptor of the locked LOCK_FILE
+        self._check: Callable[[], None] = lambda: None  # prepare's, again once locked
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing it releases the lock
+            self._lock = None
 
     # -- before the run ----------------------------------------------------------------
     def prepare(self, resume: bool, config: dict) -> None:
-        """Check that ``path`` can take a new run, or holds the same job to resume."""
-        on_root(self.comm, lambda: _prepare(self.path, resume, config))
+        """Check that ``path`` can take a new run, or holds the same job to resume; a
+        directory that holds a run is locked first, so that a run writing it is
+        named."""
+        self._check = lambda: _prepare(self.path, resume, config)
+
+        def prepare():
+            if any((self.path / name).exists() for name in (LOCK_FILE, "checkpoint.h5",
+                                                            "metrics.jsonl")):
+                self._take_lock()
+            self._check()
+        on_root(self.comm, prepare)
+
+    def _take_lock(self) -> None:
+        if self._lock is None:
+            self._lock = lock(self.path)
 
     def check_same_data(self, data_fingerprint: str) -> None:
         """Refuse to resume on training data other than the run's (a data file
@@ -75,7 +114,12 @@ class RunDir:
         """Make the directory (only once the model and data are ready, so that a failed
         start leaves nothing behind), write config.toml, and drop metrics rows past the
         checkpoint's ``update`` (updates to be redone)."""
-        on_root(self.comm, lambda: _start(self.path, config_toml, update))
+        def start():
+            _make(self.path)
+            self._take_lock()
+            self._check()  # another start may have made a run here since prepare's
+            _start(self.path, config_toml, update)
+        on_root(self.comm, start)
 
     def wall_so_far(self) -> float:
         """The last kept metrics row's ``wall`` (the sum of ``seconds`` for rows from a
@@ -125,6 +169,28 @@ class RunDir:
                 if path.exists() else [])
 
 
+def lock(out: Path) -> int:
+    """An open descriptor of ``out/dhf.lock`` holding its exclusive lock, with this host
+    and pid written in it; a :class:`UserError` naming the holder if another process
+    has it."""
+    path = out / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot write the run there: {err.strerror}"
+                        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(f"{out}: another run is writing this directory ({holder}); wait "
+                        "for it to end (or stop it), or pass --out DIR") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def _prepare(out: Path, resume: bool, config: dict) -> None:
     if resume:
         if not (out / "checkpoint.h5").exists():
@@ -166,9 +232,16 @@ def _check_same_data(out: Path, data_fingerprint: str) -> None:
                               "restore its data or start a new run (--out DIR)")
 
 
-def _start(out: Path, config_toml: str, update: int) -> None:
+def _make(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot write the run there: {err.strerror}"
+                        ) from None
+
+
+def _start(out: Path, config_toml: str, update: int) -> None:
+    try:
         (out / "config.toml").write_text(config_toml)
     except OSError as err:
         raise UserError(f"--out {out}: cannot write the run there: {err.strerror}"

@@ -167,7 +167,7 @@ def test_dhf_data_keeps_an_existing_file_unless_forced(data_file, capsys):
     before = data_file.read_bytes()
     assert data_main(["memorization", "--out", str(data_file), "--set", "task.T=5"]) == 2
     assert capsys.readouterr().out.strip().splitlines() == [
-        f"rank 0: error: {data_file}: already exists; pass --force to overwrite it"]
+        f"error: {data_file}: already exists; pass --force to overwrite it"]
     assert data_file.read_bytes() == before
     assert data_main(["memorization", "--out", str(data_file), "--force",
                       "--set", "task.T=5"]) == 0
