@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from dhf.launcher import launched_under_mpi, one_thread_per_rank
+from dhf.launcher import launched_under_mpi, launcher_on_terminal, one_thread_per_rank
 
 # One BLAS thread per process unless the user says otherwise: under a launcher the ranks
 # are the parallelism and oversubscribed threads make every rank slower; serially too,
@@ -33,16 +33,21 @@ logger = logging.getLogger("dhf.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    keys = "\n".join(f"  {sec}.{key} = {default!r}: {doc}"
+    keys = "\n".join(f"  {sec}.{key} = {config_mod.toml_value(default)}: {doc}"
                      for sec, items in config_mod.SCHEMA.items()
                      for key, (default, doc, *_) in items.items())
+    job = config_mod.DEFAULT_JOB["task"]
     parser = argparse.ArgumentParser(
         prog="dhf-train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Distributed Hessian-free training. Run under mpirun -n N to spread "
                     "every gradient and Gv product over N ranks.",
-        epilog=f"config keys (SECTION.KEY = default):\n{keys}")
+        epilog="config keys (SECTION.KEY = default, as TOML: --set run.dtype='float64', "
+               "--set optimizer.held_out=false).\nThe task's recommended settings "
+               "(configs/TASK.toml) replace these defaults, and yours replace both; "
+               "--dry-run prints what a run will use.\n" + keys)
     parser.add_argument("config", nargs="?", help="TOML config file (default: the "
-                        "built-in memorisation job)")
+                        f"built-in default job, {job['name']} at T = {job['T']}, "
+                        "with its task's recommended settings)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config key; repeatable")
     parser.add_argument("--out", help="run directory (default: run.out, else "
@@ -51,12 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the newest runs/<task>-*) from its checkpoint.h5")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config, "
                         "parameter count and per-rank batch split, then exit")
+    parser.add_argument("--ranks", type=_rank_counts, metavar="N[,N...]",
+                        help="with --dry-run: the work each rank would get at these rank "
+                             "counts (e.g. 1,2,4,8,16,32,64), without starting them")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="progress bar over each update's CG iterations: auto shows it "
                              "when a terminal is attached (under mpirun too)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
     return parser
+
+
+def _rank_counts(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected rank counts like 1,2,4,64, got "
+                                         f"{text!r}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace, comm: Communicator) -> int:
     config = on_root(comm, lambda: config_mod.load(args.config, args.set))
     if args.dry_run:
-        return _dry_run(config, comm)
+        return _dry_run(config, comm, args.ranks)
     out = Path(on_root(comm, lambda: _choose_out(config, args)))
     if args.resume:
         config = on_root(comm, lambda: _resumed_config(out, args)) or config
@@ -151,15 +170,18 @@ def _catch_stop_signals() -> list:
 
 def _show_progress(choice: str) -> bool:
     """``--progress``: on, off, or auto: when stdout is a terminal, or, under an MPI
-    launcher (whose pipes stand between rank 0 and the terminal), when the job has a
-    controlling terminal at all (an interactive ``mpirun``, not a batch job)."""
+    launcher (whose pipes stand between rank 0 and the terminal), when the launcher's
+    stderr is one (:func:`dhf.launcher.launcher_on_terminal`) or the job has a
+    controlling terminal (an interactive ``mpirun``, not a batch job)."""
     if choice != "auto":
         return choice == "on"
     if sys.stdout.isatty():
         return True
     if not launched_under_mpi():
         return False
-    try:
+    if launcher_on_terminal():
+        return True
+    try:  # a launcher that keeps its ranks in the terminal's session
         os.close(os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY))
         return True
     except OSError:
@@ -185,10 +207,10 @@ def _choose_out(config: dict, args) -> str:
     return str(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _dry_run(config: dict, comm: Communicator) -> int:
+def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -> int:
     """The resolved config (with a data file's own task), the parameter count, the
-    training rows and each batch's split over ranks; the batches are checked against the
-    rows, as a run would."""
+    training rows and each batch's split over ranks (this run's, or each of ``ranks``:
+    :func:`_work_table`); the batches are checked against the rows, as a run would."""
     from dhf import tasks
     from dhf.run import backend_of, check_batches, chunk_rows_of
     from dhf.sources import training_rows
@@ -211,14 +233,44 @@ def _dry_run(config: dict, comm: Communicator) -> int:
         whole = backend_of(config["run"]) == "jax"
         cap = chunk_rows_of(config["run"], spec)
         gpu = config["run"]["device"] == "gpu"
-        for key in batches:
-            rows = (n_train if full and key in ("gradient_batch", "backtrack_batch")
-                    else 0 if full and key == "linesearch_batch" else opt[key])
+        sizes = {key: (n_train if full and key in ("gradient_batch", "backtrack_batch")
+                       else 0 if full and key == "linesearch_batch" else opt[key])
+                 for key in batches}
+        if ranks:
+            print(_work_table(sizes, ranks, cap, whole=whole, gpu=gpu))
+        for key, rows in ([] if ranks else sizes.items()):
             split = rows_per_rank(rows, comm.size, cap, whole=whole, gpu=gpu)
             size = chunk_size(rows, cap, whole=whole, ranks=comm.size if gpu else 0)
-            print(f"# {key} per rank ({comm.size} ranks, chunks of {size} rows): {split}")
+            print(f"# {key} per rank ({_ranks(comm.size)}, chunks of {size} rows): "
+                  f"{split}")
         sys.stdout.flush()
     return 0
+
+
+def _ranks(n: int) -> str:
+    return f"{n} rank" if n == 1 else f"{n} ranks"
+
+
+def _work_table(sizes: dict[str, int], ranks: list[int], cap: int, *, whole: bool,
+                gpu: bool) -> str:
+    """Each batch's work at each of ``ranks`` rank counts: the busiest rank's rows and
+    compiled calls, and how many ranks get no rows of it (they wait at its sums)."""
+    from dhf.worker import chunk_size, chunks_per_rank
+
+    head = "# ranks | " + " | ".join(
+        f"{key} {rows}: rows / calls, idle" for key, rows in sizes.items())
+    lines = ["# work per rank (the busiest rank's rows / compiled calls; ranks with none "
+             "of the batch)", head]
+    for n in ranks:
+        cells = []
+        for rows in sizes.values():
+            share = chunks_per_rank(rows, n, cap, whole=whole, gpu=gpu)
+            busiest = max(share, key=sum)
+            idle = sum(1 for c in share if not c)
+            size = chunk_size(rows, cap, whole=whole, ranks=n if gpu else 0)
+            cells.append(f"{sum(busiest)} / {len(busiest)} x {size}, {idle} idle")
+        lines.append(f"# {n:5d} | " + " | ".join(cells))
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager

@@ -120,8 +120,8 @@ def _check_file_task(path: str, name: str, params: dict, explicit: dict) -> None
         value, where = explicit[key]
         if _coerce("task", key, file_value, path) != value:
             raise ConfigError(
-                f"{path}: the data file holds task.{key} = {_toml_value(file_value)}, but "
-                f"{where} sets task.{key} = {_toml_value(value)}; a data file's task sets "
+                f"{path}: the data file holds task.{key} = {toml_value(file_value)}, but "
+                f"{where} sets task.{key} = {toml_value(value)}; a data file's task sets "
                 f"[task]: drop task.{key} or write a file for it (dhf-data)")
 
 
@@ -184,8 +184,11 @@ def _coerce(section: str, key: str, value: Any, source: str) -> Any:
     if expected is int and isinstance(value, float) and value.is_integer():
         value = int(value)
     if type(value) is not expected:
+        hint = ""
+        if expected is bool and str(value).lower() in ("true", "false"):
+            hint = f" (TOML writes it {str(value).lower()})"
         raise ConfigError(f"{source}: {section}.{key} must be {expected.__name__}, "
-                          f"got {value!r}")
+                          f"got {value!r}{hint}")
     return value
 
 
@@ -233,12 +236,13 @@ def to_toml(config: dict) -> str:
     for section, keys in config.items():
         lines.append(f"[{section}]")
         for key, value in keys.items():
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML literal (what ``--set`` and a config file take)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

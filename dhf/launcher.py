@@ -49,3 +49,37 @@ def local_rank() -> int:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
     return 0
+
+
+#: Process names of MPI launchers and their per-node proxies (MPICH's Hydra, Open MPI's
+#: and PMIx's), which stand between a rank and the terminal ``mpirun`` was typed in.
+LAUNCHER_PROCESSES = ("mpiexec", "mpirun", "mpiexec.hydra", "hydra_pmi_proxy", "orterun",
+                      "orted", "prterun", "prted")
+
+
+def launcher_on_terminal(fd: int = 2) -> bool:
+    """Is the launcher that started this rank writing its ``fd`` (stderr, where a
+    progress bar goes) to a terminal?  Walks up from this process through the
+    launcher's own processes (:data:`LAUNCHER_PROCESSES`, read from ``/proc``) and asks
+    of the topmost: an interactive ``mpirun`` says yes; ``mpirun > log``, a batch job,
+    or a launcher it cannot see (``srun``'s, on another host) says no.  Hydra starts
+    each rank in its own session, so the rank itself cannot open ``/dev/tty``."""
+    pid, top = os.getppid(), None
+    for _ in range(8):  # rank -> proxy -> launcher, and a little room
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if name not in LAUNCHER_PROCESSES:
+            break
+        top, pid = pid, parent
+    if top is None:
+        return False
+    try:
+        target = os.readlink(f"/proc/{top}/fd/{fd}")
+    except OSError:
+        return False
+    return target.startswith(("/dev/pts/", "/dev/tty", "/dev/console"))

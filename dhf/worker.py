@@ -96,13 +96,22 @@ def _busiest_calls(n_rows: int, size: int, ranks: int) -> int:
     return _ceil_div(_ceil_div(n_rows, size), ranks) if ranks else 0
 
 
-def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,
-                  whole: bool = False, gpu: bool = False) -> list[int]:
-    """How many of a batch's rows each of ``size`` ranks computes (whole chunks; with
-    rows sorted by length the short last chunk may fall to another rank)."""
+def chunks_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,
+                    whole: bool = False, gpu: bool = False) -> list[list[int]]:
+    """The rows of each chunk each of ``size`` ranks computes, one compiled call a chunk
+    (with rows sorted by length the short last chunk may fall to another rank): what a
+    batch's plan gives every rank, worked out without starting them."""
     c = chunk_size(n_rows, chunk_rows, whole=whole, ranks=size if gpu else 0)
     chunks = [min(c, n_rows - lo) for lo in range(0, n_rows, c)]
-    return [sum(chunks[slice(*shard_bounds(len(chunks), r, size))]) for r in range(size)]
+    return [chunks[slice(*shard_bounds(len(chunks), r, size))] for r in range(size)]
+
+
+def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,
+                  whole: bool = False, gpu: bool = False) -> list[int]:
+    """How many of a batch's rows each of ``size`` ranks computes
+    (:func:`chunks_per_rank`)."""
+    return [sum(c) for c in chunks_per_rank(n_rows, size, chunk_rows, whole=whole,
+                                            gpu=gpu)]
 
 
 class Chunks(list):

@@ -41,7 +41,7 @@ def render(name: str) -> str:
             if applies is not None and applies not in kinds:
                 continue
             mark = "*" if key in recommended.get(section, {}) else " "
-            value = config_mod._toml_value(cfg[section][key])
+            value = config_mod.toml_value(cfg[section][key])
             lines.append(f"{f'{key} = {value}':<30} # {mark} {text}")
         lines.append("")
     return "\n".join(lines)
@@ -102,7 +102,7 @@ def render_ms2011(name: str) -> str:
              "# Success: under 1 % of the 10,000 test sequences wrong (the release stops "
              "at 0.1 %).",
              "# Written by scripts/make_configs.py.", "",
-             "[task]", f'name = {config_mod._toml_value(name)}',
+             "[task]", f'name = {config_mod.toml_value(name)}',
              f'{f"T = {T}":<30} # {t_note}']
     for section in config_mod.SCHEMA:
         keys = recipe.get(section, {})
@@ -111,7 +111,7 @@ def render_ms2011(name: str) -> str:
         for key, value in keys.items():
             if (section, key) in (("task", "n_train"), ("task", "T")):
                 continue  # T is above; n_train is unused with fresh data
-            text = f"{key} = {config_mod._toml_value(value)}"
+            text = f"{key} = {config_mod.toml_value(value)}"
             if key == "init_damping":  # left to the task, so that it follows task.T
                 lines.append(f"# {text} here: the task sets 0.01 x the release's "
                              f"num_outputs ({problem.num_outputs(T)} at T = {T})")
@@ -143,7 +143,7 @@ def reference() -> str:
             if bounds:
                 lo, hi = bounds
                 extra += f" Range: ≥ {lo}." if hi is None else f" Range: [{lo}, {hi}]."
-            lines.append(f"| `{key}` | `{config_mod._toml_value(default)}` | "
+            lines.append(f"| `{key}` | `{config_mod.toml_value(default)}` | "
                          f"{text.replace('|', '/')}.{extra} |")
         lines.append("")
     lines += ["## Tasks", "", "| `task.name` | what it is |", "|---|---|"]

@@ -158,7 +158,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 def test_bad_key_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--set", "optimizer.cg_max_iter=3", "--out", str(tmp_path / "x")]) == 2
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == ["rank 0: error: --set: unknown key optimizer.cg_max_iter; did you mean "
+    assert out == ["error: --set: unknown key optimizer.cg_max_iter; did you mean "
                    "optimizer.cg_max_iters?"]
     assert not (tmp_path / "x").exists()
 
@@ -169,23 +169,59 @@ def test_dry_run_prints_config_and_split(capsys):
     out = capsys.readouterr().out
     assert "# parameters: 141" in out  # 1·10 + 10·10 + 10 + 10 + 10·1 + 1
     # JAX (run.backend = 'auto') compiles once per shape: chunks that divide the batch
-    assert "# gradient_batch per rank (1 ranks, chunks of 50 rows): [5000]" in out
+    assert "# gradient_batch per rank (1 rank, chunks of 50 rows): [5000]" in out
     assert "# training rows: 20000 (task memorization)" in out
     assert main(["--dry-run", "--set", "task.name='memorization'", "--set",
                  "run.backend='numba'"]) == 0
-    assert "# gradient_batch per rank (1 ranks, chunks of 64 rows): [5000]" in (
+    assert "# gradient_batch per rank (1 rank, chunks of 64 rows): [5000]" in (
         capsys.readouterr().out)
     assert main(["--dry-run", "--set", "task.name='memorization'", "--set",
                  "run.chunk_rows=20"]) == 0
-    assert "# gradient_batch per rank (1 ranks, chunks of 20 rows): [5000]" in (
+    assert "# gradient_batch per rank (1 rank, chunks of 20 rows): [5000]" in (
         capsys.readouterr().out)
     from dhf.run import chunk_rows_of
     assert [chunk_rows_of({"chunk_rows": 0, "device": d}) for d in ("cpu", "gpu")] == [
         64, 16384]
     # on a GPU, as few chunks as the ranks can share (one: no GPU is needed to plan)
     assert main(["--dry-run", "--set", "run.device='gpu'"]) == 0
-    assert "# gradient_batch per rank (1 ranks, chunks of 10000 rows): [10000]" in (
+    assert "# gradient_batch per rank (1 rank, chunks of 10000 rows): [10000]" in (
         capsys.readouterr().out)
+
+
+def test_help_names_the_default_job_and_prints_toml_a_user_can_copy(capsys):
+    """--help: the default job as it is (2-bit temporal order at T = 100), the keys'
+    defaults as TOML literals (copied into --set, they are taken), and that a task's
+    recommended settings replace them; a Python literal copied anyway says how to
+    write it."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the built-in default job, temporal_order_2bit at T = 100" in text
+    assert "recommended settings (configs/TASK.toml) replace these defaults" in text
+    for literal in ("optimizer.held_out = true:", 'run.backend = "auto":'):
+        assert literal in text
+    assert main(["--dry-run", "--set", "optimizer.held_out=false"]) == 0
+    capsys.readouterr()
+    assert main(["--dry-run", "--set", "optimizer.held_out=False"]) == 2
+    assert "must be bool, got 'False' (TOML writes it false)" in capsys.readouterr().out
+
+
+def test_dry_run_shows_the_work_per_rank_at_any_rank_count(capsys):
+    """--dry-run --ranks: each batch's busiest rank (rows / calls) and idle ranks at rank
+    counts this process does not have. The default job cuts 1 000 rows in 20 chunks of
+    50 and 10 000 in 200: at N ranks the busiest holds ceil(chunks / N) of them, and
+    N - chunks ranks have none."""
+    assert main(["--dry-run", "--ranks", "1,3,64"]) == 0
+    table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("# ")
+             and ln.split("|")[0].strip("# ").isdigit()]
+    for line, n in zip(table, (1, 3, 64)):
+        grad, curv = [cell.strip() for cell in line.split("|")[1:3]]
+        assert grad == f"{50 * -(-200 // n)} / {-(-200 // n)} x 50, 0 idle"
+        assert curv == f"{50 * -(-20 // n)} / {-(-20 // n)} x 50, {max(0, n - 20)} idle"
+    assert len(table) == 3
+    with pytest.raises(SystemExit) as stop:
+        main(["--dry-run", "--ranks", "0,2"])
+    assert stop.value.code == 2 and "expected rank counts" in capsys.readouterr().err
 
 
 def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys):
@@ -202,7 +238,7 @@ def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys
     out = capsys.readouterr().out
     assert "\nT = 30\n" in out and "\nn_train = 3000\n" in out
     assert f"# training rows: 3000 ({path})" in out
-    assert "# gradient_batch per rank (1 ranks, chunks of 60 rows): [1500]" in out
+    assert "# gradient_batch per rank (1 rank, chunks of 60 rows): [1500]" in out
     assert main(base) == 2  # 5000 + 1000 rows asked of 3000
     assert "exceeds the 3000 training rows" in capsys.readouterr().out
 
@@ -504,7 +540,7 @@ def test_a_problem_parameter_it_cannot_lay_out_is_one_line_and_exit_2(tmp_path, 
     from dhf.cli import data_main
 
     bad = ["--set", "task.name='noiseless_memorization_20bit'", "--set", "task.T=15"]
-    expected = ["rank 0: error: task.T = 15 is too small for noiseless_memorization_20bit: "
+    expected = ["error: task.T = 15 is too small for noiseless_memorization_20bit: "
                 "must be >= 21"]
     assert main(bad + ["--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().out.strip().splitlines() == expected
@@ -524,7 +560,7 @@ def test_a_problem_parameter_error_under_mpiexec_is_one_line_and_exit_2(tmp_path
                        "--out", str(tmp_path / "run")], timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
-    assert lines == [f"rank 0: error: task.T = {shortest - 1} is too small for {name}: "
+    assert lines == [f"error: task.T = {shortest - 1} is too small for {name}: "
                      f"must be >= {shortest}"]
     assert not (tmp_path / "run").exists()
 
@@ -536,7 +572,7 @@ def test_an_output_that_cannot_be_written_under_mpiexec_is_one_line(tmp_path):
     done = run_mpi(2, tiny_args() + ["--out", str(a_file)], timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
-    assert lines == [f"rank 0: error: --out {a_file}: is a file, not a directory"]
+    assert lines == [f"error: --out {a_file}: is a file, not a directory"]
     assert a_file.read_text() == "kept"
 
 
@@ -604,7 +640,7 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys, command)
         pytest.importorskip("matplotlib")
     code = run()
     lines = capsys.readouterr().out.strip().splitlines()
-    assert code == 2 and lines == ["rank 0: error: " + expected]
+    assert code == 2 and lines == ["error: " + expected]
 
 
 def test_resuming_a_finished_run_says_so_and_does_nothing(tmp_path, capsys):
