@@ -1,5 +1,6 @@
 """examples/ run as a user would run them."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +12,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_autoencoder_example_trains_and_exports(tmp_path):
-    pytest.importorskip("sklearn")
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "autoencoder.py"), "3"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("sklearn", [True, False])
+def test_autoencoder_example_trains_and_exports(tmp_path, sklearn):
+    """The documented command, with scikit-learn's digits and without scikit-learn
+    (which neither install of the README brings): it trains and writes its parameters
+    into --out, not into the directory it runs in."""
+    env = dict(os.environ)
+    if sklearn:
+        pytest.importorskip("sklearn")
+    else:  # an sklearn that cannot be imported, first on the path
+        hidden = tmp_path / "hidden" / "sklearn"
+        hidden.mkdir(parents=True)
+        (hidden / "__init__.py").write_text("raise ImportError('not installed')\n")
+        env["PYTHONPATH"] = str(tmp_path / "hidden")
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "autoencoder.py"),
+                           "--updates", "3", "--out", "ae"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     line = [ln for ln in done.stdout.splitlines() if ln.startswith("cross-entropy")][0]
+    assert ("(digits)" if sklearn else "(patterns)") in line
     first, last = (float(v) for v in line.split(": ")[1].split(" in ")[0].split(" -> "))
     assert last < first
-    npz = np.load(tmp_path / "autoencoder.npz")
-    as_json = json.loads((tmp_path / "autoencoder.json").read_text())
+    npz = np.load(tmp_path / "ae" / "params.npz")
+    as_json = json.loads((tmp_path / "ae" / "params.json").read_text())
     assert set(npz.files) == set(as_json) == {"W", "b_h", "b_v"}
     np.testing.assert_array_equal(npz["W"], np.array(as_json["W"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ae"] + ["hidden"] * (not sklearn)
 
 
 @pytest.mark.slow
