@@ -93,11 +93,16 @@ def _main(args: argparse.Namespace, comm: Communicator) -> int:
     if args.resume:
         config = on_root(comm, lambda: _resumed_config(out, args)) or config
     config["run"]["out"] = str(out)
+    interactive = comm.rank == 0 and args.quiet == 0 and _show_progress(args.progress)
+    if interactive:  # at once: the imports, the data and compiling take seconds
+        logger.info("dhf: %s %s on %s into %s", "resuming" if args.resume else "starting",
+                    config["data"]["path"] or config["task"]["name"], _ranks(comm.size),
+                    out)
     from dhf.run import train  # heavy imports (PyTensor) only when training
 
     received = _catch_stop_signals()
     progress = None
-    if comm.rank == 0 and args.quiet == 0 and _show_progress(args.progress):
+    if interactive:
         opt = config["optimizer"]
         progress = (CGProgress(opt["cg_max_iters"]) if opt["name"] == "hf" else
                     CGProgress(opt["sgd_steps"], desc=opt["name"].upper(), value="loss"))

@@ -25,8 +25,9 @@ def format_update(row: dict) -> str:
     HF rows show ρ, λ, CG iterations and the step size; SGD rows the gradient norm.
     """
     parts = [f"update {row['update']:>4d}", f"loss {row['loss']:.4g}"]
-    if row.get("valid_error") is not None:
+    if row.get("valid_loss") is not None:
         parts.append(f"valid_loss {row['valid_loss']:.4g}")
+    if row.get("valid_error") is not None:
         parts.append(f"valid_error {row['valid_error']:.3f}")
     if row.get("train_error") is not None:
         parts.append(f"train_error {row['train_error']:.4g}")

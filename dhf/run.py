@@ -406,9 +406,9 @@ def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict
 def _warm_up(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
              batches: dict | None) -> None:
     notice = threading.Timer(COMPILE_NOTICE_SECONDS, logger.info, [
-        "compiling the model: a first run of a model on this machine takes seconds "
-        "under JAX, a minute or two under Numba; later runs load it from the compile "
-        "cache"])
+        "compiling the model, or loading it from the compile cache: a first run of a "
+        "model on this machine compiles for seconds under JAX, a minute or two under "
+        "Numba; later runs load it, in seconds"])
     notice.daemon = True
     notice.start()
     try:

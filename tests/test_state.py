@@ -165,14 +165,16 @@ def in_a_terminal(cmd, timeout=180):
 
 def test_an_interactive_mpiexec_shows_the_progress_bar_and_a_batch_log_does_not(
         tmp_path):
-    """Under mpiexec typed in a terminal, rank 0 draws the CG progress bar, though Hydra
-    starts each rank in a session of its own with pipes for stdout and stderr; the same
-    job with its output in pipes (a batch job's log) draws none."""
+    """Under mpiexec typed in a terminal, rank 0 says at once what it starts, then
+    draws the CG progress bar, though Hydra starts each rank in a session of its own
+    with pipes for stdout and stderr; the same job with its output in pipes (a batch
+    job's log) draws none."""
     args = tiny_args("optimizer.max_updates=2")
     cmd = [venv_bin("mpiexec"), "-n", "2", venv_bin("dhf-train")] + args
     code, text = in_a_terminal(cmd + ["--out", str(tmp_path / "tty")])
     assert code == 0, text
     assert "CG:" in text and "it/s" in text, text
+    assert text.lstrip().startswith("dhf: starting memorization on 2 ranks"), text
     logged = run_mpi(2, args + ["--out", str(tmp_path / "log")])
     assert logged.returncode == 0 and "CG:" not in logged.stdout + logged.stderr
 
