@@ -1,27 +1,63 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with dhf (JAX's CPU build comes with it) and its test
-# extras (the mpich wheel brings mpiexec), then lint (flake8) and run dhf's doctests, run
-# the whole suite serially (but the slurm-marked tests), the MPI subset under mpiexec -n 2
-# and -n 4, and the Slurm tests, which start a one-node Slurm (and apt-get install
-# slurm-wlm and munge first if missing; they skip, saying why, where that is impossible).  Every stage runs under a
-# timeout so that a hang fails instead of stalling.
+# The tests, as CI runs them (.ci/run calls this script):
+#
+#   scripts/test.sh                   every stage: lint serial mpi2 mpi4 slurm
+#   scripts/test.sh lint serial       the named stages only
+#
+# It makes .venv (unless there is one) and installs dhf there with its test extras (the
+# mpich wheel brings mpiexec), then runs each stage under a timeout, so that a hang fails
+# instead of stalling, and prints each stage's minutes at the end:
+#   lint    flake8 and dhf's doctests
+#   serial  the whole suite but the Slurm tests, on two pytest workers (pytest-xdist)
+#   mpi2    the MPI subset (tests marked mpi) under mpiexec -n 2
+#   mpi4    the same under mpiexec -n 4
+#   slurm   scripts/slurm/dhf-train.sbatch on a one-node Slurm cluster started for it
+# The slurm stage needs Debian's slurm-wlm and munge and root (or passwordless sudo); it
+# installs them with apt-get only when DHF_TEST_INSTALL=1 (CI sets it), and otherwise,
+# where they are missing, its tests skip and say why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+STAGES=(lint serial mpi2 mpi4 slurm)
+for stage in "$@"; do
+  [[ " ${STAGES[*]} " == *" $stage "* ]] || {
+    echo "scripts/test.sh: unknown stage '$stage'; the stages are: ${STAGES[*]}" >&2
+    exit 2
+  }
+done
+[ $# -gt 0 ] && STAGES=("$@")
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-# One BLAS thread per process: the MPI ranks are the parallelism.
+# One BLAS thread per process: the MPI ranks (and the pytest workers) are the parallelism.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== lint and doctests"
-timeout -k 10 300 python -m flake8 dhf tests scripts examples
-timeout -k 10 300 python -m pytest -q --doctest-modules dhf -p no:cacheprovider
-echo "== serial suite"
-timeout -k 10 2700 python -m pytest tests -q -ra -m "not slurm" --durations=25
-for n in 2 4; do
-  echo "== MPI subset under mpiexec -n $n"
-  timeout -k 10 900 mpiexec -n "$n" python -m pytest tests -q -m mpi -p no:cacheprovider
+
+TIMES=()
+report() {
+  [ ${#TIMES[@]} -gt 0 ] && printf '== stage times: %s\n' "${TIMES[*]}"
+  return 0
+}
+trap report EXIT
+stage() {  # stage NAME COMMAND...: run it, keeping its time
+  local name=$1 t0=$SECONDS
+  shift
+  echo "== $name"
+  "$@"
+  TIMES+=("$name $(( (SECONDS - t0) / 60 )):$(printf '%02d' $(( (SECONDS - t0) % 60 )))")
+}
+for name in "${STAGES[@]}"; do
+  case $name in
+    lint)
+      stage lint bash -c 'timeout -k 10 300 python -m flake8 dhf tests scripts examples &&
+        timeout -k 10 300 python -m pytest -q --doctest-modules dhf -p no:cacheprovider' ;;
+    serial)
+      stage serial timeout -k 10 2700 python -m pytest tests -q -ra -m "not slurm" \
+        -n 2 --durations=25 ;;
+    mpi2 | mpi4)
+      stage "$name" timeout -k 10 900 mpiexec -n "${name#mpi}" python -m pytest tests -q \
+        -m mpi -p no:cacheprovider ;;
+    slurm)
+      stage slurm timeout -k 10 600 python -m pytest tests -q -ra -m slurm ;;
+  esac
 done
-echo "== Slurm: scripts/slurm/dhf-train.sbatch on a one-node cluster"
-timeout -k 10 600 python -m pytest tests -q -ra -m slurm

@@ -1,6 +1,6 @@
 """The batch scripts for real: scripts/slurm/dhf-train.sbatch on a one-node Slurm started
-here (installed with apt-get when missing; marked ``slurm``), and scripts/pbs/dhf-train.pbs
-in a faked PBS environment (marked ``slow``).
+here (installed with apt-get when missing, if DHF_TEST_INSTALL=1; marked ``slurm``), and
+scripts/pbs/dhf-train.pbs in a faked PBS environment (marked ``slow``).
 """
 from __future__ import annotations
 
