@@ -352,8 +352,13 @@ def _export(args) -> int:
     from dhf.checkpoint import read_params
 
     run = Path(args.run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
     source = run / ("checkpoint.h5" if args.last or not (run / "best.h5").exists()
                     else "best.h5")
+    if not source.exists():
+        raise UserError(f"{run}: not a run directory of dhf-train (it has no "
+                        f"{'best.h5 or ' if not args.last else ''}checkpoint.h5)")
     params = read_params(source)
     suffix = Path(args.out).suffix.lstrip(".") if args.out else ""
     fmt = args.format or (suffix if suffix in ("npz", "json") else "npz")

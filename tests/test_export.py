@@ -61,3 +61,13 @@ def test_exported_equations_compute_the_model_s_output(tmp_path):
     theta = worker.layout.flatten([v.get_value() for v in spec.params])
     np.testing.assert_allclose(worker.loss_sum(theta, np.arange(50))[0], loss.sum(),
                                rtol=1e-10)
+
+
+def test_a_directory_that_is_not_a_run_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert export_main([str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().out.strip() == (
+        f"error: {tmp_path / 'empty'}: not a run directory of dhf-train (it has no "
+        "best.h5 or checkpoint.h5)")
+    assert export_main([str(tmp_path / "nowhere")]) == 2
+    assert f"{tmp_path / 'nowhere'}: no such run directory" in capsys.readouterr().out
