@@ -18,9 +18,10 @@ iteration :math:`i \ge` ``min_iters`` once :math:`i > k`, :math:`\phi_i < 0`,
 .. math:: \frac{\phi_i - \phi_{i-k}}{\phi_i} < k \varepsilon,
           \qquad k = \max(10, \lceil 0.1\, i \rceil), \quad \varepsilon = 5\times10^{-4}.
 
-Iterates at :math:`i = \lceil 1.3^j \rceil` are kept for backtracking (§20.8.7), or, as in
-Sutskever's HF-RNN release, every tenth (:math:`i = 1, 11, 21, \dots`); the last iterate is
-always kept.  A direction with :math:`p^\top A p \le 0` ends CG with status
+Iterates are kept for backtracking at :math:`i = \lceil 5 \cdot 1.3^j \rceil` (5, 7, 9, 11,
+15, 19, …: Martens' ``conjgrad_1.m``), at :math:`\lceil 1.3^j \rceil` (theano-hf's, and
+Martens & Sutskever 2012, §20.8.7) with ``store_first = 1``, or, as in Sutskever's HF-RNN
+release, every tenth (:math:`i = 1, 11, 21, \dots`); the last iterate is always kept.  A direction with :math:`p^\top A p \le 0` ends CG with status
 ``"negative_curvature"``; a non-finite product ends it with ``"nonfinite"``.
 
 Every dot product is :func:`dhf.reduction.dot`, whose bits depend on the vectors alone
@@ -64,19 +65,22 @@ class CGInfo(NamedTuple):
     kept: list
 
 
-def storage_points(max_iters: int, ratio: float = 1.3, every: int = 0) -> set[int]:
-    """Iterations ``ceil(ratio**j)`` at which an iterate is kept, up to ``max_iters``; with
+def storage_points(max_iters: int, ratio: float = 1.3, every: int = 0,
+                   first: float = 5.0) -> set[int]:
+    """Iterations ``ceil(first * ratio**j)`` at which an iterate is kept, up to
+    ``max_iters`` (``first = 5``: Martens' ``conjgrad_1.m``, whose ``inext`` starts at 5
+    and is multiplied by 1.3 after each store; ``first = 1``: theano-hf's grid); with
     ``every``, iterations ``1, 1 + every, 1 + 2 every, …`` instead (the release's
     ``i % cg_eval_freq == 0`` with its 0-based ``i``).
 
-    >>> sorted(storage_points(25, every=10))
-    [1, 11, 21]
+    >>> sorted(storage_points(25)), sorted(storage_points(25, every=10))
+    ([5, 7, 9, 11, 15, 19, 25], [1, 11, 21])
     """
     if every:
         return set(range(1, max_iters + 1, every))
     points, j = set(), 0
     while True:
-        i = math.ceil(ratio**j)
+        i = math.ceil(first * ratio**j)
         if i > max_iters:
             return points
         points.add(i)
@@ -95,6 +99,7 @@ def pcg(
     gap_ratio: float = 0.1,
     min_gap: int = 10,
     store_ratio: float = 1.3,
+    store_first: float = 5.0,
     store_every: int = 0,
     callback: Callable[[int, float], None] | None = None,
 ) -> tuple[np.ndarray, CGInfo]:
@@ -108,8 +113,9 @@ def pcg(
     precond : the diagonal of the inverse preconditioner, ``M^{-1}``, or None.
     min_iters, max_iters : iteration bounds.
     tol, gap_ratio, min_gap : Martens' relative-progress rule (ε, 0.1, 10).
-    store_ratio, store_every : iterates are kept at ``ceil(store_ratio**j)``, or at
-        ``1, 1 + store_every, …`` when ``store_every`` is set.
+    store_ratio, store_first, store_every : iterates are kept at
+        ``ceil(store_first * store_ratio**j)``, or at ``1, 1 + store_every, …`` when
+        ``store_every`` is set (:func:`storage_points`).
     callback : called as ``callback(i, phi_i)`` after each iteration (progress bars).
 
     Returns
@@ -138,7 +144,7 @@ def pcg(
     phi = [-0.5 * dot(x, r + b)]
     if rz == 0.0:  # the warm start already solves the system
         return x, CGInfo(0, "converged", phi, [(0, x.copy())])
-    keep_at = storage_points(max_iters, store_ratio, store_every)
+    keep_at = storage_points(max_iters, store_ratio, store_every, store_first)
     kept: list = []
     status = "max_iters"
     i = 0

@@ -18,23 +18,26 @@ Allreduced numbers, so all ranks take it together.  CG, damping and line search 
 pure functions of :mod:`dhf.cg`, :mod:`dhf.damping` and :mod:`dhf.linesearch`; this
 module only wires them to the worker and the communicator.
 
-Where Martens (2010) and Sutskever's HF-RNN release differ, :class:`HFConfig` offers
-both; the defaults are Martens':
+Where Martens' code (``nnet_train_2.m``, ``conjgrad_1.m``) and Sutskever's HF-RNN release
+(``opt/hf.py``) differ, :class:`HFConfig` offers both; the defaults are Martens':
 
-==================  ===========================  ================================
-option              Martens (2010)               the release (M&S 2011's code)
-==================  ===========================  ================================
-``rho_model``       undamped model               damped model (λI and λμS in it)
-``structural_d``    D = 1 − h² ("paper")         D = ¼(1 − h²) ("release")
-``backtrack``       ⌈1.3^j⌉, walk back           1, 11, 21, … and the iterate CG
-                                                 stopped at (unless at its cap), argmin
-``linesearch_c``    Armijo, c = 1e-2             any decrease, c = 0
-``boost_on_reject`` a rejected step raises λ     λ follows ρ alone
-==================  ===========================  ================================
+=====================  ==========================  ================================
+option                 Martens' code               the release (M&S 2011's code)
+=====================  ==========================  ================================
+``rho_model``          undamped model              damped model (λI and λμS in it)
+``structural_d``       D = 1 − h² ("paper")        D = ¼(1 − h²) ("release")
+``backtrack``          ⌈5·1.3^j⌉ and the last,     1, 11, 21, … and the iterate CG
+                       walk back while no worse    stopped at (unless at its cap), argmin
+``linesearch_c``       Armijo, c = 1e-2            any decrease, c = 0
+``reject_warm_start``  keep: the next CG starts    reset: ``CG_x *= 0`` after a step
+                       from 0.95 × this solution   size of 0
+=====================  ==========================  ================================
 
-Both restart CG from zero after a rejected step.  dhf adds one rule of its own: a CG run
-that meets non-positive or non-finite curvature (``cg_status`` ``negative_curvature`` or
-``nonfinite``) raises λ as ρ = −∞ would and restarts the next CG from zero.
+In both, λ follows ρ alone.  dhf adds rules of its own: ``boost_on_reject`` (off by
+default) raises λ after a rejected line search whatever ρ says; a CG run that meets
+non-positive or non-finite curvature (``cg_status`` ``negative_curvature`` or
+``nonfinite``) raises λ as ρ = −∞ would and restarts the next CG from zero; NaN losses
+count as +∞ in backtracking.
 """
 from __future__ import annotations
 
@@ -104,7 +107,8 @@ class HFConfig:
     l2: float = default("optimizer", "l2")
     backtrack: str = default("optimizer", "backtrack")  # "martens" or "release"
     linesearch_c: float = default("optimizer", "linesearch_c")
-    boost_on_reject: bool = default("optimizer", "boost_on_reject")  # False: the release
+    reject_warm_start: str = default("optimizer", "reject_warm_start")  # "reset": release
+    boost_on_reject: bool = default("optimizer", "boost_on_reject")  # dhf's own rule
 
     @classmethod
     def from_config(cls, optimizer: dict) -> "HFConfig":
@@ -265,12 +269,14 @@ class HFOptimizer:
             # After a breakdown the last iterate is no warm start: CG restarts from zero.
             new_state = HFState(theta + ls.step_size * delta, new_lam,
                                 np.zeros_like(x) if breakdown else x, update)
-        else:  # keep θ, restart CG from zero, and (Martens) damp harder
+        else:  # keep θ; the next CG starts from this one's solution (Martens' code) or
+            # from zero (the release), and (dhf's option) λ grows whatever ρ said
             if cfg.boost_on_reject:
                 new_lam = damping.update_damping(lam, -math.inf,
                                                  min_damping=cfg.min_damping,
                                                  max_damping=cfg.max_damping)
-            new_state = HFState(theta, new_lam, np.zeros_like(x), update)
+            keep = cfg.reject_warm_start == "keep" and not breakdown
+            new_state = HFState(theta, new_lam, x if keep else np.zeros_like(x), update)
         clock.lap("search")
         info = StepInfo(update, loss, rho, new_lam, cg_info.iters, cg_info.status,
                         bt.iteration, ls.step_size, ls.accepted, ls.loss,

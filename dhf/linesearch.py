@@ -37,11 +37,12 @@ class LineSearchInfo(NamedTuple):
 
 def backtrack(kept: Sequence[tuple[int, np.ndarray]], loss: Callable[[np.ndarray], float]
               ) -> tuple[np.ndarray, BacktrackInfo]:
-    """Walk back from the last kept iterate while the previous one has a lower loss.
+    """Walk back from the last kept iterate while the previous one has a loss no higher.
 
-    This is Martens' heuristic: later CG iterates fit the curvature batch better, and an
-    earlier one is preferred only when it does better on other data.  NaN losses count
-    as +inf.
+    This is Martens' heuristic (``nnet_train_2.m``: ``if ll > lowll, j = j+1; break``,
+    so a tie walks on): later CG iterates fit the curvature batch better, and an earlier
+    one is preferred only when it does no worse on other data.  NaN losses count as +inf
+    (dhf's: his comparison with a NaN walks on).
     """
     def value(x):
         f = loss(x)
@@ -53,7 +54,7 @@ def backtrack(kept: Sequence[tuple[int, np.ndarray]], loss: Callable[[np.ndarray
     while j > 0:
         f = value(kept[j - 1][1])
         evaluations += 1
-        if f < best:
+        if f <= best:
             best, j = f, j - 1
         else:
             break

@@ -122,9 +122,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                     "best one)", choices=("martens", "release")),
         "linesearch_c": Key(0.01, "Armijo constant c of the line search (0: any decrease, "
                                   "as Sutskever's code)", range=(0.0, 1.0)),
-        "boost_on_reject": Key(True, "a rejected line search raises lambda whatever rho "
-                                     "says (false: lambda follows rho alone, as "
-                                     "Sutskever's code)"),
+        "reject_warm_start": Key("keep", "after a rejected step the next CG starts from "
+                                         "this one's solution, decayed: keep (Martens' "
+                                         "code) or reset (zero: Sutskever's code)",
+                                 choices=("keep", "reset")),
+        "boost_on_reject": Key(False, "dhf's own rule, in neither paper's code: a "
+                                      "rejected line search raises lambda whatever rho "
+                                      "says (false: lambda follows rho alone, as both "
+                                      "codes do)"),
         "l2": Key(0.0, "L2 weight cost: l2/2 times the squared norm of theta, on the loss,"
                        " gradient and curvature", range=(0.0, None)),
         "learning_rate": Key(0.01, "sgd, adam: step size epsilon", range=(0.0, None)),

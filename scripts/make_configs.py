@@ -71,6 +71,7 @@ MS2011_NOTES = {
     ("optimizer", "rho_model"): "RHO_denom = model(..., damp=True)",
     ("optimizer", "backtrack"): "cg_eval_freq = 10 (and where CG stopped), argmin",
     ("optimizer", "linesearch_c"): "line_search: first 0.8^i that lowers the loss",
+    ("optimizer", "reject_warm_start"): "line_search: step == 0 sets CG_x to zero",
     ("optimizer", "boost_on_reject"): "damping_heuristic(rho) only; no boost on reject",
     ("optimizer", "l2"): "L2_decay = 2e-5 on loss, gradient and Gv",
     ("optimizer", "max_updates"): "maxnum_iter = 5e4; run.max_minutes is the budget",

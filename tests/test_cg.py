@@ -174,26 +174,47 @@ def test_warm_start_at_exact_solution_status():
 
 @pytest.mark.parametrize("max_iters", [0, 1, 2, 10, 100, 250, 1000])
 def test_storage_points_match_exact_ceilings(max_iters):
-    """``storage_points`` is ``{ceil(1.3**j)} <= max_iters`` computed with fractions."""
-    assert storage_points(max_iters) == reference_storage(max_iters)
+    """``storage_points(first=1)`` is theano-hf's ``{ceil(1.3**j)} <= max_iters``,
+    computed here with fractions."""
+    assert storage_points(max_iters, first=1) == reference_storage(max_iters)
+
+
+def martens_storage(max_iters):
+    """The iterations Martens' ``conjgrad_1.m`` stores, by its own loop: ``inext = 5``,
+    ``imult = 1.3``; at iteration ``i == ceil(inext)`` store and ``inext = inext*imult``."""
+    inext, stored = 5.0, []
+    for i in range(1, max_iters + 1):
+        if i == math.ceil(inext):
+            stored.append(i)
+            inext = inext * 1.3
+    return stored
+
+
+@pytest.mark.parametrize("max_iters", [4, 5, 30, 250, 300, 1000])
+def test_the_default_grid_is_martens_conjgrad(max_iters):
+    """pcg's default grid is Martens' (5, 7, 9, 11, 15, 19, 25, ...), not theano-hf's."""
+    assert sorted(storage_points(max_iters)) == martens_storage(max_iters)
+    assert martens_storage(250) == [5, 7, 9, 11, 15, 19, 25, 32, 41, 54, 69, 90, 117, 152,
+                                    197]
 
 
 def test_storage_points_small_values():
     """The first kept iterations and another ratio, spelled out."""
     assert storage_points(0) == set()
-    assert storage_points(1) == {1}
-    assert storage_points(10) == {1, 2, 3, 4, 5, 7, 9}
-    assert storage_points(40, ratio=2.0) == {1, 2, 4, 8, 16, 32}
+    assert storage_points(1, first=1) == {1}
+    assert storage_points(10, first=1) == {1, 2, 3, 4, 5, 7, 9}
+    assert storage_points(40, ratio=2.0, first=1) == {1, 2, 4, 8, 16, 32}
 
 
 @pytest.mark.parametrize("max_iters", [1, 7, 9, 23, 60])
 def test_kept_iterates_at_storage_points(max_iters):
-    """Kept iterations are the exact ``ceil(1.3**j)`` ones reached, plus the last one."""
+    """Kept iterations are the exact ``ceil(5 * 1.3**j)`` ones reached (Martens'
+    conjgrad_1 loop), plus the last one."""
     rng = np.random.default_rng(SEED)
     A, b = random_spd(rng, 300, 1e6), rng.standard_normal(300)
     x, info = pcg(lambda v: A @ v, b, max_iters=max_iters)
     assert info.status == "max_iters" and info.iters == max_iters
-    expected = {i for i in reference_storage(max_iters) if i <= info.iters} | {info.iters}
+    expected = set(martens_storage(max_iters)) | {info.iters}
     kept_iters = [i for i, _ in info.kept]
     assert kept_iters == sorted(expected)
     assert np.array_equal(info.kept[-1][1], x)
@@ -203,7 +224,7 @@ def test_last_iterate_kept_when_stopping_off_grid():
     """An early stop at an iteration that is no storage point still keeps that iterate."""
     rng = np.random.default_rng(SEED)
     A, b = random_spd(rng, 500, 5.0), rng.standard_normal(500)
-    x, info = pcg(lambda v: A @ v, b, store_ratio=1000.0)  # storage points: {1}
+    x, info = pcg(lambda v: A @ v, b, store_ratio=1000.0, store_first=1)  # points: {1}
     assert info.status == "converged"
     assert info.iters > 1
     assert [i for i, _ in info.kept] == [1, info.iters]

@@ -53,7 +53,8 @@ MS2011 = {
                   "cg_max_iters": 300, "structural_damping": 0.03,
                   "structural_d": "release",
                   "rho_model": "damped", "backtrack": "release", "linesearch_c": 0.0,
-                  "boost_on_reject": False, "l2": 2e-5, "clip_norm": 1.0},
+                  "reject_warm_start": "reset", "boost_on_reject": False, "l2": 2e-5,
+                  "clip_norm": 1.0},
     "run": {"stop_valid_error": 0.001, "dtype": "float32"},
 }
 
