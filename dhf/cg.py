@@ -21,8 +21,9 @@ iteration :math:`i \ge` ``min_iters`` once :math:`i > k`, :math:`\phi_i < 0`,
 Iterates are kept for backtracking at :math:`i = \lceil 5 \cdot 1.3^j \rceil` (5, 7, 9, 11,
 15, 19, …: Martens' ``conjgrad_1.m``), at :math:`\lceil 1.3^j \rceil` (theano-hf's, and
 Martens & Sutskever 2012, §20.8.7) with ``store_first = 1``, or, as in Sutskever's HF-RNN
-release, every tenth (:math:`i = 1, 11, 21, \dots`); the last iterate is always kept.  A direction with :math:`p^\top A p \le 0` ends CG with status
-``"negative_curvature"``; a non-finite product ends it with ``"nonfinite"``.
+release, every tenth (:math:`i = 1, 11, 21, \dots`); the last iterate is always kept.  A
+direction with :math:`p^\top A p \le 0` ends CG with status ``"negative_curvature"``; a
+non-finite product ends it with ``"nonfinite"``.
 
 Every dot product is :func:`dhf.reduction.dot`, whose bits depend on the vectors alone
 (not on the BLAS or CPU): ranks holding the same vectors stop at the same iteration.
