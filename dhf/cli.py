@@ -216,7 +216,7 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
     """The resolved config (with a data file's own task), the parameter count, the
     training rows and each batch's split over ranks (this run's, or each of ``ranks``:
     :func:`_work_table`); the batches are checked against the rows, as a run would."""
-    from dhf import tasks
+    from dhf import dataset, tasks
     from dhf.run import backend_of, check_batches, chunk_rows_of
     from dhf.sources import training_rows
     from dhf.worker import chunk_size, rows_per_rank
@@ -241,6 +241,19 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
         sizes = {key: (n_train if full and key in ("gradient_batch", "backtrack_batch")
                        else 0 if full and key == "linesearch_batch" else opt[key])
                  for key in batches}
+        from dhf import memory
+
+        sample = memory.sample_rows(config)
+        n_valid = (dataset.H5Source(config["data"]["path"], "valid").n_rows
+                   if config["data"]["path"] else config["task"]["n_valid"])
+        for n in ranks or [comm.size]:
+            need = memory.estimate(config, spec, sample, n_train, n_valid, n, cap,
+                                   whole=whole, from_file=bool(config["data"]["path"]))
+            print(f"# memory per rank at {_ranks(n)}, estimated: {need.describe()}")
+        have = memory.available_per_rank(comm.node_ranks()[1])
+        if have is not None:
+            print(f"# memory a rank can have here ({_ranks(comm.node_ranks()[1])} on this "
+                  f"machine): {memory.format_bytes(have)}")
         if ranks:
             print(_work_table(sizes, ranks, cap, whole=whole, gpu=gpu))
         for key, rows in ([] if ranks else sizes.items()):

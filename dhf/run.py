@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dhf import cg, dataset, tasks
-from dhf.comm import Communicator, alike_on_every_rank, check_replicas, on_every_rank
+from dhf import cg, dataset, memory, tasks
+from dhf.comm import (Communicator, alike_on_every_rank, check_replicas, on_every_rank,
+                      on_root)
 from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
@@ -158,6 +159,11 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
     t_start = time.perf_counter()
     comm, out = rundir.comm, rundir.path
     rundir.prepare(resume, config)
+    generated = data is None and not config["data"]["path"]
+    if generated:  # the model first, so that a run too big is refused before its data
+        with alike_on_every_rank():
+            spec = tasks.get(config["task"]["name"]).build_model(config)
+        _check_memory(config, spec, comm, None)
     train_rows, valid_rows = data if data is not None else load_data(config, comm)
     fresh = getattr(train_rows, "on_demand", False)
     with alike_on_every_rank():  # follows from the config and the rows' counts
@@ -167,6 +173,8 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
                               "= false or run.train_error = false")
         if spec is None:
             spec = tasks.get(config["task"]["name"]).build_model(config)
+    if not generated:
+        _check_memory(config, spec, comm, (train_rows, valid_rows))
     sources = [train_rows] + ([valid_rows] if valid_rows is not None else [])
     data_fingerprint = "" if fresh else dataset.fingerprint(sources)
     if resume:
@@ -227,6 +235,32 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
                 job.n_valid, worker.compile_seconds, backend if gv_backend == backend
                 else f"{backend}; Gv: {gv_backend}")
     return job, state, best
+
+
+def _check_memory(config: dict, spec: ModelSpec, comm: Communicator, sources) -> None:
+    """Refuse, in one line on every rank, a run whose estimated peak memory per rank
+    (:mod:`dhf.memory`) exceeds what a rank of rank 0's node can have.  ``sources``: the
+    run's (train, valid) rows when they are given (a data file, the caller's arrays);
+    None for a task's generated rows, not yet made.  On a GPU the states live in the
+    device's memory, which this does not check."""
+    if config["run"]["device"] != "cpu":
+        return
+    if sources is None:
+        n_train = None if config["data"]["fresh"] else config["task"]["n_train"]
+        n_valid, from_file = config["task"]["n_valid"], False
+        sample = memory.sample_rows(config)
+    else:
+        train, valid = sources
+        fresh = getattr(train, "on_demand", False)
+        n_train = None if fresh else train.n_rows
+        n_valid = valid.n_rows if valid is not None else 0
+        sample = train.read(np.arange(1)) if not fresh else memory.sample_rows(config)
+        from_file = bool(config["data"]["path"])
+    need = memory.estimate(config, spec, sample, n_train, n_valid, comm.size,
+                           chunk_rows_of(config["run"], spec),
+                           whole=backend_of(config["run"]) == "jax", from_file=from_file)
+    _, on_node = comm.node_ranks()
+    on_root(comm, lambda: memory.check(need, on_node))
 
 
 def _record(job: _Job, state, best: Best, info, t_update: float

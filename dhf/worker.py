@@ -215,14 +215,7 @@ class Worker:
         g = grad(pt.sum(losses), spec.params)
         self._grad_fn = self._function(data_vars, _flat(g + [loss_sum]))
 
-        v = pt.vector("v", dtype=self.dtype)
-        weight = pt.scalar("structural_weight", dtype=self.dtype)
-        tangents = [v[lo:hi].reshape(shape) for shape, lo, hi in
-                    zip(self.layout.shapes, self.layout.offsets[:-1],
-                        self.layout.offsets[1:])]
-        structural = weight if spec.hidden else None
-        build = spec.gauss_newton if self.explicit_gv else model_gauss_newton_product
-        Gv = _flat(build(spec, tangents, structural))
+        Gv, v, weight = gv_graph(spec, self.explicit_gv)
         #: Squared per-example gradients from one backward pass (``spec.dense``); that
         #: function is compiled when the preconditioner first asks for it.
         self.batched_squared_grads = _covers(spec.dense, spec.params)
@@ -472,6 +465,24 @@ class Worker:
     def squared_grad_sum(self, theta: np.ndarray, rows) -> np.ndarray:
         """:meth:`squared_grad_chunks` summed."""
         return _total(self.squared_grad_chunks(theta, rows), self.layout.size)
+
+
+def gv_graph(spec: ModelSpec, explicit: bool = True):
+    """``(Gv, v, structural_weight)``: the symbolic Gauss-Newton product of ``spec`` with
+    the flat vector ``v`` (structural damping weighted by the scalar), through the
+    model's own explicit Gv where it has one and ``explicit``, else the generic
+    pushforward/pullback graph."""
+    dtype = spec.params[0].dtype
+    layout = ParamLayout(spec.param_names, [p.get_value(borrow=True).shape
+                                            for p in spec.params])
+    v = pt.vector("v", dtype=dtype)
+    weight = pt.scalar("structural_weight", dtype=dtype)
+    tangents = [v[lo:hi].reshape(shape) for shape, lo, hi in
+                zip(layout.shapes, layout.offsets[:-1], layout.offsets[1:])]
+    structural = weight if spec.hidden else None
+    build = (spec.gauss_newton if explicit and spec.gauss_newton is not None
+             else model_gauss_newton_product)
+    return _flat(build(spec, tangents, structural)), v, weight
 
 
 def _is_jax(mode) -> bool:

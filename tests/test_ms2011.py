@@ -270,24 +270,43 @@ def test_release_backtracking_skips_the_iterate_at_the_cg_cap():
     assert picked == {"release": 11, "martens": 15}
 
 
-@pytest.mark.parametrize("boost, factor", [(True, 1.5), (False, 2 / 3)])
-def test_a_rejected_line_search_raises_lambda_only_with_boost_on_reject(boost, factor):
-    """The release updates λ from ρ alone, before its line search (which only resets the
-    warm start when it fails); Martens' rule also boosts λ after a rejection."""
+@pytest.mark.parametrize("rules, factor, warm", [
+    # Martens' nnet_train_2.m: a rejected step (rate = 0) leaves ch = chs{end}, which the
+    # next epoch decays (ch = decay*ch); lambda moves by rho alone.
+    ({}, 2 / 3, "kept"),
+    # the release's opt/hf.py: damping_heuristic(rho) before the line search, whose
+    # step == 0 sets CG_x *= 0.
+    ({"reject_warm_start": "reset"}, 2 / 3, "zero"),
+    # dhf's own rule, in neither code: lambda raised whatever rho said.
+    ({"boost_on_reject": True}, 1.5, "kept"),
+])
+def test_a_rejected_line_search_moves_lambda_and_the_warm_start_as_each_code_does(
+        rules, factor, warm):
+    """A model that is good on the curvature batch (ρ > 3/4) and a line search that finds
+    no decrease: θ stays; λ follows ρ alone (× 2/3) but with dhf's boost_on_reject; the
+    next CG starts from this one's solution (Martens) or from zero (the release)."""
     rng = np.random.default_rng(SEED)
     Q = rng.standard_normal((3, 3))
     A, b = Q @ Q.T + np.eye(3), rng.standard_normal(3)
     theta0 = np.zeros(3)
     sampler = BatchSampler(60, 10, 10, 10, seed=0, linesearch=10)
     uphill = sampler.draw(1).linesearch
-    worker = QuadraticWorker(A, b, theta0, uphill)
-    cfg = HFConfig(init_damping=0.3, cg_max_iters=10, boost_on_reject=boost)
-    opt = HFOptimizer(worker, SerialComm(), cfg, sampler)
-    state, info = opt.step(opt.init(theta0))
-    assert not info.accepted and info.rho > 0.75
+    outcome = {}
+    for slope in ("uphill", "honest"):  # honest: the same CG, its step taken
+        worker = QuadraticWorker(A, b, theta0, uphill if slope == "uphill" else ())
+        cfg = HFConfig(init_damping=0.3, cg_max_iters=10, **rules)
+        opt = HFOptimizer(worker, SerialComm(), cfg, sampler)
+        outcome[slope] = opt.step(opt.init(theta0))
+    state, info = outcome["uphill"]
+    assert not info.accepted and info.rho > 0.75 and outcome["honest"][1].accepted
     assert state.damping == pytest.approx(0.3 * factor)
     np.testing.assert_array_equal(state.theta, theta0)
-    assert not state.cg_init.any()
+    solution = outcome["honest"][0].cg_init  # CG's last iterate
+    assert solution.any()
+    if warm == "kept":
+        np.testing.assert_array_equal(state.cg_init, solution)
+    else:
+        assert not state.cg_init.any()
 
 
 def test_h0_starts_as_the_releases_sparsified_initial_state():
