@@ -275,6 +275,7 @@ def _work_table(sizes: dict[str, int], ranks: list[int], cap: int, *, whole: boo
     compiled calls, and how many ranks get no rows of it (they wait at its sums)."""
     from dhf.worker import chunk_size, chunks_per_rank
 
+    sizes = {key: rows for key, rows in sizes.items() if rows}  # 0: none drawn
     head = "# ranks | " + " | ".join(
         f"{key} {rows}: rows / calls, idle" for key, rows in sizes.items())
     lines = ["# work per rank (the busiest rank's rows / compiled calls; ranks with none "
