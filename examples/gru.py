@@ -1,7 +1,7 @@
 """Train your own recurrent graph with dhf: a GRU written with ``pytensor.scan`` (no
 built-in model), on remembering the first of T random bits.
 
-    python examples/gru.py                          # one process, 20 updates
+    python examples/gru.py                          # one process, up to 20 updates
     mpirun -n 2 python examples/gru.py --updates 5  # the same script over 2 ranks
     python examples/gru.py --backend numba          # run.backend: auto, jax, numba, c
 
@@ -20,7 +20,8 @@ import dhf
 from dhf.comm import get_comm
 
 
-def gru(n_in: int, n_hidden: int, n_out: int, seed: int = 0) -> dhf.ModelSpec:
+def gru(n_in: int, n_hidden: int, n_out: int, seed: int = 0,
+        t_max: int | None = None) -> dhf.ModelSpec:
     r"""A GRU (Cho et al. 2014, in the form of Chung et al. 2014) read out at the last
     step:
 
@@ -29,6 +30,11 @@ def gru(n_in: int, n_hidden: int, n_out: int, seed: int = 0) -> dhf.ModelSpec:
         r_t = \sigma(x_t W_r + h_{t-1} U_r + b_r), \\
         c_t = \tanh(x_t W_c + (r_t \odot h_{t-1}) U_c + b_c), \quad
         h_t = (1 - z_t) \odot h_{t-1} + z_t \odot c_t, \quad s = h_T W_{out} + b_{out}
+
+    With ``t_max``, the update gate's bias starts at :math:`b_z = -\log u`,
+    :math:`u \sim U(1, t_{max} - 1)` per unit (Tallec & Ollivier 2018's "chrono"
+    initialisation): each unit first keeps its state for about 1 to ``t_max`` steps,
+    rather than forgetting half of it at every step (:math:`b_z = 0`).
     """
     rng = np.random.default_rng(seed)
     H = n_hidden
@@ -42,6 +48,8 @@ def gru(n_in: int, n_hidden: int, n_out: int, seed: int = 0) -> dhf.ModelSpec:
     W = {g: shared(f"W_{g}", n_in, H) for g in "zrc"}
     U = {g: shared(f"U_{g}", H, H) for g in "zrc"}
     b = {g: shared(f"b_{g}", H) for g in "zrc"}
+    if t_max is not None:
+        b["z"].set_value(-np.log(rng.uniform(1.0, t_max - 1.0, H)))
     W_out, b_out = shared("W_out", H, n_out), shared("b_out", n_out)
     x = pt.tensor3("x")  # (rows, T, n_in)
     y = pt.matrix("y")  # (rows, n_out): 0/1 targets
@@ -77,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = np.random.default_rng(1)
-    result = dhf.train(gru(1, 32, 1), train=first_bit(4000, args.T, rng),
+    result = dhf.train(gru(1, 32, 1, t_max=args.T), train=first_bit(4000, args.T, rng),
                        valid=first_bit(1000, args.T, rng), out=args.out, config={
                            "optimizer": {"max_updates": args.updates},
                            "run": {"backend": args.backend}})

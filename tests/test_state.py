@@ -3,7 +3,6 @@
 These run real ``mpiexec`` jobs in subprocesses (marked slow).
 """
 import os
-import pty
 import random
 import select
 import signal
@@ -142,25 +141,26 @@ def test_bad_data_under_two_ranks_stops_every_rank_in_one_line(tmp_path, case):
 
 
 def in_a_terminal(cmd, timeout=180):
-    """``cmd``'s output as a terminal shows it: run in a pseudo-terminal, as a user types
-    it; (exit status, text)."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: cmd on the pseudo-terminal
-        os.chdir(ROOT)
-        os.execv(cmd[0], cmd)
+    """``cmd``'s output as a terminal shows it: its stdin, stdout and stderr on a
+    pseudo-terminal, as when a user types it; (exit status, text)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=ROOT,
+                            start_new_session=True)
+    os.close(slave)
     out, t0 = b"", time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if select.select([fd], [], [], 1.0)[0]:
+        if select.select([master], [], [], 1.0)[0]:
             try:
-                data = os.read(fd, 65536)
+                data = os.read(master, 65536)
             except OSError:  # the terminal closed: the command ended
                 break
             if not data:
                 break
             out += data
-    status = os.waitpid(pid, 0)[1]
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=60), out.decode(errors="replace")
 
 
 def test_an_interactive_mpiexec_shows_the_progress_bar_and_a_batch_log_does_not(
