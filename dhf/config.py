@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from dhf.errors import ConfigError
-from dhf.schema import CHOICES, RANGES, SCHEMA
+from dhf.schema import CHOICES, RANGES, SCHEMA, check
 
 
 #: The built-in default job, run when neither the config file nor ``--set`` names a task
@@ -194,18 +193,8 @@ def _coerce(section: str, key: str, value: Any, source: str) -> Any:
 
 def validate(config: dict) -> None:
     """Range and consistency checks that need the whole config."""
-    for (section, key), (lo, hi) in RANGES.items():
-        value = config[section][key]
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{section}.{key} = {value!r} must be finite")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise ConfigError(f"{section}.{key} = {value!r} is out of range; "
-                              f"must be {span}")
-    for (section, key), choices in CHOICES.items():
-        if config[section][key] not in choices:
-            raise ConfigError(f"{section}.{key} = {config[section][key]!r}; expected one "
-                              f"of {', '.join(choices)}")
+    for section, key in [*RANGES, *CHOICES]:
+        check(section, key, config[section][key])
     if config["data"]["fresh"] and config["data"]["path"]:
         raise ConfigError(f"data.fresh = true generates the training data; it cannot read "
                           f"data.path = {config['data']['path']!r} (set one of them)")

@@ -50,7 +50,7 @@ import numpy as np
 
 from dhf import cg, damping, linesearch
 from dhf.comm import Communicator, allreduce_exact
-from dhf.schema import default
+from dhf.schema import check, default
 from dhf.curvature import martens_preconditioner
 from dhf.data import BatchSampler
 from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop
@@ -109,6 +109,12 @@ class HFConfig:
     linesearch_c: float = default("optimizer", "linesearch_c")
     reject_warm_start: str = default("optimizer", "reject_warm_start")  # "reset": release
     boost_on_reject: bool = default("optimizer", "boost_on_reject")  # dhf's own rule
+
+    def __post_init__(self):
+        """Every field checked against the schema, as a config file's would be: a
+        misspelt choice is refused here, not run as another rule or met mid-update."""
+        for field in self.__dataclass_fields__:
+            check("optimizer", field, getattr(self, field), "HFConfig: ")
 
     @classmethod
     def from_config(cls, optimizer: dict) -> "HFConfig":

@@ -9,9 +9,11 @@ take their defaults from it, so an optimiser built in code behaves as ``dhf-trai
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from dhf.damping import MAX_DAMPING, MIN_DAMPING
+from dhf.errors import ConfigError
 
 
 class Key(NamedTuple):
@@ -202,3 +204,19 @@ CHOICES = {(sec, k): key.choices for sec, keys in SCHEMA.items()
 def default(section: str, key: str):
     """One key's default."""
     return SCHEMA[section][key].default
+
+
+def check(section: str, key: str, value: Any, source: str = "") -> None:
+    """Refuse ``section.key = value`` (a :class:`~dhf.errors.ConfigError` naming it,
+    after ``source``) when it is not finite, out of the key's range or not one of its
+    choices."""
+    name = f"{source}{section}.{key} = {value!r}"
+    if (section, key) in RANGES:
+        lo, hi = RANGES[section, key]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be finite")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ConfigError(f"{name} is out of range; must be {span}")
+    if (section, key) in CHOICES and value not in CHOICES[section, key]:
+        raise ConfigError(f"{name}; expected one of {', '.join(CHOICES[section, key])}")

@@ -48,7 +48,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dhf.comm import Communicator
-from dhf.schema import default
+from dhf.schema import check, default
 from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop
 from dhf.data import fresh_minibatch, minibatch
 from dhf.reduction import ExactSum, dot
@@ -71,6 +71,12 @@ class SGDConfig:
     adam_beta1: float = default("optimizer", "adam_beta1")
     adam_beta2: float = default("optimizer", "adam_beta2")
     adam_epsilon: float = default("optimizer", "adam_epsilon")
+
+    def __post_init__(self):
+        """Every field checked against the schema, as a config file's would be: a
+        misspelt choice is refused here, not run as another rule or met mid-update."""
+        for field in self.__dataclass_fields__:
+            check("optimizer", field, getattr(self, field), "SGDConfig: ")
 
     @classmethod
     def from_config(cls, optimizer: dict) -> "SGDConfig":

@@ -252,3 +252,20 @@ def test_each_update_says_where_its_time_went(linear_problem):
     assert all(t > 0 for t in phases)
     assert info.seconds - 1e-3 < sum(phases) <= info.seconds
     assert row["t_allreduce"] == 0.0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("backtrack", "relase", "HFConfig: optimizer.backtrack = 'relase'; expected one of "
+                            "martens, release"),
+    ("structural_d", "papr", "expected one of paper, release"),
+    ("cg_max_iters", 0, "optimizer.cg_max_iters = 0 is out of range"),
+    ("init_damping", math.nan, "optimizer.init_damping = nan must be finite"),
+])
+def test_a_config_built_in_code_is_checked_as_a_file_would_be(field, value, message):
+    """HFConfig(backtrack="relase") used to run Martens' rule silently, and a misspelt
+    structural_d crashed mid-update: both are refused when built, naming the field."""
+    from dhf.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        HFConfig(**{field: value})
+    assert message in str(refused.value)

@@ -192,3 +192,12 @@ def test_sgd_ranks_follow_the_serial_trajectory(comm):
     _, alone, _, _, _ = run_sgd(cfg, 2)
     close = np.allclose(spread.theta, alone.theta, rtol=1e-10, atol=1e-12)
     assert comm.allreduce_sum(np.array([0.0 if close else 1.0]))[0] == 0
+
+
+def test_sgd_config_is_checked_when_built():
+    from dhf.errors import ConfigError
+    from dhf.sgd import SGDConfig
+
+    with pytest.raises(ConfigError, match="SGDConfig: optimizer.momentum_schedule = "
+                                          "'sutskever'; expected one of"):
+        SGDConfig(momentum_schedule="sutskever")
