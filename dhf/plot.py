@@ -4,8 +4,8 @@ Eight panels, runs overlaid: training loss (solid) and validation loss (dashed),
 validation error, against updates and against wall time since the run began (start-up
 included, so a slow first compile shows), λ, ρ, CG iterations and seconds per update
 (the ``hessianfree`` dataplotter's content, for several runs at once).  Each run is
-labelled with its directory and, from its ``config.toml``, its task and T.  matplotlib is
-an optional extra (``pip install 'dhf[plot]'``).
+labelled, from its ``config.toml``, with its optimiser (HF, SGD, Adam), its task and T,
+and its directory.  matplotlib is an optional extra (``pip install 'dhf[plot]'``).
 """
 from __future__ import annotations
 
@@ -75,18 +75,23 @@ PANELS = [("loss", "loss: training (solid), validation (dashed)", "update", "log
           ("seconds", "seconds per update", "update", "linear", None, "s")]
 
 
+#: How the legend names each ``optimizer.name``.
+OPTIMIZERS = {"hf": "HF", "sgd": "SGD", "adam": "Adam"}
+
+
 def run_label(run_dir: str | Path,
               recurrent: Callable[[str], bool] = lambda task: True) -> str:
-    """``DIR: TASK, T = …`` from the run's config.toml (``DIR: TASK`` when
-    ``recurrent(TASK)`` says T means nothing for it; the directory alone without a
-    config)."""
+    """``OPTIMISER, TASK, T = … (DIR)`` from the run's config.toml (no T where
+    ``recurrent(TASK)`` says it means nothing; the directory alone without a config)."""
     import tomllib
 
     name = Path(run_dir).name
     try:
-        task = tomllib.loads((Path(run_dir) / "config.toml").read_text())["task"]
-        return f"{name}: {task['name']}" + (f", T = {task['T']}"
-                                            if recurrent(task["name"]) else "")
+        config = tomllib.loads((Path(run_dir) / "config.toml").read_text())
+        task = config["task"]
+        optimizer = config.get("optimizer", {}).get("name", "hf")
+        t = f", T = {task['T']}" if recurrent(task["name"]) else ""
+        return f"{OPTIMIZERS.get(optimizer, optimizer)}, {task['name']}{t} ({name})"
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         return name
 
@@ -100,6 +105,7 @@ def plot_runs(run_dirs: list[str], out: str | Path,
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise UserError("dhf-plot needs matplotlib: pip install 'dhf[plot]' "
                         "(or pip install matplotlib)") from None
@@ -117,6 +123,8 @@ def plot_runs(run_dirs: list[str], out: str | Path,
                       else "wall time since the start, start-up included (s)")
         ax.set_ylabel(ylabel)
         ax.set_yscale(scale)
+        if x == "update":  # updates are whole: no tick at 2.5
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     out = Path(out)

@@ -57,9 +57,40 @@ def test_infinite_rho_is_drawn_on_the_panels_edge():
     assert _series(rows, "damping", "update") == ([], [])
 
 
-def test_runs_are_labelled_with_their_task_and_T(run_dir):
+def test_runs_are_labelled_with_their_optimiser_task_and_T(run_dir, tmp_path):
+    """The legend names the optimiser (the tutorial's HF against SGD and Adam), not
+    only a directory."""
+    import shutil
+
     from dhf.plot import run_label
 
-    assert run_label(run_dir) == f"{run_dir.name}: memorization, T = 6"
+    assert run_label(run_dir) == f"HF, memorization, T = 6 ({run_dir.name})"
     not_recurrent = run_label(run_dir, recurrent=lambda task: False)
-    assert not_recurrent == f"{run_dir.name}: memorization"
+    assert not_recurrent == f"HF, memorization ({run_dir.name})"
+    adam = tmp_path / "with-adam"
+    shutil.copytree(run_dir, adam)
+    config = (adam / "config.toml").read_text().replace('name = "hf"', 'name = "adam"')
+    (adam / "config.toml").write_text(config)
+    assert run_label(adam).startswith("Adam, memorization")
+
+
+def test_update_axes_have_whole_ticks(run_dir, tmp_path):
+    """λ, ρ, CG and every other panel against updates: ticks at whole updates only."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from dhf import plot
+
+    saved = {}
+    real_close = plt.close
+    plt.close = lambda fig: saved.setdefault("fig", fig)
+    try:
+        plot.plot_runs([str(run_dir)], tmp_path / "curves.png")
+    finally:
+        plt.close = real_close
+    fig = saved["fig"]
+    for ax, panel in zip(fig.axes, plot.PANELS):
+        if panel[2] == "update":
+            ticks = ax.get_xticks()
+            assert all(float(t).is_integer() for t in ticks), (panel[1], ticks)
+    real_close(fig)
