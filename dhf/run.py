@@ -159,7 +159,8 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
     t_start = time.perf_counter()
     comm, out = rundir.comm, rundir.path
     rundir.prepare(resume, config)
-    generated = data is None and not config["data"]["path"]
+    generated = data is None and not config["data"]["path"] and isinstance(
+        tasks.get(config["task"]["name"]), tasks.GeneratedTask)
     if generated:  # the model first, so that a run too big is refused before its data
         with alike_on_every_rank():
             spec = tasks.get(config["task"]["name"]).build_model(config)
@@ -240,9 +241,9 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
 def _check_memory(config: dict, spec: ModelSpec, comm: Communicator, sources) -> None:
     """Refuse, in one line on every rank, a run whose estimated peak memory per rank
     (:mod:`dhf.memory`) exceeds what a rank of rank 0's node can have.  ``sources``: the
-    run's (train, valid) rows when they are given (a data file, the caller's arrays);
-    None for a task's generated rows, not yet made.  On a GPU the states live in the
-    device's memory, which this does not check."""
+    run's (train, valid) rows once they are there (a data file, the caller's arrays, a
+    fixed data set such as MNIST); None for a task's generated rows, not yet made.  On a
+    GPU the states live in the device's memory, which this does not check."""
     if config["run"]["device"] != "cpu":
         return
     if sources is None:
