@@ -20,8 +20,9 @@ from dhf.schema import CHOICES, RANGES, SCHEMA, check
 
 #: The built-in default job, run when neither the config file nor ``--set`` names a task
 #: or a data file: Martens & Sutskever's 2-bit temporal order at T = 100 with their
-#: recipe, which HF solves in minutes on 2 cores and clipped SGD and Adam, given the same
-#: minutes, do not (docs/results.md).  Keys the user sets (``--set task.T=50``) win.
+#: recipe, which HF solves in minutes on 2 cores and clipped momentum SGD, given the same
+#: minutes, does not (Adam does, faster: docs/results.md).  Keys the user sets
+#: (``--set task.T=50``) win.
 DEFAULT_JOB = {"task": {"name": "temporal_order_2bit", "T": 100}}
 
 
