@@ -217,7 +217,7 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
     training rows and each batch's split over ranks (this run's, or each of ``ranks``:
     :func:`_work_table`); the batches are checked against the rows, as a run would."""
     from dhf import dataset, tasks
-    from dhf.run import backend_of, check_batches, chunk_rows_of
+    from dhf.run import backend_of, check_batches, chunk_rows_of, looped_of
     from dhf.sources import training_rows
     from dhf.worker import chunk_size, rows_per_rank
 
@@ -237,6 +237,7 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
         full = opt["name"] == "hf" and opt["gradient_batch"] == 0
         whole = backend_of(config["run"]) == "jax"
         cap = chunk_rows_of(config["run"], spec)
+        looped = looped_of(config["run"], spec, cap)
         gpu = config["run"]["device"] == "gpu"
         sizes = {key: (n_train if full and key in ("gradient_batch", "backtrack_batch")
                        else 0 if full and key == "linesearch_batch" else opt[key])
@@ -248,17 +249,20 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
                    if config["data"]["path"] else config["task"]["n_valid"])
         for n in ranks or [comm.size]:
             need = memory.estimate(config, spec, sample, n_train, n_valid, n, cap,
-                                   whole=whole, from_file=bool(config["data"]["path"]))
+                                   whole=whole, looped=looped,
+                                   from_file=bool(config["data"]["path"]))
             print(f"# memory per rank at {_ranks(n)}, estimated: {need.describe()}")
         have = memory.available_per_rank(comm.node_ranks()[1])
         if have is not None:
             print(f"# memory a rank can have here ({_ranks(comm.node_ranks()[1])} on this "
                   f"machine): {memory.format_bytes(have)}")
         if ranks:
-            print(_work_table(sizes, ranks, cap, whole=whole, gpu=gpu))
+            print(_work_table(sizes, ranks, cap, whole=whole, gpu=gpu, looped=looped))
         for key, rows in ([] if ranks else sizes.items()):
-            split = rows_per_rank(rows, comm.size, cap, whole=whole, gpu=gpu)
-            size = chunk_size(rows, cap, whole=whole, ranks=comm.size if gpu else 0)
+            split = rows_per_rank(rows, comm.size, cap, whole=whole, gpu=gpu,
+                                  looped=looped)
+            size = chunk_size(rows, cap, whole=whole, ranks=comm.size if gpu else 0,
+                              looped=looped)
             print(f"# {key} per rank ({_ranks(comm.size)}, chunks of {size} rows): "
                   f"{split}")
         sys.stdout.flush()
@@ -270,24 +274,28 @@ def _ranks(n: int) -> str:
 
 
 def _work_table(sizes: dict[str, int], ranks: list[int], cap: int, *, whole: bool,
-                gpu: bool) -> str:
+                gpu: bool, looped: bool) -> str:
     """Each batch's work at each of ``ranks`` rank counts: the busiest rank's rows and
-    compiled calls, and how many ranks get no rows of it (they wait at its sums)."""
-    from dhf.worker import chunk_size, chunks_per_rank
+    compiled calls (each of up to ``cap`` rows: one chunk, or looped several), and how
+    many ranks get no rows of it (they wait at its sums)."""
+    from dhf.worker import calls_of, chunk_size, chunks_per_rank
 
     sizes = {key: rows for key, rows in sizes.items() if rows}  # 0: none drawn
     head = "# ranks | " + " | ".join(
         f"{key} {rows}: rows / calls, idle" for key, rows in sizes.items())
-    lines = ["# work per rank (the busiest rank's rows / compiled calls; ranks with none "
-             "of the batch)", head]
+    lines = [f"# work per rank (the busiest rank's rows / compiled calls of chunks of "
+             f"the size given{', several a call' if looped else ''}; ranks with none of "
+             "the batch)", head]
     for n in ranks:
         cells = []
         for rows in sizes.values():
-            share = chunks_per_rank(rows, n, cap, whole=whole, gpu=gpu)
+            share = chunks_per_rank(rows, n, cap, whole=whole, gpu=gpu, looped=looped)
             busiest = max(share, key=sum)
             idle = sum(1 for c in share if not c)
-            size = chunk_size(rows, cap, whole=whole, ranks=n if gpu else 0)
-            cells.append(f"{sum(busiest)} / {len(busiest)} x {size}, {idle} idle")
+            size = chunk_size(rows, cap, whole=whole, ranks=n if gpu else 0,
+                              looped=looped)
+            cells.append(f"{sum(busiest)} / {calls_of(busiest, cap, looped)} x {size}, "
+                         f"{idle} idle")
         lines.append(f"# {n:5d} | " + " | ".join(cells))
     return "\n".join(lines)
 

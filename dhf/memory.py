@@ -33,7 +33,7 @@ from dhf import cg, tasks
 from dhf.errors import ConfigError
 from dhf.model import ModelSpec
 from dhf.reduction import BINS
-from dhf.worker import chunk_size, rows_per_rank
+from dhf.worker import calls_of, chunk_size, chunks_per_call, chunks_per_rank
 
 #: RSS of a rank before it holds data: Python, numpy, PyTensor, JAX, dhf and the
 #: compiled functions (the peak RSS of a small job, scripts/bench/memory_estimate.py).
@@ -66,10 +66,11 @@ class Estimate:
 
 def estimate(config: dict, spec: ModelSpec, sample: list[np.ndarray], n_train: int | None,
              n_valid: int, ranks: int, chunk_rows: int, *, whole: bool = False,
-             from_file: bool = False) -> Estimate:
+             looped: bool = False, from_file: bool = False) -> Estimate:
     """The peak memory of one of ``ranks`` ranks (the busiest) for ``config``'s batches
     on ``spec``, whose data rows look like ``sample`` (one row of each array);
-    ``n_train`` None: fresh rows every update."""
+    ``n_train`` None: fresh rows every update; ``whole`` and ``looped``: the chunk plan
+    (:func:`dhf.worker.chunk_size`)."""
     opt = config["optimizer"]
     row_bytes = sum(a[:1].nbytes for a in sample)
     hf = opt["name"] == "hf"
@@ -84,10 +85,14 @@ def estimate(config: dict, spec: ModelSpec, sample: list[np.ndarray], n_train: i
     data = (held + (0 if from_file else n_valid)) * row_bytes
     states = work = 0
     if hf and curvature:
-        size = chunk_size(curvature, chunk_rows, whole=whole)
-        mine = max(rows_per_rank(curvature, ranks, chunk_rows, whole=whole))
+        size = chunk_size(curvature, chunk_rows, whole=whole, looped=looped)
+        mine = max(chunks_per_rank(curvature, ranks, chunk_rows, whole=whole,
+                                   looped=looped), key=sum)
         per_chunk = cached_state_bytes(spec, sample, size)
-        states = per_chunk * -(-mine // size)
+        # a looped call keeps its states in stacks of chunks_per_call chunks, its last
+        # one padded; the states are linear in the rows
+        per_call = per_chunk * (chunks_per_call(size, chunk_rows) if looped else 1)
+        states = per_call * calls_of(mine, chunk_rows, looped)
         work = WORK_FACTOR * per_chunk
     P = sum(p.get_value(borrow=True).size for p in spec.params)
     kept = len(cg.storage_points(opt["cg_max_iters"])) + 1 if hf else 0

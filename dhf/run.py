@@ -38,7 +38,7 @@ from dhf.optimizer import Optimizer, StopRequested
 from dhf.rundir import Best, RunDir
 from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
 from dhf.sources import load_data
-from dhf.worker import CPU_CHUNK_ROWS, GPU_CHUNK_ROWS, Worker
+from dhf.worker import CPU_CHUNK_ROWS, GPU_CHUNK_ROWS, Worker, loops_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -257,9 +257,10 @@ def _check_memory(config: dict, spec: ModelSpec, comm: Communicator, sources) ->
         n_valid = valid.n_rows if valid is not None else 0
         sample = train.read(np.arange(1)) if not fresh else memory.sample_rows(config)
         from_file = bool(config["data"]["path"])
-    need = memory.estimate(config, spec, sample, n_train, n_valid, comm.size,
-                           chunk_rows_of(config["run"], spec),
-                           whole=backend_of(config["run"]) == "jax", from_file=from_file)
+    cap = chunk_rows_of(config["run"], spec)
+    need = memory.estimate(config, spec, sample, n_train, n_valid, comm.size, cap,
+                           whole=backend_of(config["run"]) == "jax",
+                           looped=looped_of(config["run"], spec, cap), from_file=from_file)
     _, on_node = comm.node_ranks()
     on_root(comm, lambda: memory.check(need, on_node))
 
@@ -500,19 +501,33 @@ def stop_reason(run_cfg: dict, update: int, validated: dict, best: Best) -> str 
 def chunk_rows_of(run_cfg: dict, spec: ModelSpec | None = None) -> int:
     """Rows per compiled call, at most: ``run.chunk_rows``, or on a GPU
     :data:`dhf.worker.GPU_CHUNK_ROWS`, and on a CPU :data:`dhf.worker.CPU_CHUNK_ROWS`
-    for ``spec``'s kind: sequences (data of three axes, rows × steps × features) or
-    feed-forward (rows × features)."""
+    for ``spec``'s kind: sequences (data of three axes, rows × steps × features), in
+    calls of several chunks where :func:`looped_of` says so, or feed-forward (rows ×
+    features)."""
     if run_cfg["chunk_rows"]:
         return run_cfg["chunk_rows"]
     if run_cfg["device"] == "gpu":
         return GPU_CHUNK_ROWS
     sequences = spec is None or any(v.ndim >= 3 for v in spec.data_vars)
-    return CPU_CHUNK_ROWS["sequences" if sequences else "feedforward"]
+    if not sequences:
+        return CPU_CHUNK_ROWS["feedforward"]
+    looped = spec is not None and looped_of(run_cfg, spec, CPU_CHUNK_ROWS["looped"])
+    return CPU_CHUNK_ROWS["looped" if looped else "sequences"]
+
+
+def looped_of(run_cfg: dict, spec: ModelSpec, chunk_rows: int) -> bool:
+    """Does a run compute several chunks of about 16 rows per call, in calls of
+    ``chunk_rows`` rows (:func:`dhf.worker.loops_chunks`: every function under JAX, on a
+    CPU, for a model small enough)?"""
+    jax = (backend_of(run_cfg) == "jax"
+           and run_cfg.get("gv_backend", "auto") in ("auto", "jax"))
+    n_params = sum(p.get_value(borrow=True).size for p in spec.params)
+    return loops_chunks(jax, chunk_rows, n_params, gpu=run_cfg["device"] == "gpu")
 
 
 def backend_of(run_cfg: dict) -> str:
     """The backend ``run.backend`` names, ``auto`` resolved (:func:`modes`)."""
-    if run_cfg["backend"] != "auto":
+    if run_cfg.get("backend", "auto") != "auto":
         return run_cfg["backend"]
     return "jax" if importlib.util.find_spec("jax") is not None else "numba"
 

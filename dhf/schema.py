@@ -170,7 +170,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              "takes one of its node's GPUs)",
                       choices=("cpu", "gpu")),
         "chunk_rows": Key(0, "rows per compiled call, at most (0: on a CPU 64 for "
-                             "sequences, 512 for feed-forward nets; on a GPU 16384, "
+                             "sequences, or 256 in ~16-row chunks several a call under "
+                             "JAX, 512 for feed-forward nets; on a GPU 16384, "
                              "a batch in as few chunks as its ranks can share)",
                              range=(0, None)),
         "dtype": Key("float64", "model arithmetic: float64 or float32 (CG is float64)",

@@ -9,6 +9,10 @@ PyTensor folds before JAX sees them.  :class:`StaticShapeFunction` does that on 
 sight of each shape, as ``jax.jit`` itself would recompile: a worker's chunks come in a
 few shapes (full chunks and a batch's last one), so a handful of compilations serve a
 run.
+
+:meth:`StaticShapeFunction.loop` runs the same graph over several chunks in one call, a
+loop inside the compiled function, each chunk's outputs kept apart
+(:class:`LoopedJAXLinker`).
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.mode import Mode, get_mode
 from pytensor.graph.replace import clone_replace
+from pytensor.link.jax.linker import JAXLinker
 
 
 @contextlib.contextmanager
@@ -34,6 +40,53 @@ def _quiet_tracing():
         yield
 
 
+class LoopedJAXLinker(JAXLinker):
+    """PyTensor's JAX linker, with the function run over a stack of chunks.
+
+    The compiled function takes ``(count, x_1, …, x_n, shared…)``: each of the first
+    ``n_looped`` graph inputs after ``count`` holds a stack of ``G`` chunks (a leading
+    axis), and the graph runs on chunks ``0 … count − 1`` in a ``fori_loop``, each
+    output stacked likewise (rows from ``count`` on are zeros).  ``count`` is a run-time
+    value, so one compilation serves every count up to ``G``, and every chunk runs the
+    same loop body: its outputs have the same bits whichever call, position or count it
+    comes in (``tests/test_worker.py`` checks them against one-chunk calls).
+    """
+
+    def __init__(self, n_looped: int, *args, **kwargs):
+        self.n_looped = n_looped
+        super().__init__(*args, **kwargs)
+
+    def clone(self, allow_gc=None):
+        return type(self)(self.n_looped, allow_gc=allow_gc)
+
+    def jit_compile(self, fn):
+        import jax
+        from jax import lax
+
+        n = self.n_looped
+
+        def looped(count, *args):
+            stacks, shared = args[:n], args[n:]
+
+            def one(i):
+                chunk = [lax.dynamic_index_in_dim(x, i, 0, keepdims=False) for x in stacks]
+                return fn(count, *chunk, *shared)
+
+            size = stacks[0].shape[0]
+            outputs = jax.tree.map(lambda o: jax.numpy.zeros((size,) + o.shape, o.dtype),
+                                   jax.eval_shape(one, 0))
+
+            def body(i, outputs):
+                def put(o, x):
+                    return lax.dynamic_update_index_in_dim(o, x, i, 0)
+
+                return jax.tree.map(put, outputs, one(i))
+
+            return lax.fori_loop(0, count, body, outputs)
+
+        return jax.jit(looped)
+
+
 class StaticShapeFunction:
     """``pytensor.function(inputs, outputs, mode=mode)``, compiled for each distinct
     tuple of argument shapes with the inputs replaced by static-shape copies.
@@ -46,23 +99,38 @@ class StaticShapeFunction:
     gives each the graph's dtype.  With ``on_device`` the outputs are JAX's own arrays,
     left where they were computed (the forward pass's states, which the Gv calls of the
     update read there); otherwise NumPy arrays.
+
+    ``looped`` is how many of the leading ``inputs`` :meth:`loop` takes as stacks of
+    chunks.
     """
 
     def __init__(self, inputs: Sequence, outputs, mode, params: Sequence = (),
                  param_values: Callable[[], list] | None = None, on_device: bool = False,
-                 **kwargs):
+                 looped: int = 0, **kwargs):
         self.inputs, self.outputs = list(inputs), outputs
         self.mode, self.kwargs = mode, kwargs
         self.params = list(params)
         self.param_values = param_values or (
             lambda: [p.get_value(borrow=True) for p in self.params])
         self.on_device = on_device
+        self.looped = looped
         self._compiled: dict[tuple, pytensor.compile.Function] = {}
 
     def __call__(self, *args):
-        shapes = tuple(np.shape(a) for a in args)
-        fn = self._compiled.get(shapes)
+        return self._run((), tuple(np.shape(a) for a in args), args)
+
+    def loop(self, count: int, *args):
+        """The function on chunks ``0 … count − 1`` of stacks of chunks: each of the
+        first ``looped`` arguments has a leading axis of chunks (``G`` of them, the same
+        in every call, so that one compilation serves), the others are shared; each
+        output gains that leading axis (:class:`LoopedJAXLinker`)."""
+        shapes = tuple(np.shape(a)[1:] if i < self.looped else np.shape(a)
+                       for i, a in enumerate(args))
+        return self._run((np.int64(count),), shapes, args, key=np.shape(args[0])[:1])
+
+    def _run(self, head: tuple, shapes: tuple, args, key: tuple = ()):
         values = self.param_values()
+        fn = self._compiled.get((key, shapes))
         if fn is None:
             static = [pt.tensor(v.name, dtype=v.dtype, shape=shape)
                       for v, shape in zip(self.inputs, shapes)]
@@ -70,13 +138,19 @@ class StaticShapeFunction:
                     for p, value in zip(self.params, values)]
             outputs = clone_replace(self.outputs, {**dict(zip(self.params, held)),
                                                    **dict(zip(self.inputs, static))})
+            count, mode = [], self.mode
+            if head:
+                count = [pt.scalar("count", dtype="int64")]
+                jax_mode = get_mode(self.mode)
+                mode = Mode(linker=LoopedJAXLinker(self.looped),
+                            optimizer=jax_mode.optimizer)
             with _quiet_tracing():
-                fn = self._compiled[shapes] = pytensor.function(
-                    static + held, outputs, mode=self.mode, **self.kwargs)
+                fn = self._compiled[key, shapes] = pytensor.function(
+                    count + static + held, outputs, mode=mode, **self.kwargs)
                 fn.trust_input = True
-                out = fn(*args, *values)  # JAX traces and compiles on this first call
+                out = fn(*head, *args, *values)  # JAX traces and compiles on this call
         else:
-            out = fn(*args, *values)
+            out = fn(*head, *args, *values)
         # JAX's type promotion can return float64 where PyTensor typed float32 (a scalar
         # mixed with a float64 constant): give each output the graph's dtype, so that the
         # next function, which takes it as a float32 input, accepts it.

@@ -13,6 +13,7 @@ follow reuses it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from typing import Iterator
@@ -39,11 +40,14 @@ logger = logging.getLogger(__name__)
 #: ranks, and the fewest rows in a chunk that this leaves.
 MIN_CHUNKS = 16
 MIN_CHUNK_ROWS = 16
-#: Rows per chunk, at most, on a CPU (``run.chunk_rows = 0``): 64 for sequences, whose
-#: (T, rows, H) states then stay in L2; 512 for feed-forward nets, whose every chunk
-#: returns all P of its gradient or Gv (2.8 M values for the MNIST autoencoder) and
-#: whose weight gradients are GEMMs as deep as a chunk's rows (``docs/benchmarks.md``).
-CPU_CHUNK_ROWS = {"sequences": 64, "feedforward": 512}
+#: Rows per compiled call, at most, on a CPU (``run.chunk_rows = 0``): 64 for
+#: sequences, whose (T, rows, H) states then stay in L2; 256 for sequences in looped
+#: calls (:func:`loops_chunks`), each chunk of ~16 rows computed in turn inside the call
+#: (of 64, 128 and 256 rows a call, 256 was the fastest for the tanh RNN, the LSTM and
+#: the 2-layer RNN: ``docs/benchmarks.md``, "Fine chunks"); 512 for feed-forward nets,
+#: whose every chunk returns all P of its gradient or Gv (2.8 M values for the MNIST
+#: autoencoder) and whose weight gradients are GEMMs as deep as a chunk's rows.
+CPU_CHUNK_ROWS = {"sequences": 64, "looped": 256, "feedforward": 512}
 #: Rows per chunk, at most, on a GPU (``run.chunk_rows = 0``).  A GPU computes a chunk of
 #: a few thousand rows in about the time of one of a few hundred, and every chunk costs
 #: a round trip to the host (its P sums split exactly there, :mod:`dhf.reduction`): on
@@ -52,10 +56,37 @@ CPU_CHUNK_ROWS = {"sequences": 64, "feedforward": 512}
 #: (``docs/benchmarks.md``, "One GPU").  So on a GPU each batch is cut into as few chunks as
 #: its ranks can share (:func:`chunk_size`'s ``ranks``), of at most this many rows.
 GPU_CHUNK_ROWS = 16384
+#: A looped call (:func:`loops_chunks`) returns each of its chunks' sums apart: at most
+#: this many float64 values a call (32 MB), so that the MNIST autoencoder's 2.8 M
+#: parameters keep one chunk a call.
+LOOP_MAX_VALUES = 2 ** 22
+
+
+def loops_chunks(jax: bool, chunk_rows: int, n_params: int, gpu: bool = False) -> bool:
+    """Does a worker cut its batches into chunks of :data:`MIN_CHUNK_ROWS` rows (about)
+    and compute several of them per compiled call, a loop inside the call
+    (:meth:`dhf.static_shapes.StaticShapeFunction.loop`)?
+
+    With every function under JAX on a CPU, where a call holds ``chunk_rows`` rows or
+    more and the chunks' sums fit :data:`LOOP_MAX_VALUES`.  Each chunk's sums then have
+    the bits of a call on that chunk alone, whatever call it falls in, so that a batch
+    can be cut into chunks fine enough for ``rows / 16`` ranks (the plan follows the
+    batch, never the rank count: :mod:`dhf.reduction`) while each rank still makes calls
+    of ``chunk_rows`` rows: the default job's 1 000-row curvature batch is 100 chunks of
+    10 rows, enough for 100 ranks, computed in calls of 25 at one rank.
+    """
+    most = chunks_per_call(MIN_CHUNK_ROWS // 2, chunk_rows)  # of the smallest chunks
+    return (jax and not gpu and chunk_rows >= 2 * MIN_CHUNK_ROWS
+            and n_params * most <= LOOP_MAX_VALUES)
+
+
+def chunks_per_call(chunk: int, chunk_rows: int) -> int:
+    """Chunks of ``chunk`` rows a looped call holds: ``chunk_rows`` rows, about."""
+    return max(1, chunk_rows // max(chunk, 1))
 
 
 def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False,
-               ranks: int = 0) -> int:
+               ranks: int = 0, looped: bool = False) -> int:
     """Rows per chunk of an ``n_rows`` batch (:meth:`Worker.plan`): ``chunk_rows`` at
     most, and fewer for a small batch so that it has :data:`MIN_CHUNKS` chunks, but not
     fewer than a quarter of ``chunk_rows`` (nor :data:`MIN_CHUNK_ROWS`): below that a
@@ -72,7 +103,13 @@ def chunk_size(n_rows: int, chunk_rows: int = 64, *, whole: bool = False,
     chunks have one shape (the JAX backend compiles once per shape): 10 000 and 1 000
     rows both go in chunks of 50, the autoencoder's 375 in chunks of 125; with
     ``ranks``, only one that gives no rank another call.
+
+    ``looped`` (:func:`loops_chunks`): :data:`MIN_CHUNK_ROWS`, or the largest size down
+    to half that which divides the batch (1 000 rows: 10, 10 000: 16, 375: 15).
     """
+    if looped:
+        return next((c for c in range(MIN_CHUNK_ROWS, MIN_CHUNK_ROWS // 2 - 1, -1)
+                     if n_rows % c == 0), MIN_CHUNK_ROWS)
     if ranks:
         size = least = min(chunk_rows, max(MIN_CHUNK_ROWS, _ceil_div(n_rows, ranks)))
     else:
@@ -97,21 +134,34 @@ def _busiest_calls(n_rows: int, size: int, ranks: int) -> int:
 
 
 def chunks_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,
-                    whole: bool = False, gpu: bool = False) -> list[list[int]]:
-    """The rows of each chunk each of ``size`` ranks computes, one compiled call a chunk
-    (with rows sorted by length the short last chunk may fall to another rank): what a
-    batch's plan gives every rank, worked out without starting them."""
-    c = chunk_size(n_rows, chunk_rows, whole=whole, ranks=size if gpu else 0)
+                    whole: bool = False, gpu: bool = False, looped: bool = False
+                    ) -> list[list[int]]:
+    """The rows of each chunk each of ``size`` ranks computes (with rows sorted by length
+    the short last chunk may fall to another rank): what a batch's plan gives every
+    rank, worked out without starting them."""
+    c = chunk_size(n_rows, chunk_rows, whole=whole, ranks=size if gpu else 0,
+                   looped=looped)
     chunks = [min(c, n_rows - lo) for lo in range(0, n_rows, c)]
     return [chunks[slice(*shard_bounds(len(chunks), r, size))] for r in range(size)]
 
 
+def calls_of(chunks: list[int], chunk_rows: int, looped: bool = False) -> int:
+    """Compiled calls that compute a rank's ``chunks`` (their row counts, in order): one
+    a chunk, or with ``looped`` one per run of up to :func:`chunks_per_call` chunks of
+    one size."""
+    if not looped:
+        return len(chunks)
+    return sum(_ceil_div(len(list(run)), chunks_per_call(rows, chunk_rows))
+               for rows, run in itertools.groupby(chunks))
+
+
 def rows_per_rank(n_rows: int, size: int, chunk_rows: int = 64, *,
-                  whole: bool = False, gpu: bool = False) -> list[int]:
+                  whole: bool = False, gpu: bool = False, looped: bool = False
+                  ) -> list[int]:
     """How many of a batch's rows each of ``size`` ranks computes
     (:func:`chunks_per_rank`)."""
     return [sum(c) for c in chunks_per_rank(n_rows, size, chunk_rows, whole=whole,
-                                            gpu=gpu)]
+                                            gpu=gpu, looped=looped)]
 
 
 class Chunks(list):
@@ -122,13 +172,14 @@ class Chunks(list):
 @dataclasses.dataclass(frozen=True)
 class CurvatureBatch:
     """What an update's Gv products are taken at (:meth:`Worker.curvature_chunks`): θ
-    (and, under JAX, its arrays as the compiled functions take them), and each chunk's
-    arguments to the compiled Gv (its data and, with ``cache_forward``, the forward
-    pass's states; on the device, under JAX)."""
+    (and, under JAX, its arrays as the compiled functions take them), and each call's
+    chunk count (1, or a looped call's) and arguments to the compiled Gv (its data and,
+    with ``cache_forward``, the forward pass's states; on the device, under JAX)."""
 
     theta: np.ndarray
     chunk_args: list
     param_values: list | None = None
+    counts: list | None = None
 
 
 class Worker:
@@ -148,7 +199,8 @@ class Worker:
     cache_forward : compile Gv against cached forward states (the fast path).
     explicit_gv : use the model's explicit Gv recurrences (``spec.gauss_newton``) when it
         has them; False forces the generic pushforward/pullback graph.
-    chunk_rows : rows per compiled call; sums over a batch are accumulated chunk by chunk.
+    chunk_rows : rows per compiled call; sums over a batch are accumulated chunk by chunk
+        (under JAX on a CPU, of several chunks a call: :func:`loops_chunks`).
     gpu_ranks : on a GPU, the number of ranks, among which each batch is cut into as few
         chunks as they can share (:func:`chunk_size`); 0 on CPUs.
     """
@@ -170,6 +222,10 @@ class Worker:
         #: Every function under JAX: the curvature batch's data, its forward states, θ
         #: and v stay where JAX computes (a GPU); only each chunk's Gv comes to the host.
         self.on_device = self.jax and _is_jax(self.gv_mode)
+        #: Several chunks per compiled call, each one's sums kept apart
+        #: (:func:`loops_chunks`).
+        self.looped = loops_chunks(self.on_device, self.chunk_rows, self.layout.size,
+                                   gpu=bool(self.gpu_ranks))
         #: The parameters' values as the JAX functions take them (:meth:`set_theta`).
         self._param_values = [p.get_value(borrow=True) for p in spec.params]
         self.explicit_gv = explicit_gv and spec.gauss_newton is not None
@@ -193,13 +249,15 @@ class Worker:
         logger.debug("built worker functions in %.1fs", self.compile_seconds)
 
     # -- compilation ---------------------------------------------------------------
-    def _function(self, inputs, outputs, mode="same", on_device=False):
+    def _function(self, inputs, outputs, mode="same", on_device=False, looped=0):
+        """``inputs`` -> ``outputs`` compiled; under JAX per chunk shape, its first
+        ``looped`` inputs stacks of chunks in :meth:`_per_call`'s looped calls."""
         mode = self.mode if mode == "same" else mode
         if _is_jax(mode):  # compiled per chunk shape, so that JAX sees no traced shapes
             return StaticShapeFunction(inputs, outputs, mode, params=self.spec.params,
                                        param_values=lambda: self._param_values,
-                                       on_device=on_device, on_unused_input="ignore",
-                                       accept_inplace=True)
+                                       on_device=on_device, looped=looped,
+                                       on_unused_input="ignore", accept_inplace=True)
         return pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore",
                                  accept_inplace=True)
 
@@ -210,10 +268,12 @@ class Worker:
         errors = spec.example_errors()
         error_sum = (pt.sum(errors) if errors is not None
                      else pt.constant(0.0)).astype("float64")
-        self._eval_fn = self._function(data_vars, pt.stack([loss_sum, error_sum]))
+        n = len(data_vars)
+        self._eval_fn = self._function(data_vars, pt.stack([loss_sum, error_sum]),
+                                       looped=n)
 
         g = grad(pt.sum(losses), spec.params)
-        self._grad_fn = self._function(data_vars, _flat(g + [loss_sum]))
+        self._grad_fn = self._function(data_vars, _flat(g + [loss_sum]), looped=n)
 
         Gv, v, weight = gv_graph(spec, self.explicit_gv)
         #: Squared per-example gradients from one backward pass (``spec.dense``); that
@@ -223,12 +283,13 @@ class Worker:
         if self.cache_forward:
             frontier, placeholders, (Gv_cached,) = split_at([Gv], [v, weight])
             self._forward_fn = self._function(data_vars, frontier + [loss_sum],
-                                              on_device=self.on_device)
+                                              on_device=self.on_device, looped=n)
             self._gv_fn = self._function(data_vars + placeholders + [v, weight], Gv_cached,
-                                         self.gv_mode)
+                                         self.gv_mode, looped=n + len(placeholders))
         else:
-            self._forward_fn = self._function(data_vars, [loss_sum])
-            self._gv_fn = self._function(data_vars + [v, weight], Gv, self.gv_mode)
+            self._forward_fn = self._function(data_vars, [loss_sum], looped=n)
+            self._gv_fn = self._function(data_vars + [v, weight], Gv, self.gv_mode,
+                                         looped=n)
 
     def warm_up(self, theta: np.ndarray, *, curvature: bool = True,
                 batches: dict | None = None) -> float:
@@ -330,7 +391,8 @@ class Worker:
         batch has at least ``MIN_CHUNKS`` of them to deal to ranks (but not fewer than
         ``MIN_CHUNK_ROWS``, below which a compiled call costs more than its rows); on a
         GPU, as few as ``gpu_ranks`` can share; under JAX, of a size that divides the
-        batch where one does (:func:`chunk_size`).  When
+        batch where one does, and of about ``MIN_CHUNK_ROWS`` where several go in a call
+        (:func:`chunk_size`, :func:`loops_chunks`).  When
         padding is trimmed and the row lengths are known, the rows go shortest first, so
         that each chunk holds rows of about one length; rows generated when read (fresh
         data) keep their order (their lengths are known only once generated), and each
@@ -342,7 +404,7 @@ class Worker:
         if self.lengths is not None:
             rows = rows[np.argsort(self.lengths[rows], kind="stable")]
         size = chunk_size(len(rows), self.chunk_rows, whole=self.jax,
-                          ranks=self.gpu_ranks)
+                          ranks=self.gpu_ranks, looped=self.looped)
         chunks = Chunks(rows[lo:lo + size] for lo in range(0, len(rows), size))
         if self.jax and len(chunks) > 1 and len(chunks[-1]) == 1:
             # a static dimension of 1 is a broadcastable one to PyTensor, which a scan's
@@ -364,19 +426,43 @@ class Worker:
         return Chunks(chunks[lo:hi])
 
     # -- sums per chunk (what the coordinator adds exactly, :mod:`dhf.reduction`) -------
+    def _calls(self, chunks) -> Iterator[tuple[list, list]]:
+        """``(chunks, arguments)`` of each compiled call over ``chunks``: one chunk and
+        its data, or, looped, a run of up to :func:`chunks_per_call` chunks of one size
+        and their data stacked, zero-padded to that many (:meth:`_function`)."""
+        if not self.looped:
+            for chunk, data in zip(chunks, self.chunk_data(chunks)):
+                yield [chunk], data
+            return
+        for rows, run in itertools.groupby(chunks, key=len):
+            run, per_call = list(run), chunks_per_call(rows, self.chunk_rows)
+            for lo in range(0, len(run), per_call):
+                call = run[lo:lo + per_call]
+                data = self._read(np.concatenate(call))
+                yield call, [_stacked(a, per_call, rows) for a in data]
+
+    def _per_chunk(self, fn, chunks) -> Iterator[tuple[np.ndarray, object]]:
+        """``(chunk, fn's outputs on it)`` for each of ``chunks``, call by call
+        (:meth:`_calls`)."""
+        for call, data in self._calls(chunks):
+            if not self.looped:
+                yield call[0], fn(*data)
+                continue
+            out = fn.loop(len(call), *data)
+            for j, chunk in enumerate(call):
+                yield chunk, ([o[j] for o in out] if isinstance(out, list) else out[j])
+
     def loss_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
         """``[Σ loss, Σ errors, count]`` of each chunk of ``rows`` at ``theta``."""
         self.set_theta(theta)
-        chunks = self.plan(rows)
-        for chunk, data in zip(chunks, self.chunk_data(chunks)):
-            yield np.append(self._eval_fn(*data), len(chunk))
+        for chunk, out in self._per_chunk(self._eval_fn, self.plan(rows)):
+            yield np.append(out, len(chunk))
 
     def grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
         """``[Σ ∇loss (P values), Σ loss, count]`` of each chunk of ``rows``."""
         self.set_theta(theta)
-        chunks = self.plan(rows)
-        for chunk, data in zip(chunks, self.chunk_data(chunks)):
-            yield np.append(self._grad_fn(*data), len(chunk))
+        for chunk, out in self._per_chunk(self._grad_fn, self.plan(rows)):
+            yield np.append(out, len(chunk))
 
     def curvature_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
         """Fix θ and the curvature batch for :meth:`gv_chunks` (:attr:`curvature`): runs
@@ -386,16 +472,22 @@ class Worker:
         theta = np.array(theta, dtype=np.float64)
         self.curvature = None
         self.set_theta(theta)
-        chunk_args = []
-        chunks = self.plan(rows)
-        for chunk, data in zip(chunks, self.chunk_data(chunks)):
-            *states, chunk_loss = self._forward_fn(*data)
+        chunk_args, counts = [], []
+        for call, data in self._calls(self.plan(rows)):
+            if self.looped:
+                *states, losses = self._forward_fn.loop(len(call), *data)
+                losses = np.asarray(losses)
+            else:
+                *states, losses = self._forward_fn(*data)
+                losses = [losses]
             if self.gv_mode != self.mode:  # JAX's arrays are read-only views, which
                 # Numba types apart from the writable arrays its kernels are made for
                 states = [np.require(s, requirements="CW") for s in states]
             chunk_args.append(self._place(data) + (states if self.cache_forward else []))
-            yield np.array([chunk_loss, len(chunk)], dtype=np.float64)
-        self.curvature = CurvatureBatch(theta, chunk_args, self._param_values)
+            counts.append(len(call))
+            for chunk, loss in zip(call, losses):
+                yield np.array([loss, len(chunk)], dtype=np.float64)
+        self.curvature = CurvatureBatch(theta, chunk_args, self._param_values, counts)
 
     def gv_chunks(self, v: np.ndarray, structural_weight: float = 0.0
                   ) -> Iterator[np.ndarray]:
@@ -412,8 +504,12 @@ class Worker:
         else:
             self.set_theta(self.curvature.theta)
         weight = np.asarray(structural_weight, dtype=self.dtype)
-        for args in self.curvature.chunk_args:
-            yield np.asarray(self._gv_fn(*args, v, weight), dtype=np.float64)
+        for count, args in zip(self.curvature.counts, self.curvature.chunk_args):
+            if self.looped:
+                yield from np.asarray(self._gv_fn.loop(count, *args, v, weight),
+                                      dtype=np.float64)[:count]
+            else:
+                yield np.asarray(self._gv_fn(*args, v, weight), dtype=np.float64)
 
     def squared_grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
         """``Σ_i (∂f_i/∂θ)²`` of each chunk of ``rows``: per-example squared gradients,
@@ -483,6 +579,14 @@ def gv_graph(spec: ModelSpec, explicit: bool = True):
     build = (spec.gauss_newton if explicit and spec.gauss_newton is not None
              else model_gauss_newton_product)
     return _flat(build(spec, tangents, structural)), v, weight
+
+
+def _stacked(a: np.ndarray, chunks: int, rows: int) -> np.ndarray:
+    """``a``'s rows as ``chunks`` chunks of ``rows``, the missing ones zeros: a looped
+    call's stack (:meth:`Worker._calls`), which computes only the chunks it is told."""
+    out = np.zeros((chunks * rows,) + a.shape[1:], a.dtype)
+    out[:len(a)] = a
+    return out.reshape((chunks, rows) + a.shape[1:])
 
 
 def _is_jax(mode) -> bool:

@@ -64,6 +64,14 @@ def test_models_benchmark_prints_a_row_per_model_and_backend():
     assert len(rows) == 2 and all(len(r.split("|")) == 11 for r in rows), out
 
 
+def test_chunk_plans_benchmark_prints_both_plans_and_their_ratio():
+    pytest.importorskip("jax")
+    out = _run("chunk_plans.py", "--T", "3", "--rows", "64", "--models", "tanh_rnn",
+               "--ranks", "1", "--updates", "1", "--cg-iters", "2")
+    rows = [line for line in out.splitlines() if line.startswith("| tanh_rnn | 1 |")]
+    assert len(rows) == 1 and len(rows[0].split("|")) == 7, out
+
+
 def test_masked_benchmark_prints_each_case_against_the_unmasked_one():
     out = _run("masked.py", "--T", "4", "--batch", "16", "--ranks", "1", "--updates", "1",
                "--cases", "last", "masked")

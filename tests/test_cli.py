@@ -168,8 +168,9 @@ def test_dry_run_prints_config_and_split(capsys):
                  "model.hidden=10"]) == 0
     out = capsys.readouterr().out
     assert "# parameters: 141" in out  # 1·10 + 10·10 + 10 + 10 + 10·1 + 1
-    # JAX (run.backend = 'auto') compiles once per shape: chunks that divide the batch
-    assert "# gradient_batch per rank (1 rank, chunks of 50 rows): [5000]" in out
+    # JAX (run.backend = 'auto') compiles once per shape: chunks that divide the batch,
+    # of 16 rows or down to 8, several a call (dhf.worker.loops_chunks)
+    assert "# gradient_batch per rank (1 rank, chunks of 10 rows): [5000]" in out
     assert "# training rows: 20000 (task memorization)" in out
     assert main(["--dry-run", "--set", "task.name='memorization'", "--set",
                  "run.backend='numba'"]) == 0
@@ -208,17 +209,18 @@ def test_help_names_the_default_job_and_prints_toml_a_user_can_copy(capsys):
 
 def test_dry_run_shows_the_work_per_rank_at_any_rank_count(capsys):
     """--dry-run --ranks: each batch's busiest rank (rows / calls) and idle ranks at rank
-    counts this process does not have. The default job cuts 1 000 rows in 20 chunks of
-    50 and 10 000 in 200: at N ranks the busiest holds ceil(chunks / N) of them, and
-    N - chunks ranks have none."""
-    assert main(["--dry-run", "--ranks", "1,3,64"]) == 0
+    counts this process does not have. The default job cuts 1 000 rows in 100 chunks of
+    10 and 10 000 in 625 of 16: at N ranks the busiest holds ceil(chunks / N) of them,
+    in calls of 25 and 16 chunks, and N - chunks ranks have none."""
+    assert main(["--dry-run", "--ranks", "1,3,64,128"]) == 0
     table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("# ")
              and ln.split("|")[0].strip("# ").isdigit()]
-    for line, n in zip(table, (1, 3, 64)):
+    for line, n in zip(table, (1, 3, 64, 128)):
         grad, curv = [cell.strip() for cell in line.split("|")[1:3]]
-        assert grad == f"{50 * -(-200 // n)} / {-(-200 // n)} x 50, 0 idle"
-        assert curv == f"{50 * -(-20 // n)} / {-(-20 // n)} x 50, {max(0, n - 20)} idle"
-    assert len(table) == 3
+        mine = -(-625 // n), -(-100 // n)
+        assert grad == f"{16 * mine[0]} / {-(-mine[0] // 16)} x 16, 0 idle"
+        assert curv == f"{10 * mine[1]} / {-(-mine[1] // 25)} x 10, {max(0, n - 100)} idle"
+    assert len(table) == 4
     with pytest.raises(SystemExit) as stop:
         main(["--dry-run", "--ranks", "0,2"])
     assert stop.value.code == 2 and "expected rank counts" in capsys.readouterr().err
@@ -238,7 +240,7 @@ def test_dry_run_reads_the_data_file_and_checks_the_batches_fit(tmp_path, capsys
     out = capsys.readouterr().out
     assert "\nT = 30\n" in out and "\nn_train = 3000\n" in out
     assert f"# training rows: 3000 ({path})" in out
-    assert "# gradient_batch per rank (1 rank, chunks of 60 rows): [1500]" in out
+    assert "# gradient_batch per rank (1 rank, chunks of 15 rows): [1500]" in out
     assert main(base) == 2  # 5000 + 1000 rows asked of 3000
     assert "exceeds the 3000 training rows" in capsys.readouterr().out
 

@@ -412,9 +412,67 @@ def test_the_default_chunk_cap_follows_the_model_kind():
     rnn = nets.rnn(1, 10, 1, seed=0)
     ff = nets.feedforward([4, 8, 2])
     cpu, gpu = {"chunk_rows": 0, "device": "cpu"}, {"chunk_rows": 0, "device": "gpu"}
-    assert chunk_rows_of(cpu, rnn) == 64 and chunk_rows_of(cpu, ff) == 512
+    numba = {**cpu, "backend": "numba"}
+    assert chunk_rows_of(numba, rnn) == 64 and chunk_rows_of(cpu, ff) == 512
     assert chunk_rows_of(gpu, ff) == chunk_rows_of(gpu, rnn) == 16384
     assert chunk_rows_of({"chunk_rows": 20, "device": "cpu"}, ff) == 20
+    # JAX throughout: calls of many ~16-row chunks (dhf.worker.loops_chunks)
+    jax = {**cpu, "backend": "jax"}
+    assert chunk_rows_of(jax, rnn) == 256
+    assert chunk_rows_of({**jax, "gv_backend": "numba"}, rnn) == 64
+
+
+# -- fine chunks, several a call (JAX on a CPU) ------------------------------------------
+def test_a_looped_call_gives_each_chunk_the_bits_of_a_call_on_it_alone():
+    """Each chunk's sums from a looped call (any count, any position in the call) equal
+    bit for bit those of the same function called on that chunk alone: what makes a
+    batch's exact sum independent of how its chunks are dealt to ranks and calls.
+    (The 1-4-rank trajectory tests in test_cli.py check the same end to end.)"""
+    from dhf.worker import Chunks
+
+    spec = rnn(2, 6, 1, loss="sigmoid_xent", output_steps="last", dtype="float32")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 5, 2))
+    worker = Worker(spec, [x, (x[:, -1, :1] > 0).astype(float)], mode="JAX",
+                    chunk_rows=64)
+    assert worker.looped
+    theta = worker.layout.flatten([p.get_value() for p in spec.params])
+    v = rng.normal(size=theta.size)
+    chunks = worker.plan(np.arange(150))
+    assert [len(c) for c in chunks] == [15] * 10  # 150 rows: the divisor 15, 4 a call
+    grads = list(worker.grad_chunks(theta, chunks))
+    losses = list(worker.loss_chunks(theta, chunks))
+    list(worker.curvature_chunks(theta, chunks))
+    gvs = list(worker.gv_chunks(v, 0.3))
+    for i in (0, 3, 5, 9):  # first, last of a call, a later call's, the short last call
+        data = worker._read(chunks[i])
+        np.testing.assert_array_equal(grads[i][:-1], worker._grad_fn(*data))
+        np.testing.assert_array_equal(losses[i][:-1], worker._eval_fn(*data))
+        list(worker.curvature_chunks(theta, Chunks([chunks[i]])))
+        np.testing.assert_array_equal(next(worker.gv_chunks(v, 0.3)), gvs[i])
+
+
+def test_a_fine_plan_gives_every_rank_a_share_and_does_not_follow_the_rank_count():
+    from dhf.worker import calls_of, chunk_size, chunks_per_rank
+
+    # the default job's batches: 10 000 and 1 000 rows, calls of 256 rows at most
+    assert chunk_size(10_000, 256, looped=True) == 16
+    assert chunk_size(1_000, 256, looped=True) == 10
+    assert chunk_size(375, 256, looped=True) == 15
+    assert chunk_size(1_021, 256, looped=True) == 16  # a prime: 16s and a last 13
+    for rows in (10_000, 1_000, 1_024):
+        plans = {n: chunks_per_rank(rows, n, 256, whole=True, looped=True)
+                 for n in (1, 2, 3, 4, 16, 64)}
+        for n, share in plans.items():
+            # the same chunks in the same order, whatever the rank count
+            assert sum(share, []) == plans[1][0]
+            if n <= rows // 16:
+                assert all(share), (rows, n)  # every rank has rows to compute
+        assert calls_of(plans[1][0], 256, looped=True) == -(-rows // 256) or rows == 1_000
+    assert calls_of(plans[1][0], 256, looped=True) == 4  # 1 024 rows: 64 chunks, 16 a call
+    assert calls_of([10] * 100, 256, looped=True) == 4  # 25 a call
+    assert calls_of([16, 16, 13], 256, looped=True) == 2  # one size a call
+    assert calls_of([16, 16, 13], 256) == 3
 
 
 def test_the_jax_warm_up_compiles_every_chunk_shape_the_batches_will_use():
@@ -431,8 +489,10 @@ def test_the_jax_warm_up_compiles_every_chunk_shape_the_batches_will_use():
     worker.warm_up(theta, batches=batches)
     functions = [worker._eval_fn, worker._grad_fn, worker._forward_fn, worker._gv_fn]
     compiled = [f.shapes_compiled for f in functions]
-    # chunks of at least 16 rows: 120 = 7 x 16 + 8, 37 = 2 x 16 + 5, 100 = 6 x 16 + 4
-    assert compiled == [3, 2, 2, 2]
+    # chunks of 16 rows or a divisor down to 8, several a call: 120 = 8 x 15,
+    # 37 = 2 x 16 + 5, 100 = 10 x 10; one compilation per chunk size
+    assert worker.looped
+    assert compiled == [3, 1, 2, 2]
     worker.loss_sum(theta, np.arange(120))
     worker.loss_sum(theta, np.arange(37))
     worker.grad_sum(theta, np.arange(100))

@@ -77,7 +77,10 @@ def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: i
         macs = T * sum(gates * (a * b + b * b) for a, b in zip(widths, widths[1:]))
         gemm = (100, gates * 100)
     mode, gv_mode = MODES[backend]
-    chunk_rows = chunk_rows_of({"chunk_rows": chunk_rows, "device": device}, spec)
+    run_cfg = {"chunk_rows": chunk_rows, "device": device,
+               "backend": "jax" if mode == "JAX" else "numba",
+               "gv_backend": "numba" if gv_mode == "NUMBA" else "auto"}
+    chunk_rows = chunk_rows_of(run_cfg, spec)
     explicit = spec.gauss_newton is not None and options.get("explicit_gv", True)
     worker = Worker(spec, data, mode=mode, gv_mode=gv_mode if explicit else None,
                     chunk_rows=chunk_rows, gpu_ranks=int(device == "gpu"), **options)
