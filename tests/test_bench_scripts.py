@@ -72,6 +72,17 @@ def test_chunk_plans_benchmark_prints_both_plans_and_their_ratio():
     assert len(rows) == 1 and len(rows[0].split("|")) == 7, out
 
 
+def test_scaling_model_prints_the_model_beside_a_measured_update():
+    pytest.importorskip("jax")
+    out = _run("scaling_model.py", "--models", "default", "--rows-scale", "0.02",
+               "--cg-iters", "2", "--ranks", "1", "4", "--check", "1")
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ")
+            and line.split("|")[1].strip().isdigit()]
+    assert [r[1].strip() for r in rows] == ["1", "4"], out
+    assert rows[0][10].strip() and not rows[1][10].strip()  # measured at 1 rank only
+    assert "the exact Allreduce at 2 ranks of one value" in out
+
+
 def test_masked_benchmark_prints_each_case_against_the_unmasked_one():
     out = _run("masked.py", "--T", "4", "--batch", "16", "--ranks", "1", "--updates", "1",
                "--cases", "last", "masked")
