@@ -39,23 +39,17 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import functools  # noqa: E402
+
 import numpy as np  # noqa: E402
 
-from engine import child_seconds  # noqa: E402  (engine.py)
+from engine import best_of, child_seconds  # noqa: E402  (engine.py)
+
+best = functools.partial(best_of, repeats=3)
 
 #: name -> (models.py model, T, gradient rows, curvature rows, evaluation rows)
 JOBS = {"default": ("tanh_rnn", 100, 10_000, 1_000, 1_000),
         "autoencoder": ("autoencoder", 0, 3_000, 375, 3_000)}
-
-
-def best(fn, repeats=3):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def parts(job: str, ranks: list[int], rows_scale: float) -> dict:
