@@ -31,6 +31,7 @@ autoencoder (gradient 3 000, curvature 375).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -38,8 +39,6 @@ import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import functools  # noqa: E402
 
 import numpy as np  # noqa: E402
 
