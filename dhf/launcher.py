@@ -21,20 +21,27 @@ def launched_under_mpi() -> bool:
 
 def one_thread_per_rank() -> None:
     """Default every thread pool to one thread, unless the user set it (call before
-    importing numpy)."""
+    importing numpy).  An empty variable is an unset one (``OMP_NUM_THREADS=`` in a
+    script): it too gets 1, so that XLA computes on one thread and the run has the bits
+    of every other (XLA's own pool size changes them)."""
     for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, "1")
+        if not _chosen(name):
+            os.environ[name] = "1"
 
 
 def threads_chosen() -> bool:
-    """Did the user choose a thread count (any of :data:`THREAD_VARIABLES`)?"""
-    return any(name in os.environ for name in THREAD_VARIABLES)
+    """Did the user choose a thread count (any of :data:`THREAD_VARIABLES`, not empty)?"""
+    return any(_chosen(name) for name in THREAD_VARIABLES)
 
 
 def one_thread_wanted() -> bool:
     """One thread per process, unless a variable of :data:`THREAD_VARIABLES` asks for
     more (``dhf-train`` sets them to 1 where the user did not)."""
-    return all(os.environ.get(name, "1").strip() == "1" for name in THREAD_VARIABLES)
+    return all(os.environ.get(name, "").strip() in ("", "1") for name in THREAD_VARIABLES)
+
+
+def _chosen(name: str) -> bool:
+    return bool(os.environ.get(name, "").strip())
 
 
 #: Variables holding a rank's index among the ranks on its node (MPICH/Hydra, Open MPI,

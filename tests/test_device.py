@@ -63,6 +63,11 @@ def test_a_thread_count_the_user_set_leaves_xla_alone():
     assert not narrowed and restored
 
 
+def test_an_empty_thread_variable_is_no_thread_count():
+    narrowed, _, restored = run_child(OMP_NUM_THREADS="")
+    assert narrowed and restored
+
+
 def test_a_cpu_run_never_starts_jaxs_gpu_client():
     """``run.device = "cpu"`` under JAX: the CPU alone is JAX's platform, set before
     any client starts (on a GPU node each CPU rank would otherwise start the GPU
