@@ -251,7 +251,7 @@ class Worker:
     # -- compilation ---------------------------------------------------------------
     def _function(self, inputs, outputs, mode="same", on_device=False, looped=0):
         """``inputs`` -> ``outputs`` compiled; under JAX per chunk shape, its first
-        ``looped`` inputs stacks of chunks in :meth:`_per_call`'s looped calls."""
+        ``looped`` inputs stacks of chunks in :meth:`_calls`' looped calls."""
         mode = self.mode if mode == "same" else mode
         if _is_jax(mode):  # compiled per chunk shape, so that JAX sees no traced shapes
             return StaticShapeFunction(inputs, outputs, mode, params=self.spec.params,
