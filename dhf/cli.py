@@ -216,8 +216,8 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
     """The resolved config (with a data file's own task), the parameter count, the
     training rows and each batch's split over ranks (this run's, or each of ``ranks``:
     :func:`_work_table`); the batches are checked against the rows, as a run would."""
-    from dhf import dataset, tasks
-    from dhf.run import backend_of, check_batches, chunk_rows_of, looped_of
+    from dhf import tasks
+    from dhf.run import backend_of, check_batches, chunk_rows_of, looped_of, memory_needs
     from dhf.sources import training_rows
     from dhf.worker import chunk_size, rows_per_rank
 
@@ -244,17 +244,13 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
                  for key in batches}
         from dhf import memory
 
-        sample = memory.sample_rows(config)
-        n_valid = (dataset.H5Source(config["data"]["path"], "valid").n_rows
-                   if config["data"]["path"] else config["task"]["n_valid"])
-        for n in ranks or [comm.size]:
-            need = memory.estimate(config, spec, sample, n_train, n_valid, n, cap,
-                                   whole=whole, looped=looped,
-                                   from_file=bool(config["data"]["path"]))
+        counts = ranks or [comm.size]
+        for n, need in zip(counts, memory_needs(config, spec, counts)):
             print(f"# memory per rank at {_ranks(n)}, estimated: {need.describe()}")
-        have = memory.available_per_rank(comm.node_ranks()[1])
+        _, on_node = comm.node_ranks()
+        have = memory.available_per_rank(on_node)
         if have is not None:
-            print(f"# memory a rank can have here ({_ranks(comm.node_ranks()[1])} on this "
+            print(f"# memory a rank can have here ({_ranks(on_node)} on this "
                   f"machine): {memory.format_bytes(have)}")
         if ranks:
             print(_work_table(sizes, ranks, cap, whole=whole, gpu=gpu, looped=looped))

@@ -37,7 +37,7 @@ from dhf.model import ModelSpec
 from dhf.optimizer import Optimizer, StopRequested
 from dhf.rundir import Best, RunDir
 from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
-from dhf.sources import load_data
+from dhf.sources import load_data, training_rows
 from dhf.worker import CPU_CHUNK_ROWS, GPU_CHUNK_ROWS, Worker, loops_chunks
 
 logger = logging.getLogger(__name__)
@@ -246,9 +246,22 @@ def _check_memory(config: dict, spec: ModelSpec, comm: Communicator, sources) ->
     GPU the states live in the device's memory, which this does not check."""
     if config["run"]["device"] != "cpu":
         return
+    (need,) = memory_needs(config, spec, [comm.size], sources)
+    _, on_node = comm.node_ranks()
+    on_root(comm, lambda: memory.check(need, on_node))
+
+
+def memory_needs(config: dict, spec: ModelSpec, ranks: list[int], sources=None
+                 ) -> list[memory.Estimate]:
+    """The estimated peak memory of a rank at each of ``ranks`` rank counts
+    (:func:`dhf.memory.estimate`), for the run's rows: ``sources`` (train, valid) once
+    they are there, else what the config says of them (a data file's or a task's rows;
+    ``--dry-run`` and a run whose rows are not made yet)."""
     if sources is None:
-        n_train = None if config["data"]["fresh"] else config["task"]["n_train"]
-        n_valid, from_file = config["task"]["n_valid"], False
+        n_train = training_rows(config)
+        path = config["data"]["path"]
+        n_valid = (dataset.H5Source(path, "valid").n_rows if path
+                   else config["task"]["n_valid"])
         sample = memory.sample_rows(config)
     else:
         train, valid = sources
@@ -256,13 +269,12 @@ def _check_memory(config: dict, spec: ModelSpec, comm: Communicator, sources) ->
         n_train = None if fresh else train.n_rows
         n_valid = valid.n_rows if valid is not None else 0
         sample = train.read(np.arange(1)) if not fresh else memory.sample_rows(config)
-        from_file = bool(config["data"]["path"])
     cap = chunk_rows_of(config["run"], spec)
-    need = memory.estimate(config, spec, sample, n_train, n_valid, comm.size, cap,
-                           whole=backend_of(config["run"]) == "jax",
-                           looped=looped_of(config["run"], spec, cap), from_file=from_file)
-    _, on_node = comm.node_ranks()
-    on_root(comm, lambda: memory.check(need, on_node))
+    plan = {"whole": backend_of(config["run"]) == "jax",
+            "looped": looped_of(config["run"], spec, cap),
+            "from_file": bool(config["data"]["path"])}
+    return [memory.estimate(config, spec, sample, n_train, n_valid, n, cap, **plan)
+            for n in ranks]
 
 
 def _record(job: _Job, state, best: Best, info, t_update: float
