@@ -43,8 +43,7 @@ MIN_CHUNK_ROWS = 16
 #: Rows per compiled call, at most, on a CPU (``run.chunk_rows = 0``): 64 for
 #: sequences, whose (T, rows, H) states then stay in L2; 256 for sequences in looped
 #: calls (:func:`loops_chunks`), each chunk of ~16 rows computed in turn inside the call
-#: (of 64, 128 and 256 rows a call, 256 was the fastest for the tanh RNN, the LSTM and
-#: the 2-layer RNN: ``docs/benchmarks.md``, "Fine chunks"); 512 for feed-forward nets,
+#: (``docs/benchmarks.md``, "Fine chunks, several a call"); 512 for feed-forward nets,
 #: whose every chunk returns all P of its gradient or Gv (2.8 M values for the MNIST
 #: autoencoder) and whose weight gradients are GEMMs as deep as a chunk's rows.
 CPU_CHUNK_ROWS = {"sequences": 64, "looped": 256, "feedforward": 512}
