@@ -13,9 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytensor
-import pytest
+from dhf.launcher import one_thread_per_rank
+
+# The thread variables dhf-train sets, set here before numpy and Numba load: one thread
+# per process (the pytest workers and MPI ranks are the parallelism), and Numba's cache
+# keys, which change with NUMBA_NUM_THREADS, the same in a test process as in the
+# dhf-train processes it starts, so that each compiles a graph once for both.
+one_thread_per_rank()
+
+import numpy as np  # noqa: E402
+import pytensor  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
