@@ -13,6 +13,7 @@ from dhf.cli import main
 from dhf.launcher import THREAD_VARIABLES
 from tests.conftest import (ROOT, SHORTEST_T, TINY as TINY_ITEMS, metrics, run_mpi,
                             tiny_args, venv_bin)
+from tests.test_ranks import JOBS
 
 REQUIRED = {"update", "loss", "valid_loss", "valid_error", "rho", "damping", "cg_iters",
             "step_size", "seconds"}
@@ -298,120 +299,39 @@ def test_a_data_file_of_a_fresh_data_task_and_a_missing_one_on_the_default_job(
     assert "missing.h5: data file not found" in out and "data.fresh" not in out, out
 
 
-def same_run(rows):
-    """A run's metrics without its wall times: what must not depend on the rank count."""
-    return [{k: v for k, v in r.items()
-             if k not in ("seconds", "wall") and not k.startswith("t_")} for r in rows]
-
-
-#: Three models for the rank-count test: memorisation (tanh RNN, last-step loss), a
-#: masked problem of variable lengths with trimmed padding (addition, the explicit Gv
-#: kernels, fixed data so that the rows are sorted by length), and an LSTM (the generic
-#: Gv graph).
-ANY_RANKS = {
-    "default": tiny_args("optimizer.max_updates=5"),
-    "masked": [a for item in ["task.name='addition'", "task.T=12", "task.n_train=900",
-                              "task.n_valid=200", "data.fresh=false", "model.hidden=8",
-                              "optimizer.gradient_batch=400",
-                              "optimizer.curvature_batch=150",
-                              "optimizer.backtrack_batch=150",
-                              "optimizer.linesearch_batch=100",
-                              "optimizer.cg_max_iters=40", "optimizer.max_updates=5",
-                              "run.dtype='float64'", "run.stop_valid_error=-1.0"]
-               for a in ("--set", item)],
-    "lstm": tiny_args("optimizer.max_updates=5", "model.cell='lstm'", "model.hidden=5"),
-    # Martens (2010)'s regime: gradient and backtracking on all 600 rows, the curvature
-    # on a cycled sixth, with his preconditioner and the training error
-    "full_batch": tiny_args("optimizer.max_updates=5", "optimizer.gradient_batch=0",
-                            "optimizer.curvature_batch=100",
-                            "optimizer.preconditioner=true", "run.train_error=true"),
-}
-#: The LSTM (a minute at four rank counts, most of the suite's longest test) at 1 and 3
-#: ranks only: uneven shards, and what the others check of the sums is the same code.
-RANK_COUNTS = {"lstm": (1, 3)}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("job", sorted(ANY_RANKS))
-def test_the_trajectory_is_the_same_bits_at_1_2_3_and_4_ranks(tmp_path, job):
-    """Every sum is taken over fixed global chunks and added exactly (dhf.reduction), so
-    metrics.jsonl is identical, bit for bit, whatever the number of ranks."""
-    runs = {}
-    for n in RANK_COUNTS.get(job, (1, 2, 3, 4)):
-        out = tmp_path / f"n{n}"
-        done = run_mpi(n, ANY_RANKS[job] + ["--out", str(out)])
-        assert done.returncode == 0, done.stdout + done.stderr
-        runs[n] = same_run(metrics(out))
-    assert len(runs[1]) == 5
-    assert len({r["loss"] for r in runs[1]}) > 1  # it trains
-    for n in runs:
-        assert runs[n] == runs[1], n
-
-
-#: Martens & Sutskever's recipe (fresh data, the release's options) on a tiny addition.
-FRESH = ["task.name='addition'", "task.T=8", "task.n_valid=200", "model.hidden=8",
-         "optimizer.gradient_batch=300", "optimizer.curvature_batch=100",
-         "optimizer.backtrack_batch=100", "optimizer.linesearch_batch=100",
-         "optimizer.cg_max_iters=30", "run.dtype='float64'", "run.stop_valid_error=-1.0"]
-
-
-def fresh_args(*extra):
-    return [a for item in FRESH + list(extra) for a in ("--set", item)]
-
-
-@pytest.mark.slow
-def test_fresh_data_trajectory_is_the_same_at_1_2_and_4_ranks_and_across_resume(tmp_path):
-    """Every update draws new sequences (data.fresh), the same ones at any rank count:
-    4 updates at 1 rank, at 2, and 2 at 4 ranks resumed for 2 more at 2 agree."""
-    runs = {}
-    for n in (1, 2):
-        out = tmp_path / f"n{n}"
-        done = run_mpi(n, fresh_args("optimizer.max_updates=4") + ["--out", str(out)])
-        assert done.returncode == 0, done.stdout + done.stderr
-        runs[n] = metrics(out)
-    out = tmp_path / "resumed"
-    for n, updates, resume in ((4, 2, []), (2, 4, ["--resume"])):
-        done = run_mpi(n, fresh_args(f"optimizer.max_updates={updates}")
-                       + ["--out", str(out)] + resume)
-        assert done.returncode == 0, done.stdout + done.stderr
-    runs["resumed"] = metrics(out)
-    assert tomllib.loads((out / "config.toml").read_text())["data"]["fresh"] is True
-    assert len({r["loss"] for r in runs[1]}) == 4  # a new batch, a new loss, every update
-    for other in (2, "resumed"):
-        assert same_run(runs[other]) == same_run(runs[1]), other
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("job", ["default", "masked", "lstm"])
-def test_the_jax_backend_follows_the_numba_trajectory_at_1_and_2_ranks(tmp_path, job):
+def test_the_jax_backend_follows_the_numba_trajectory(tmp_path, caplog, job):
     """run.backend = 'jax' (compiled per chunk shape, padding not trimmed, the tanh RNN's
     explicit recurrences as jax.lax.scan loops) and JAX with Numba's kernels for the
     explicit Gv (run.gv_backend = 'numba') take the Numba backend's path: float64, the
-    first 3 updates to 1e-6; and the 2-rank JAX run of the masked job is its 1-rank run
-    bit for bit, as every backend's is."""
+    first 3 updates to 1e-6.  (That each backend's bits do not depend on the rank count
+    is tests/test_ranks.py, under mpiexec.)"""
     pytest.importorskip("jax")
-    args = ANY_RANKS[job] + ["--set", "optimizer.max_updates=3",
-                             "--set", "run.dtype='float64'"]
+    from dhf import config as config_mod
+    from dhf.comm import SerialComm
+    from dhf.run import train
+
+    items = JOBS[job] + ["optimizer.max_updates=3", "run.dtype='float64'"]
     runs = {}
-    # the 2-rank run where chunks are dealt by length (the masked job), to keep it short
     # (the LSTM has no explicit Gv kernels to mix in)
-    jobs = [("numba", 1, ["run.backend='numba'"]), ("jax1", 1, ["run.backend='jax'"])] + (
-        [("mixed", 1, ["run.backend='auto'", "run.gv_backend='numba'"])]
-        if job != "lstm" else []) + (
-        [("jax2", 2, ["run.backend='jax'"])] if job == "masked" else [])
-    for name, n, settings in jobs:
-        out = tmp_path / name
-        done = run_mpi(n, args + [a for item in settings for a in ("--set", item)]
-                       + ["--out", str(out)])
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "Warning" not in done.stdout + done.stderr
-        start = next(line for line in done.stdout.splitlines() if "compiled in" in line)
-        assert start.endswith({"numba": "(numba)", "jax1": "(jax)", "jax2": "(jax)",
-                               "mixed": "(jax; Gv: numba)"
-                               }[name]), start
-        runs[name] = same_run(metrics(out))
-    assert runs.get("jax2", runs["jax1"]) == runs["jax1"]
-    for name in [name for name in ("jax1", "mixed") if name in runs]:
+    jobs = [("numba", ["run.backend='numba'"]), ("jax", ["run.backend='jax'"])] + (
+        [("mixed", ["run.backend='auto'", "run.gv_backend='numba'"])]
+        if job != "lstm" else [])
+    for name, settings in jobs:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="dhf"):
+            result = train(config_mod.load(None, items + settings), SerialComm(),
+                           tmp_path / name)
+        start = next(r.getMessage() for r in caplog.records
+                     if "compiled in" in r.getMessage())
+        assert start.endswith({"numba": "(numba)", "jax": "(jax)",
+                               "mixed": "(jax; Gv: numba)"}[name]), start
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+        runs[name] = result.metrics
+    for name in ("jax", "mixed"):
+        if name not in runs:
+            continue
         assert [r["cg_iters"] for r in runs[name]] == [r["cg_iters"] for r in runs["numba"]]
         for key in ("loss", "valid_loss", "rho", "damping", "held_out_loss"):
             np.testing.assert_allclose([r[key] for r in runs[name]],

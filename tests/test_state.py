@@ -20,21 +20,6 @@ from tests.conftest import ROOT, file_args, metrics, run_mpi, tiny_args, venv_bi
 pytestmark = pytest.mark.slow
 
 
-def test_resume_at_another_rank_count_follows_the_trajectory(tmp_path):
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    assert run_mpi(1, tiny_args("optimizer.max_updates=6") + ["--out", str(straight)]
-                   ).returncode == 0
-    assert run_mpi(1, tiny_args("optimizer.max_updates=3") + ["--out", str(split)]
-                   ).returncode == 0
-    done = run_mpi(2, tiny_args("optimizer.max_updates=6")
-                   + ["--out", str(split), "--resume"])
-    assert done.returncode == 0, done.stdout + done.stderr
-    a, b = metrics(straight), metrics(split)
-    assert [r["update"] for r in b] == list(range(1, 7))
-    for x, y in zip(a, b):
-        assert y["loss"] == pytest.approx(x["loss"], rel=1e-6)
-
-
 def start(n, args):
     """``dhf-train args`` under ``mpiexec -n n`` (serially when n is None)."""
     launch = [] if n is None else [venv_bin("mpiexec"), "-n", str(n)]

@@ -28,6 +28,11 @@ def small(name, *extra):
 @pytest.mark.mpi
 @pytest.mark.parametrize("name", sorted(tasks.TASKS))
 def test_every_task_trains_an_update(comm, tmp_path, name):
+    """Each task's data, model and batches through an update, on one rank and under
+    mpiexec -n 2.  (What changes with more ranks, uneven shards and ranks without a
+    slice, is the tasks' shared code: tests/test_ranks.py runs it at 3 and 4.)"""
+    if comm.size > 2:
+        pytest.skip("a task at 4 ranks takes the paths it takes at 2")
     if name.startswith("digits"):
         pytest.importorskip("sklearn")
     result = run.train(small(name), comm, tmp_path / "run")
