@@ -199,7 +199,8 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
     worker, optimizer = build(backend, gv_backend)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
     try:
-        _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
+        node_first = _compile(worker, comm, theta0, config, own_data=data is not None,
+                              batches=batches)
     except _JaxCannotTrace as err:  # every rank, together (_compile decides it once)
         if config["run"]["device"] != "cpu":
             raise on_every_rank(UserError(
@@ -213,7 +214,8 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
                        err)
         backend = gv_backend = "numba"
         worker, optimizer = build(backend, gv_backend)
-        _compile(worker, comm, theta0, config, own_data=data is not None, batches=batches)
+        node_first = _compile(worker, comm, theta0, config, own_data=data is not None,
+                              batches=batches)
     state = optimizer.init(theta0)
     best = Best(state.theta, math.inf, 0)
     if resume:
@@ -228,13 +230,15 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
                data_fingerprint, t_start,
                # each invocation's start-up included: where the last kept row left off
                rundir.wall_so_far() if resume else 0.0)
-    logger.info("dhf: %s, %s, %d parameters, %d rank%s, %s train / %d valid rows; "
-                "compiled in %.1fs (%s)",
+    logger.info("dhf: %s, %s, %d parameters, %s, %s train / %d valid rows; "
+                "compiled in %.1fs (%s%s)",
                 config["task"]["name"] if data is None else "own model",
-                optimizer.name, theta0.size, comm.size, "" if comm.size == 1 else "s",
+                optimizer.name, theta0.size, _ranks_and_nodes(comm),
                 "fresh" if fresh else n_train,
                 job.n_valid, worker.compile_seconds, backend if gv_backend == backend
-                else f"{backend}; Gv: {gv_backend}")
+                else f"{backend}; Gv: {gv_backend}",
+                "; each node's first rank, then the others from its cache" if node_first
+                else "")
     return job, state, best
 
 
@@ -416,8 +420,17 @@ def batch_rows(config: dict, n_train: int, n_valid: int) -> dict:
             "curvature": [opt["curvature_batch"]]}
 
 
+def _ranks_and_nodes(comm: Communicator) -> str:
+    """``1 rank``, ``4 ranks`` (one node) or ``4 ranks on 2 nodes`` (a collective)."""
+    if comm.size == 1:
+        return "1 rank"
+    index, _ = comm.node_ranks()
+    nodes = int(comm.allreduce_sum(np.array([float(index == 0)]))[0])
+    return f"{comm.size} ranks" + (f" on {nodes} nodes" if nodes > 1 else "")
+
+
 def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict,
-             own_data: bool, batches: dict | None = None) -> None:
+             own_data: bool, batches: dict | None = None) -> bool:
     """Generate the compiled functions' code now (:meth:`Worker.warm_up`, for the chunk
     shapes of ``batches``, :func:`batch_rows`), so that the start line says what
     compiling cost and the first update is an update; a first run of a model compiles
@@ -428,12 +441,14 @@ def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict
     others sleep, and they then load its work from the compile caches: ranks compiling
     the same functions at once on shared cores each take as long as all of them (4 ranks
     on 2 cores, the default job from empty caches: 99 s to the end of update 1 at once,
-    55 s so; warm 17 and 20 s; ``docs/benchmarks.md``).
+    55 s so; warm 17 and 20 s; ``docs/benchmarks.md``).  Returns whether it went so
+    (every rank alike).
     """
     index, on_node = comm.node_ranks()
     # decided together (one collective), so that nodes with and without more ranks than
     # cores take the same branch and its collectives match
-    if comm.any_rank(on_node > (os.cpu_count() or 1)):
+    node_first = comm.any_rank(on_node > (os.cpu_count() or 1))
+    if node_first:
         failed = None
         if index == 0:
             try:
@@ -447,8 +462,9 @@ def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict
                 raise failed or _JaxCannotTrace("on the node's first rank")
             raise failed or DataError("compiling failed on another rank (see its error)")
         if index == 0:
-            return
+            return True
     _warm_up(worker, theta, config, own_data, batches)
+    return node_first
 
 
 def _warm_up(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
