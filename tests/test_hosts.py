@@ -38,6 +38,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
                                   "namespaces (root)")]
 
 
+#: The repository (its .venv and runs/) stays shared where it lies under /tmp.
+os.environ["FAKE_SSH_KEEP"] = str(ROOT)
+
+
 def on_hosts(hosts: dict[str, int], command: list[str]) -> list[str]:
     """``mpiexec`` placing ``hosts[name]`` ranks on each named host."""
     return [venv_bin("mpiexec"), "-launcher", "ssh", "-launcher-exec", str(FAKE_SSH),
