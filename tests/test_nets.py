@@ -5,6 +5,8 @@ finite differences of a separately compiled function of ``s`` (and of the hidden
 pre-activations, for structural damping), ``H`` the analytic Hessian of the loss in ``s``.
 Parameter counts are computed here by hand, not by the builders.
 """
+import importlib.util
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -136,6 +138,11 @@ CASES = {
 }
 MASKED = ["rnn-tanh-masked", "rnn-1layer-masked-explicit", "rnn-1layer-masked-generic",
           "lstm-masked"]
+#: Cases compiled by JAX (the default backend), per chunk shape, as well: the LSTM, whose
+#: generic Gv graph no other JAX test checks against a dense reference.
+if importlib.util.find_spec("jax") is not None:
+    CASES.update({"lstm-last-jax": _lstm_last, "lstm-masked-jax": _lstm_masked})
+    MASKED.append("lstm-masked-jax")
 
 
 class Case:
@@ -145,14 +152,14 @@ class Case:
     of a masked case).
     """
 
-    def __init__(self, build):
+    def __init__(self, build, mode=None):
         rng = np.random.default_rng(SEED)
         self.spec, self.data = build(rng)
         self.params = self.spec.params
         self.theta = rng.normal(0.0, 0.5, get_theta(self.params).size)
         n_rows = len(self.data[0]) // (3 if self.spec.mask is not None else 1)
         self.rows = np.arange(n_rows)
-        self.worker = Worker(self.spec, self.data)
+        self.worker = Worker(self.spec, self.data, mode=mode)
         self.worker.prepare_curvature(self.theta, self.rows)
         data = [d[self.rows] for d in self.data]
         self.G_ref, self.S_ref, self.s = self._references(data)
@@ -191,7 +198,7 @@ def built():
 
 def _get(built, name):
     if name not in built:
-        built[name] = Case(CASES[name])
+        built[name] = Case(CASES[name], "JAX" if name.endswith("-jax") else None)
     return built[name]
 
 
