@@ -153,27 +153,96 @@ def _dot(a, b):
         return np.nan
     if largest == 0.0:
         return 0.0
-    shift = 59 - math.frexp(largest)[1]
+    shift = _shift(largest)
+    return _combine(_dot_bins(a, b, 0, _groups(a.size), shift), shift)
+
+
+@numba.njit(cache=True, nogil=True)
+def _shift(largest):
+    """The power of two that brings the largest product below ``2**59``."""
+    return 59 - math.frexp(largest)[1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _groups(n):
+    return (n + _DOT_GROUP - 1) // _DOT_GROUP
+
+
+@numba.njit(cache=True, nogil=True)
+def _dot_bins(a, b, start, groups, shift):
+    """``(groups, BINS)``: each group's bin sums of the products ``a_j b_j · 2**shift``,
+    for ``a`` and ``b`` holding the values ``start, start + 1, …`` of longer vectors
+    (groups of ``2**19`` values counted from the longer vectors' first).  Each sum is an
+    exact float64 integer of its bin's unit, so the bins of pieces add up exactly to
+    the whole's, in any order."""
     # 2**shift as two factors, each a float64 (shift reaches 1132 for subnormal products);
     # scaling up is exact, and scaling down (shift <= 0) is one correctly rounded product
     up = min(shift, 1000)
     scale_up, scale_down = math.ldexp(1.0, up), math.ldexp(1.0, shift - up)
+    bins = np.zeros((groups, BINS))
     acc = np.zeros((BINS, _LANES))
-    value = 0.0
-    for group in range(0, a.size, _DOT_GROUP):
+    i = 0
+    while i < a.size:
+        group = (start + i) // _DOT_GROUP
+        end = min(a.size, (group + 1) * _DOT_GROUP - start)
         acc[:] = 0.0  # exact: integers of each bin's unit below 2**53
-        end = min(group + _DOT_GROUP, a.size)
-        for lo in range(group, end, _LANES):
+        for lo in range(i, end, _LANES):
             hi = min(lo + _LANES, end)
             _take_apart(a[lo:hi], b[lo:hi], scale_up, scale_down, acc)
-        group_value = 0.0
-        for k in range(BINS - 1, -1, -1):  # smallest bin first
+        for k in range(BINS):
             bin_sum = 0.0
             for j in range(_LANES):
                 bin_sum += acc[k, j]
-            group_value += bin_sum
+            bins[group, k] += bin_sum
+        i = end
+    return bins
+
+
+@numba.njit(cache=True, nogil=True)
+def _combine(bins, shift):
+    """The dot product from its groups' bins: each group's bins added smallest first,
+    the groups' values in order, scaled back by ``2**-shift``."""
+    value = 0.0
+    for group in range(bins.shape[0]):
+        group_value = 0.0
+        for k in range(BINS - 1, -1, -1):  # smallest bin first
+            group_value += bins[group, k]
         value += group_value
     return math.ldexp(value, -shift)
+
+
+def dot_pieces(a: np.ndarray, b: np.ndarray, start: int, n: int,
+               largest: float) -> np.ndarray:
+    """The exact bins of a piece of a longer dot product (:func:`dot`): ``a`` and ``b``
+    hold values ``start … start + len(a) - 1`` of two vectors of ``n`` values whose
+    largest product ``|a_j b_j|`` (over all ``n``) is ``largest``.  The pieces' bins
+    summed (in any order: a float64 Allreduce) and given to :func:`dot_of_pieces` are
+    :func:`dot` of the whole vectors, bit for bit; ranks that each hold a slice take a
+    dot product so without gathering the vectors (Allreduce ``largest`` with MAX first:
+    :func:`largest_product`)."""
+    a, b = np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel()
+    if a.size != b.size or not 0 <= start <= start + a.size <= n:
+        raise ValueError(f"dot_pieces: {a.size} and {b.size} values at {start} of {n}")
+    if not 0.0 < largest < np.inf:
+        return np.zeros((_groups(n), BINS))
+    return _dot_bins(a, b, start, _groups(n), _shift(largest))
+
+
+def largest_product(a: np.ndarray, b: np.ndarray) -> float:
+    """``max |a_j b_j|`` (Inf where a product is not finite): what :func:`dot_pieces`
+    needs of the whole vectors, the maximum of the pieces' own."""
+    a, b = np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel()
+    return float(_largest_product(a, b)) if a.size else 0.0
+
+
+def dot_of_pieces(bins: np.ndarray, largest: float) -> float:
+    """:func:`dot` from the summed bins of its pieces (:func:`dot_pieces`) and the
+    largest product of the whole vectors."""
+    if largest == np.inf or math.isnan(largest):
+        return math.nan
+    if largest == 0.0:
+        return 0.0
+    return float(_combine(np.ascontiguousarray(bins), _shift(largest)))
 
 
 def warm_up() -> None:

@@ -5,7 +5,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from dhf.reduction import LOWEST, MAX_TERMS, ExactSum, dot, split, total, unpack
+from dhf.reduction import (LOWEST, MAX_TERMS, ExactSum, dot, dot_of_pieces, dot_pieces,
+                           largest_product, split, total, unpack)
 
 
 def wide_values(rng, n):
@@ -112,6 +113,33 @@ def test_dot_is_the_exactly_rounded_sum_across_its_groups_and_lanes(rng, n):
     if n <= 2 ** 19:
         order = rng.permutation(n)
         assert dot(a[order], b[order]) == value
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [2 ** 19], [300, 2 ** 19 - 1, 2 ** 19 + 7],
+                                  [5, 700_000, 800_000, 2 ** 20 + 1]])
+def test_a_dot_product_taken_in_pieces_is_the_whole_ones_bits(rng, cuts):
+    """Vectors cut into pieces (ranks' slices; cuts inside a lane block, at and across
+    the 2**19 groups, an empty piece), each piece's bins at its offset, the bins summed
+    in another order and the largest product the pieces' maximum: the dot product of
+    the whole, bit for bit; zero, Inf and NaN products as the whole's."""
+    n = 2 ** 20 + 300
+    a = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+    b = rng.standard_normal(n)
+    bounds = [0] + sorted(cuts) + [n] + ([n] if cuts else [])  # the last piece empty
+    pieces = list(zip(bounds[:-1], bounds[1:]))
+
+    def in_pieces(a, b):
+        largest = max(largest_product(a[lo:hi], b[lo:hi]) for lo, hi in pieces)
+        bins = [dot_pieces(a[lo:hi], b[lo:hi], lo, n, largest) for lo, hi in pieces]
+        return dot_of_pieces(np.sum(bins[::-1], axis=0), largest)
+
+    whole = dot(a, b)
+    assert whole == pytest.approx(math.fsum(a * b), rel=1e-15)
+    assert in_pieces(a, b) == whole
+    assert in_pieces(a * 1e-160, b * 1e-160) == dot(a * 1e-160, b * 1e-160)
+    assert in_pieces(np.zeros(n), b) == 0.0
+    a[n - 1] = np.inf
+    assert math.isnan(in_pieces(a, b)) and math.isnan(dot(a, b))
 
 
 def test_split_casts_float32_and_totals_its_parts(rng):
