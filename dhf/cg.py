@@ -3,7 +3,8 @@ r"""Preconditioned conjugate gradient with Martens' truncation rules.
 Solves the damped Newton system :math:`A x = b` with :math:`A = G + \lambda I` (plus
 structural damping) and :math:`b = -g`, where only products :math:`v \mapsto A v` are
 available.  Everything here is numpy on flat float64 vectors: no MPI, no PyTensor.  The
-caller's ``matvec`` hides the distributed Gv (one Allreduce per call).
+caller's ``matvec`` hides the distributed Gv; where each rank holds a slice of the
+vectors, so do the ``dot`` and ``any_rank`` it passes in.
 
 Notes
 -----
@@ -103,6 +104,8 @@ def pcg(
     store_first: float = 5.0,
     store_every: int = 0,
     callback: Callable[[int, float], None] | None = None,
+    dot: Callable[[np.ndarray, np.ndarray], float] = dot,
+    any_rank: Callable[[bool], bool] = bool,
 ) -> tuple[np.ndarray, CGInfo]:
     """Minimise ``0.5 x'Ax - b'x`` by preconditioned CG.
 
@@ -118,6 +121,11 @@ def pcg(
         ``ceil(store_first * store_ratio**j)``, or at ``1, 1 + store_every, …`` when
         ``store_every`` is set (:func:`storage_points`).
     callback : called as ``callback(i, phi_i)`` after each iteration (progress bars).
+    dot, any_rank : how the vectors meet.  By default they are whole; where each rank
+        holds a slice of them (``b``, ``x0``, ``precond`` and ``matvec``'s argument and
+        result), ``dot`` is the whole vectors' dot product
+        (:func:`dhf.comm.dot_sliced`) and ``any_rank(flag)`` whether any rank's flag
+        is true, so that every rank takes the same branch.
 
     Returns
     -------
@@ -133,10 +141,10 @@ def pcg(
     """
     b = np.asarray(b, dtype=np.float64)
     x = np.zeros_like(b) if x0 is None else np.array(x0, dtype=np.float64)
-    if not np.any(b):
+    if not any_rank(bool(np.any(b))):
         return x * 0.0, CGInfo(0, "zero_rhs", [0.0], [(0, x * 0.0)])
-    r = b - matvec(x) if np.any(x) else b.copy()
-    if not np.all(np.isfinite(r)):
+    r = b - matvec(x) if any_rank(bool(np.any(x))) else b.copy()
+    if any_rank(not np.all(np.isfinite(r))):
         # A warm start that the new curvature cannot handle: start from zero instead.
         x, r = np.zeros_like(b), b.copy()
     z = r * precond if precond is not None else r

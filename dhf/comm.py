@@ -1,9 +1,11 @@
 """The only module that touches MPI.
 
-Eight verbs and two attributes are the whole distributed surface of dhf:
-``allreduce_sum``, ``reduce_scatter_sum``, ``allgather``, ``bcast``, ``barrier``,
-``node_ranks``, ``any_rank``, ``abort``, ``rank`` and ``size``;
-:func:`allreduce_exact` builds the rank-count-independent sums on the first three.
+Nine verbs and two attributes are the whole distributed surface of dhf:
+``allreduce_sum``, ``allreduce_max``, ``reduce_scatter_sum``, ``allgather``, ``bcast``,
+``barrier``, ``node_ranks``, ``any_rank``, ``abort``, ``rank`` and ``size``;
+:func:`allreduce_exact` builds the rank-count-independent sums on the first four,
+:func:`reduce_exact_slice` and :func:`dot_sliced` the same for vectors each rank holds a
+slice of (CG's).
 :class:`SerialComm` is the size-1 case, so the optimiser has no "am I distributed?"
 branches, and tests run it in one process.  :class:`MPIComm` wraps a duplicate of
 ``COMM_WORLD`` so dhf's traffic never matches a user's messages.
@@ -26,7 +28,8 @@ import numpy as np
 from dhf import reduction
 from dhf.data import shard_bounds
 from dhf.launcher import launched_under_mpi
-from dhf.reduction import BINS, ExactSum, unpack
+from dhf.reduction import (BINS, ExactSum, dot, dot_of_pieces, dot_pieces, largest_product,
+                           unpack)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +42,7 @@ class Communicator(Protocol):
     size: int
 
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray: ...
+    def allreduce_max(self, buf: np.ndarray) -> np.ndarray: ...
     def reduce_scatter_sum(self, rows: np.ndarray, counts: list[int]) -> np.ndarray: ...
     def allgather(self, mine: np.ndarray, counts: list[int]) -> np.ndarray: ...
     def bcast(self, obj: T, root: int = 0) -> T: ...
@@ -57,6 +61,9 @@ class SerialComm:
 
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
         _check_buffer(buf)
+        return buf
+
+    def allreduce_max(self, buf: np.ndarray) -> np.ndarray:
         return buf
 
     def reduce_scatter_sum(self, rows: np.ndarray, counts: list[int]) -> np.ndarray:
@@ -103,6 +110,14 @@ class MPIComm:
         _check_buffer(buf)
         t0 = time.perf_counter()
         self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
+        self.reduce_seconds += time.perf_counter() - t0
+        return buf
+
+    def allreduce_max(self, buf: np.ndarray) -> np.ndarray:
+        """The elementwise maximum of ``buf`` over all ranks, in place; returns ``buf``."""
+        _check_buffer(buf)
+        t0 = time.perf_counter()
+        self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.MAX)
         self.reduce_seconds += time.perf_counter() - t0
         return buf
 
@@ -228,6 +243,40 @@ def allreduce_exact(comm: Communicator, total: ExactSum, *flags: float
     summed_flags = (comm.allreduce_sum(np.array(flags, dtype=np.float64)) if flags
                     else np.zeros(0))
     return value, summed_flags
+
+
+def slice_counts(comm: Communicator, n: int) -> list[int]:
+    """How many of ``n`` values each rank's slice holds (:func:`dhf.data.shard_bounds`)."""
+    return [hi - lo for lo, hi in (shard_bounds(n, r, comm.size) for r in range(comm.size))]
+
+
+def reduce_exact_slice(comm: Communicator, total: ExactSum, *flags: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`allreduce_exact`, each rank keeping only its slice of the values
+    (``shard_bounds(n, rank, size)``): the same bits, without the allgather of a long
+    sum (a Gv that CG, working on slices, needs only a slice of)."""
+    n = total.parts.shape[1]
+    if comm.size == 1 or n < SCATTER_VALUES:
+        lo, hi = shard_bounds(n, comm.rank, comm.size)
+        buf = comm.allreduce_sum(total.packed(*flags))
+        return unpack(buf, n)[lo:hi], buf[BINS * n:]
+    mine = reduction.total(comm.reduce_scatter_sum(total.parts, slice_counts(comm, n)))
+    summed_flags = (comm.allreduce_sum(np.array(flags, dtype=np.float64)) if flags
+                    else np.zeros(0))
+    return mine, summed_flags
+
+
+def dot_sliced(comm: Communicator, a: np.ndarray, b: np.ndarray, n: int) -> float:
+    """:func:`dhf.reduction.dot` of two ``n``-vectors of which each rank holds its slice
+    ``a``, ``b``: the bits of the dot product of the whole vectors, at any rank count
+    (their largest product in one Allreduce, the exact bins of each rank's piece in
+    another: :func:`dhf.reduction.dot_pieces`)."""
+    if comm.size == 1:
+        return dot(a, b)
+    lo, _ = shard_bounds(n, comm.rank, comm.size)
+    largest = float(comm.allreduce_max(np.array([largest_product(a, b)]))[0])
+    bins = comm.allreduce_sum(dot_pieces(a, b, lo, n, largest).ravel())
+    return dot_of_pieces(bins.reshape(-1, BINS), largest)
 
 
 def check_replicas(comm: Communicator, theta: np.ndarray) -> bool:

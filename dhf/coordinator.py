@@ -49,11 +49,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dhf import cg, damping, linesearch
-from dhf.comm import Communicator, allreduce_exact
+from dhf.comm import Communicator, allreduce_exact, dot_sliced, slice_counts
 from dhf.schema import check, default
 from dhf.curvature import martens_preconditioner
-from dhf.data import BatchSampler
-from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop
+from dhf.data import BatchSampler, shard_bounds
+from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop, reduce_slice_or_stop
 from dhf.reduction import ExactSum, dot
 from dhf.worker import Worker
 
@@ -64,9 +64,11 @@ from dhf.worker import Worker
 STRUCTURAL_D = {"paper": 1.0, "release": 0.25}
 #: Where an update's time goes (metrics ``t_gradient`` ...): the gradient with the
 #: curvature batch's forward pass, the preconditioner's squared gradients, CG (its Gv
-#: products), CG backtracking with ρ and the line search; and ``t_allreduce``, the part of
-#: them spent in Allreduce (transfer and waiting for the slowest rank).
-PHASES = ("gradient", "preconditioner", "cg", "search", "allreduce")
+#: products), CG backtracking with ρ and the line search; ``t_gv``, the part of CG in its
+#: Gv products (the compiled Gv over this rank's chunks and their exact sum: ``t_cg −
+#: t_gv`` is CG's own vector work); and ``t_allreduce``, the part of them all spent in
+#: Allreduce (transfer and waiting for the slowest rank).
+PHASES = ("gradient", "preconditioner", "cg", "search", "gv", "allreduce")
 #: CG exits after which the quadratic model cannot be trusted: λ is raised as for ρ = −∞.
 CG_BREAKDOWNS = ("negative_curvature", "nonfinite")
 
@@ -83,6 +85,10 @@ class _Stopwatch:
         now = time.perf_counter()
         self.times[phase] = self.times.get(phase, 0.0) + now - self.t
         self.t = now
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Count ``seconds`` in ``phase``, a part of another (Gv's inside CG's)."""
+        self.times[phase] = self.times.get(phase, 0.0) + seconds
 
     def split(self) -> dict:
         return {**self.times,
@@ -237,22 +243,38 @@ class HFOptimizer:
 
         structural_weight = lam * cfg.structural_damping * STRUCTURAL_D[cfg.structural_d]
 
+        # CG works on slices: each rank updates its own part of the iterate, residual and
+        # direction, and of Gv; the direction is gathered whole for the compiled Gv, and
+        # the kept iterates at the end
+        lo, hi = shard_bounds(P, self.comm.rank, self.comm.size)
+        counts = slice_counts(self.comm, P)
         gv_parts = ExactSum(P)  # one buffer for every CG iteration's sum
 
-        def damped_Gv(v):
-            Gv = self._reduce(gv_parts.refill(worker.gv_chunks(v, structural_weight)))
+        def damped_Gv(v_mine):
+            t = time.perf_counter()
+            v = self.comm.allgather(v_mine, counts)
+            Gv = reduce_slice_or_stop(self.comm, self.should_stop, gv_parts.refill(
+                worker.gv_chunks(v, structural_weight)))
             Gv /= n_curv
-            return Gv + (lam + cfg.l2) * v
+            clock.add("gv", time.perf_counter() - t)
+            return Gv + (lam + cfg.l2) * v_mine
+
+        def any_rank(flag):
+            return self.comm.allreduce_sum(np.array([float(flag)]))[0] > 0.0
 
         release_bt = cfg.backtrack == "release"
-        x, cg_info = cg.pcg(damped_Gv, -g, cfg.cg_decay * state.cg_init, precond=precond,
+        _, cg_info = cg.pcg(damped_Gv, -g[lo:hi], cfg.cg_decay * state.cg_init[lo:hi],
+                            precond=None if precond is None else precond[lo:hi],
                             min_iters=cfg.cg_min_iters, max_iters=cfg.cg_max_iters,
                             tol=cfg.cg_tol, store_every=10 if release_bt else 0,
-                            callback=on_cg_iter)
+                            callback=on_cg_iter,
+                            dot=lambda a, b: dot_sliced(self.comm, a, b, P),
+                            any_rank=any_rank)
+        kept = [(i, self.comm.allgather(x_mine, counts)) for i, x_mine in cg_info.kept]
+        x = kept[-1][1]  # the last iterate, always kept
         clock.lap("cg")
         breakdown = cg_info.status in CG_BREAKDOWNS
 
-        kept = cg_info.kept
         if release_bt and cg_info.status == "max_iters" and (kept[-1][0] - 1) % 10:
             kept = kept[:-1] or kept  # at its cap the release looks at every 10th only
         choose = linesearch.backtrack_argmin if release_bt else linesearch.backtrack

@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from dhf.comm import Communicator, allreduce_exact
+from dhf.comm import Communicator, allreduce_exact, reduce_exact_slice
 from dhf.reduction import ExactSum
 from dhf.worker import Worker
 
@@ -57,6 +57,16 @@ def reduce_or_stop(comm: Communicator, should_stop: Callable[[], bool],
     if stop:
         raise StopRequested()
     return total
+
+
+def reduce_slice_or_stop(comm: Communicator, should_stop: Callable[[], bool],
+                         total: ExactSum) -> np.ndarray:
+    """:func:`reduce_or_stop`, each rank keeping its slice of the sum only
+    (:func:`dhf.comm.reduce_exact_slice`)."""
+    mine, (stop,) = reduce_exact_slice(comm, total, float(should_stop()))
+    if stop:
+        raise StopRequested()
+    return mine
 
 
 def evaluate(worker: Worker, comm: Communicator, theta: np.ndarray, first_row: int,

@@ -47,7 +47,8 @@ def test_time_split_adds_up_a_run_of_known_rows(tmp_path):
     import json
 
     rows = [{"update": u, "seconds": 10.0, "cg_iters": 20, "t_gradient": 1.0,
-             "t_preconditioner": 0.5, "t_cg": 7.0, "t_search": 0.5, "t_allreduce": 2.0}
+             "t_preconditioner": 0.5, "t_cg": 7.0, "t_search": 0.5, "t_allreduce": 2.0,
+             "t_gv": 6.0}
             for u in (1, 2)] + [{"update": 3, "seconds": 1.0, "t_cg": None}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = _run("time_split.py", str(tmp_path))
@@ -55,6 +56,7 @@ def test_time_split_adds_up_a_run_of_known_rows(tmp_path):
     assert "gradient 10.0%  preconditioner 5.0%  cg 70.0%  search 5.0%  validation 10.0%" \
         in out
     assert "Allreduce, inside the phases: 20.0%" in out
+    assert "CG: Gv products 60.0%, CG's own vector work 10.0%" in out
 
 
 def test_models_benchmark_prints_a_row_per_model_and_backend():

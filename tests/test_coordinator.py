@@ -251,6 +251,7 @@ def test_each_update_says_where_its_time_went(linear_problem):
     phases = [row[f"t_{p}"] for p in ("gradient", "preconditioner", "cg", "search")]
     assert all(t > 0 for t in phases)
     assert info.seconds - 1e-3 < sum(phases) <= info.seconds
+    assert 0 < row["t_gv"] < row["t_cg"]  # CG's Gv products, a part of CG
     assert row["t_allreduce"] == 0.0
 
 

@@ -6,7 +6,8 @@ checked against updates measured here at the rank counts this machine has.
 
 An update is (``dhf.coordinator.HFOptimizer.step``)
 
-    t(N) = t_grad(N) + t_fwd(N) + n_cg · (t_Gv(N) + t_vec + t_sum(N)) + n_eval · t_loss(N)
+    t(N) = t_grad(N) + t_fwd(N) + n_cg · (t_Gv(N) + t_vec(N) + t_sum(N))
+           + n_eval · t_loss(N)
 
 - ``t_grad``, ``t_fwd``, ``t_Gv``, ``t_loss``: the busiest rank's own work, measured in
   this one process on exactly the chunks the plan gives that rank at N
@@ -15,7 +16,8 @@ An update is (``dhf.coordinator.HFOptimizer.step``)
   a share too small to fill a call are all in it.  It assumes N cores that do not slow
   each other down (``scripts/bench/ceiling.py`` says whether a machine has them).
 - ``t_vec``: CG's own arithmetic on P-vectors per iteration (``dhf.cg.pcg`` with a
-  diagonal operator, less the operator), the same on every rank at any N.
+  diagonal operator, less the operator), divided among the N ranks (each updates its
+  slice of the vectors), plus its three dot products' two small Allreduces each.
 - ``t_sum``: the exact Allreduce of a Gv's parts (``dhf.comm.allreduce_exact``),
   measured under ``mpiexec -n 2`` here for one value (the latency α) and for a Gv
   (bytes at β), then ``α · log2 N + β · bytes · 2 (N − 1) / N`` (a reduce-scatter and
@@ -203,7 +205,8 @@ def main():
             evals = int(s[-1])  # the loss evaluations the real update made
         print(f"\n{job}: P = {P}, {plan}, "
               f"{args.cg_iters} CG iterations and {evals} loss evaluations an update; "
-              f"CG's vector work {1e3 * p['vec']:.2f} ms an iteration on every rank; "
+              f"CG's vector work {1e3 * p['vec']:.2f} ms an iteration at 1 rank, "
+              f"divided among the ranks; "
               f"the exact Allreduce at 2 ranks of one value {1e6 * t1v:.0f} us, of a Gv "
               f"({nbytes / 1e6:.2f} MB of parts) {1e3 * t2:.2f} ms "
               f"({(1 / beta if beta else math.inf) / 1e9:.1f} GB/s); past "
@@ -213,12 +216,16 @@ def main():
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
         for n in sorted(set(args.ranks) | set(args.check)):
             t = p["per_rank"][n]
-            it = t["Gv"] + p["vec"] + t_sum(n)
+            # each rank's slice of CG's vector work, and its 3 dot products' 2 small
+            # Allreduces each (the largest product, then 5 bins a group of 2**19 values)
+            vec = p["vec"] / n + (6 * t_sum(n, 8 * 5 * math.ceil(P / 2 ** 19))
+                                  if n > 1 else 0.0)
+            it = t["Gv"] + vec + t_sum(n)
             total = (t["grad"] + t_sum(n) + t["fwd"] + args.cg_iters * it
                      + evals * (t["loss"] + t_sum(n, 5 * 3 * 8)))
             t1 = t1 or total
             cells = [str(n), str(t["rows"]), f"{t['grad']:.3f}", f"{1e3 * t['Gv']:.1f} ms",
-                     f"{1e3 * p['vec']:.2f} ms", f"{1e3 * t_sum(n):.2f} ms",
+                     f"{1e3 * vec:.2f} ms", f"{1e3 * t_sum(n):.2f} ms",
                      f"{1e3 * it:.1f} ms", f"{total:.2f}", f"{t1 / total / n:.0%}",
                      f"{measured[n]:.2f}" if n in measured else ""]
             print("| " + " | ".join(cells) + " |", flush=True)

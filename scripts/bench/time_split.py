@@ -2,7 +2,8 @@
 updates' ``seconds`` (the gradient with the curvature batch's forward pass, the
 preconditioner, CG with its Gv products, backtracking with ρ and the line search; the
 rest is the validation pass, and the training error's with ``run.train_error``), the part
-of the phases spent in Allreduce, and CG's seconds per iteration.
+of the phases spent in Allreduce, CG's seconds per iteration, and how much of CG its Gv
+products took (the rest is CG's own vector work).
 
     python scripts/bench/time_split.py runs/ae/hf [more run directories]
 """
@@ -19,6 +20,7 @@ def split(rows: list[dict]) -> dict:
     rows = [r for r in rows if r.get("t_cg") is not None]
     total = {p: sum(r[f"t_{p}"] or 0.0 for r in rows) for p in PHASES}
     total["allreduce"] = sum(r["t_allreduce"] for r in rows)
+    total["gv"] = sum(r.get("t_gv") or 0.0 for r in rows)
     total["seconds"] = sum(r["seconds"] for r in rows)
     total["cg_iters"] = sum(r["cg_iters"] for r in rows)
     total["updates"] = len(rows)
@@ -45,6 +47,9 @@ def main() -> None:
               f"({t['cg'] / max(t['cg_iters'], 1):.3f} s each)")
         print(f"  {shares}  validation {rest / seconds:.1%}  (Allreduce, inside the "
               f"phases: {t['allreduce'] / seconds:.1%})")
+        if t["gv"]:
+            print(f"  CG: Gv products {t['gv'] / seconds:.1%}, CG's own vector work "
+                  f"{(t['cg'] - t['gv']) / seconds:.1%}")
 
 
 if __name__ == "__main__":
