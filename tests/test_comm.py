@@ -4,8 +4,9 @@ import pytest
 
 from dhf import comm as comm_module
 from dhf.comm import SCATTER_VALUES, SerialComm, allreduce_exact, allreduce_scalars, \
-    check_replicas
-from dhf.reduction import ExactSum
+    check_replicas, dot_sliced, reduce_exact_slice
+from dhf.data import shard_bounds
+from dhf.reduction import ExactSum, dot
 
 pytestmark = pytest.mark.mpi
 
@@ -73,3 +74,34 @@ def test_allreduce_exact_is_the_one_rank_sum_by_either_route(comm, n, monkeypatc
         assert value.tobytes() == alone.tobytes()
         assert flags.tolist() == [comm.size, 1.0]
         assert check_replicas(comm, value)
+
+
+@pytest.mark.parametrize("n", [5, SCATTER_VALUES + 3])
+def test_each_rank_keeps_its_slice_of_the_one_rank_sum(comm, n, monkeypatch):
+    """reduce_exact_slice: rank r gets values shard_bounds(n, r, size) of the sum one
+    process gets, by either route, and the flags summed."""
+    rng = np.random.default_rng(6)
+    vectors = [rng.standard_normal(n) * 10.0 ** rng.uniform(-12, 12, n) for _ in range(7)]
+    lo, hi = shard_bounds(n, comm.rank, comm.size)
+    alone = ExactSum.of(vectors).value[lo:hi]
+    for threshold in (SCATTER_VALUES, 1):
+        monkeypatch.setattr(comm_module, "SCATTER_VALUES", threshold)
+        mine, flags = reduce_exact_slice(comm, ExactSum.of(vectors[comm.rank::comm.size],
+                                                           n), 1.0)
+        assert mine.tobytes() == alone.tobytes() and flags.tolist() == [comm.size]
+
+
+@pytest.mark.parametrize("n", [3, 2 ** 20 + 77])
+def test_a_dot_product_of_slices_is_the_whole_vectors_one(comm, n):
+    """dot_sliced over the ranks' slices (some empty at 4 ranks of 3 values; cuts
+    inside the 2**19-value groups) is dhf.reduction.dot of the whole vectors, bit for
+    bit, on every rank; and NaN where a product is not finite."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+    b = rng.standard_normal(n)
+    lo, hi = shard_bounds(n, comm.rank, comm.size)
+    value = dot_sliced(comm, a[lo:hi], b[lo:hi], n)
+    assert value == dot(a, b)
+    assert check_replicas(comm, np.array([value]))
+    a[-1] = np.inf
+    assert np.isnan(dot_sliced(comm, a[lo:hi], b[lo:hi], n))
