@@ -120,7 +120,9 @@ def _rank_pid(rank: int, out: Path) -> int | None:
 def test_a_rank_killed_on_the_other_host_ends_every_rank(shared):
     out = shared / "killed"
     proc = subprocess.Popen(on_hosts({"node-a": 2, "node-b": 2}, [
-        venv_bin("dhf-train")] + tiny_args("optimizer.max_updates=100000")
+        # (JAX: seconds to compile from an empty cache, where Numba takes minutes)
+        venv_bin("dhf-train")] + tiny_args("optimizer.max_updates=100000",
+                                           "run.backend='jax'")
         + ["--out", str(out)]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=ROOT)
     try:
@@ -128,7 +130,7 @@ def test_a_rank_killed_on_the_other_host_ends_every_rank(shared):
         while not (out / "metrics.jsonl").exists() or not (
                 out / "metrics.jsonl").read_text().strip():
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() - t0 < 120, "no update in 2 minutes"
+            assert time.monotonic() - t0 < 300, "no update in 5 minutes"
             time.sleep(0.2)
         victim = _rank_pid(3, out)  # the last rank: on node-b
         assert victim is not None
