@@ -85,7 +85,7 @@ def test_ranks_on_two_hosts_train_the_one_rank_trajectory(tmp_path, shared):
     """3 ranks on node-a and 2 on node-b, 2 cores: a node with more ranks than cores, so
     each node's first rank compiles and the others load its work; the metrics are the
     one-rank run's, bit for bit."""
-    args = tiny_args()
+    args = tiny_args("run.backend='jax'")  # seconds to compile from an empty cache
     alone = run_mpi(1, args + ["--out", str(tmp_path / "alone")])
     assert alone.returncode == 0, alone.stdout + alone.stderr
     done = subprocess.run(on_hosts({"node-a": 3, "node-b": 2}, [
