@@ -236,13 +236,18 @@ def allreduce_exact(comm: Communicator, total: ExactSum, *flags: float
     if comm.size == 1 or n < SCATTER_VALUES:
         buf = comm.allreduce_sum(total.packed(*flags))
         return unpack(buf, n), buf[BINS * n:]
-    bounds = (shard_bounds(n, r, comm.size) for r in range(comm.size))
-    counts = [hi - lo for lo, hi in bounds]
-    mine = reduction.total(comm.reduce_scatter_sum(total.parts, counts))
-    value = comm.allgather(mine, counts)
+    mine, summed_flags = _scattered(comm, total, flags)
+    return comm.allgather(mine, slice_counts(comm, n)), summed_flags
+
+
+def _scattered(comm: Communicator, total: ExactSum, flags) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's slice of the exact sum, its parts reduce-scattered and totalled, and
+    the flags summed in a small Allreduce of their own."""
+    n = total.parts.shape[1]
+    mine = reduction.total(comm.reduce_scatter_sum(total.parts, slice_counts(comm, n)))
     summed_flags = (comm.allreduce_sum(np.array(flags, dtype=np.float64)) if flags
                     else np.zeros(0))
-    return value, summed_flags
+    return mine, summed_flags
 
 
 def slice_counts(comm: Communicator, n: int) -> list[int]:
@@ -258,12 +263,9 @@ def reduce_exact_slice(comm: Communicator, total: ExactSum, *flags: float
     n = total.parts.shape[1]
     if comm.size == 1 or n < SCATTER_VALUES:
         lo, hi = shard_bounds(n, comm.rank, comm.size)
-        buf = comm.allreduce_sum(total.packed(*flags))
-        return unpack(buf, n)[lo:hi], buf[BINS * n:]
-    mine = reduction.total(comm.reduce_scatter_sum(total.parts, slice_counts(comm, n)))
-    summed_flags = (comm.allreduce_sum(np.array(flags, dtype=np.float64)) if flags
-                    else np.zeros(0))
-    return mine, summed_flags
+        value, summed_flags = allreduce_exact(comm, total, *flags)
+        return value[lo:hi], summed_flags
+    return _scattered(comm, total, flags)
 
 
 def dot_sliced(comm: Communicator, a: np.ndarray, b: np.ndarray, n: int) -> float:

@@ -112,6 +112,12 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def same_run(rows: list[dict]) -> list[dict]:
+    """A run's metrics without its wall times: what must not depend on the rank count."""
+    return [{k: v for k, v in r.items()
+             if k not in ("seconds", "wall") and not k.startswith("t_")} for r in rows]
+
+
 def run_mpi(n, args, timeout=300):
     """``mpiexec -n N dhf-train ARGS`` from the repository root, output captured."""
     cmd = [venv_bin("mpiexec"), "-n", str(n), venv_bin("dhf-train")] + args

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, metrics, run_mpi, tiny_args, venv_bin
+from tests.conftest import ROOT, metrics, run_mpi, same_run, tiny_args, venv_bin
 
 FAKE_SSH = ROOT / "tests" / "fake-ssh"
 
@@ -95,11 +95,7 @@ def test_ranks_on_two_hosts_train_the_one_rank_trajectory(tmp_path, shared):
     start = next(line for line in done.stdout.splitlines() if "compiled in" in line)
     assert "5 ranks on 2 nodes" in start, start
     assert "each node's first rank" in start, start
-
-    def same(rows):
-        return [{k: v for k, v in r.items() if k not in ("seconds", "wall")
-                 and not k.startswith("t_")} for r in rows]
-    assert same(metrics(shared / "hosts")) == same(metrics(tmp_path / "alone"))
+    assert same_run(metrics(shared / "hosts")) == same_run(metrics(tmp_path / "alone"))
 
 
 def _rank_pid(rank: int, out: Path) -> int | None:

@@ -18,15 +18,9 @@ import pytest
 
 from dhf import config as config_mod
 from dhf.comm import MPIComm, SerialComm
-from tests.conftest import TINY, metrics
+from tests.conftest import TINY, metrics, same_run
 
 pytestmark = pytest.mark.mpi
-
-
-def same_run(rows):
-    """A run's metrics without its wall times: what must not depend on the rank count."""
-    return [{k: v for k, v in r.items()
-             if k not in ("seconds", "wall") and not k.startswith("t_")} for r in rows]
 
 
 #: Four models: memorisation (tanh RNN, last-step loss), a masked problem of variable
