@@ -31,6 +31,7 @@ the same branch (CG's stop, Armijo's test, the damping rule) from the same numbe
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -254,6 +255,41 @@ def warm_up() -> None:
     dot(np.ones(1), np.ones(1))
 
 
+def split_traced(x):
+    """:func:`split` of one vector inside a JAX function: the ``(BINS, n)`` float64 parts
+    of ``x``, by the same operations as :func:`_add_parts`, so with the same bits.  A
+    looped call (:class:`dhf.static_shapes.LoopedJAXLinker`) adds its chunks' parts
+    where it computes them, exactly (:class:`Parts`), and hands back ``BINS`` values a
+    parameter instead of one per chunk.
+
+    XLA's simplifier folds ``(r + M) − M`` to ``r``; the optimisation barrier keeps the
+    rounding ``r + M`` as an operation whose result is not seen through.
+    """
+    import jax.numpy as jnp
+    from jax import lax
+
+    r = jnp.asarray(x).astype(jnp.float64)
+    parts = []
+    for shifter in _SHIFTERS:
+        q = lax.optimization_barrier(r + shifter) - shifter
+        r = r - q
+        parts.append(q)
+    return jnp.stack(parts)
+
+
+class Parts(NamedTuple):
+    """The parts (:func:`split`) of several vectors already added, ``(BINS, n)``: what a
+    looped call sums on the device (:func:`split_traced`).  :meth:`ExactSum.add` takes
+    it as the ``terms`` vectors it stands for."""
+
+    parts: np.ndarray
+    terms: int
+
+    @property
+    def value(self) -> np.ndarray:
+        return total(self.parts)
+
+
 class ExactSum:
     """Adds float64 vectors of one length so that the result does not depend on the
     order or grouping of the additions (:func:`split`); :meth:`packed` is what ranks sum
@@ -280,7 +316,7 @@ class ExactSum:
         result = None if n is None else cls(n)
         for x in vectors:
             if result is None:
-                result = cls(len(x))
+                result = cls(x.parts.shape[1] if isinstance(x, Parts) else len(x))
             result.add(x)
         if result is None:
             raise ValueError("ExactSum.of: no vectors and no length")
@@ -311,11 +347,16 @@ class ExactSum:
         joined.terms = max(s.terms for s in sums)
         return joined
 
-    def add(self, x: np.ndarray) -> None:
-        self.terms += 1
+    def add(self, x: np.ndarray | Parts) -> None:
+        """Add a vector, or the :class:`Parts` of several (exactly: the same bits as
+        adding each of them)."""
+        self.terms += x.terms if isinstance(x, Parts) else 1
         if self.terms > MAX_TERMS:
             raise ValueError(f"ExactSum: more than {MAX_TERMS} terms")
-        split(x, out=self.parts)
+        if isinstance(x, Parts):
+            self.parts += x.parts
+        else:
+            split(x, out=self.parts)
 
     def packed(self, *flags: float) -> np.ndarray:
         """One float64 buffer: the parts, then ``flags`` (a stop request, say).  It is

@@ -27,6 +27,8 @@ from pytensor.compile.mode import Mode, get_mode
 from pytensor.graph.replace import clone_replace
 from pytensor.link.jax.linker import JAXLinker
 
+from dhf.reduction import BINS, split_traced
+
 
 @contextlib.contextmanager
 def _quiet_tracing():
@@ -50,14 +52,21 @@ class LoopedJAXLinker(JAXLinker):
     value, so one compilation serves every count up to ``G``, and every chunk runs the
     same loop body: its outputs have the same bits whichever call, position or count it
     comes in (``tests/test_worker.py`` checks them against one-chunk calls).
+
+    With ``summed``, each output is instead the chunks' exact parts added up,
+    ``(BINS,) + its shape`` float64 (:func:`dhf.reduction.split_traced`): the
+    :class:`dhf.reduction.Parts` of the chunks' sum, with the bits of splitting and
+    adding each chunk's output on the host, and ``BINS`` values to bring back a
+    parameter whatever the chunk count.
     """
 
-    def __init__(self, n_looped: int, *args, **kwargs):
+    def __init__(self, n_looped: int, *args, summed: bool = False, **kwargs):
         self.n_looped = n_looped
+        self.summed = summed
         super().__init__(*args, **kwargs)
 
     def clone(self, allow_gc=None):
-        return type(self)(self.n_looped, allow_gc=allow_gc)
+        return type(self)(self.n_looped, summed=self.summed, allow_gc=allow_gc)
 
     def jit_compile(self, fn):
         import jax
@@ -72,6 +81,11 @@ class LoopedJAXLinker(JAXLinker):
                 chunk = [lax.dynamic_index_in_dim(x, i, 0, keepdims=False) for x in stacks]
                 return fn(count, *chunk, *shared)
 
+            if self.summed:
+                return lax.fori_loop(0, count, lambda i, parts: jax.tree.map(
+                    lambda p, x: p + split_traced(x), parts, one(i)), jax.tree.map(
+                    lambda o: jax.numpy.zeros((BINS,) + o.shape, "float64"),
+                    jax.eval_shape(one, 0)))
             size = stacks[0].shape[0]
             outputs = jax.tree.map(lambda o: jax.numpy.zeros((size,) + o.shape, o.dtype),
                                    jax.eval_shape(one, 0))
@@ -101,12 +115,13 @@ class StaticShapeFunction:
     update read there); otherwise NumPy arrays.
 
     ``looped`` is how many of the leading ``inputs`` :meth:`loop` takes as stacks of
-    chunks.
+    chunks; with ``summed`` :meth:`loop` returns each output's exact parts summed over
+    the chunks instead (:class:`LoopedJAXLinker`).
     """
 
     def __init__(self, inputs: Sequence, outputs, mode, params: Sequence = (),
                  param_values: Callable[[], list] | None = None, on_device: bool = False,
-                 looped: int = 0, **kwargs):
+                 looped: int = 0, summed: bool = False, **kwargs):
         self.inputs, self.outputs = list(inputs), outputs
         self.mode, self.kwargs = mode, kwargs
         self.params = list(params)
@@ -114,6 +129,7 @@ class StaticShapeFunction:
             lambda: [p.get_value(borrow=True) for p in self.params])
         self.on_device = on_device
         self.looped = looped
+        self.summed = summed
         self._compiled: dict[tuple, pytensor.compile.Function] = {}
 
     def __call__(self, *args):
@@ -123,7 +139,8 @@ class StaticShapeFunction:
         """The function on chunks ``0 … count − 1`` of stacks of chunks: each of the
         first ``looped`` arguments has a leading axis of chunks (``G`` of them, the same
         in every call, so that one compilation serves), the others are shared; each
-        output gains that leading axis (:class:`LoopedJAXLinker`)."""
+        output gains that leading axis, or with ``summed`` is the ``(BINS,) + shape``
+        float64 parts of the chunks' sum (:class:`LoopedJAXLinker`)."""
         shapes = tuple(np.shape(a)[1:] if i < self.looped else np.shape(a)
                        for i, a in enumerate(args))
         return self._run((np.int64(count),), shapes, args, key=np.shape(args[0])[:1])
@@ -142,7 +159,7 @@ class StaticShapeFunction:
             if head:
                 count = [pt.scalar("count", dtype="int64")]
                 jax_mode = get_mode(self.mode)
-                mode = Mode(linker=LoopedJAXLinker(self.looped),
+                mode = Mode(linker=LoopedJAXLinker(self.looped, summed=self.summed),
                             optimizer=jax_mode.optimizer)
             with _quiet_tracing():
                 fn = self._compiled[key, shapes] = pytensor.function(
@@ -151,6 +168,9 @@ class StaticShapeFunction:
                 out = fn(*head, *args, *values)  # JAX traces and compiles on this call
         else:
             out = fn(*head, *args, *values)
+        if head and self.summed:
+            return ([np.asarray(o) for o in out] if isinstance(out, list)
+                    else np.asarray(out))
         # JAX's type promotion can return float64 where PyTensor typed float32 (a scalar
         # mixed with a float64 constant): give each output the graph's dtype, so that the
         # next function, which takes it as a float32 input, accepts it.

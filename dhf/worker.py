@@ -24,6 +24,7 @@ import pytensor.tensor as pt
 from pytensor.gradient import grad
 
 from dhf import reduction
+from dhf.reduction import Parts
 from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
 from dhf.curvature.tanh_recurrence import register_jax
@@ -248,15 +249,18 @@ class Worker:
         logger.debug("built worker functions in %.1fs", self.compile_seconds)
 
     # -- compilation ---------------------------------------------------------------
-    def _function(self, inputs, outputs, mode="same", on_device=False, looped=0):
+    def _function(self, inputs, outputs, mode="same", on_device=False, looped=0,
+                  summed=False):
         """``inputs`` -> ``outputs`` compiled; under JAX per chunk shape, its first
-        ``looped`` inputs stacks of chunks in :meth:`_calls`' looped calls."""
+        ``looped`` inputs stacks of chunks in :meth:`_calls`' looped calls, whose outputs
+        are, with ``summed``, the chunks' exact parts added up."""
         mode = self.mode if mode == "same" else mode
         if _is_jax(mode):  # compiled per chunk shape, so that JAX sees no traced shapes
             return StaticShapeFunction(inputs, outputs, mode, params=self.spec.params,
                                        param_values=lambda: self._param_values,
                                        on_device=on_device, looped=looped,
-                                       on_unused_input="ignore", accept_inplace=True)
+                                       summed=summed, on_unused_input="ignore",
+                                       accept_inplace=True)
         return pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore",
                                  accept_inplace=True)
 
@@ -269,10 +273,11 @@ class Worker:
                      else pt.constant(0.0)).astype("float64")
         n = len(data_vars)
         self._eval_fn = self._function(data_vars, pt.stack([loss_sum, error_sum]),
-                                       looped=n)
+                                       looped=n, summed=True)
 
         g = grad(pt.sum(losses), spec.params)
-        self._grad_fn = self._function(data_vars, _flat(g + [loss_sum]), looped=n)
+        self._grad_fn = self._function(data_vars, _flat(g + [loss_sum]), looped=n,
+                                       summed=True)
 
         Gv, v, weight = gv_graph(spec, self.explicit_gv)
         #: Squared per-example gradients from one backward pass (``spec.dense``); that
@@ -284,11 +289,12 @@ class Worker:
             self._forward_fn = self._function(data_vars, frontier + [loss_sum],
                                               on_device=self.on_device, looped=n)
             self._gv_fn = self._function(data_vars + placeholders + [v, weight], Gv_cached,
-                                         self.gv_mode, looped=n + len(placeholders))
+                                         self.gv_mode, looped=n + len(placeholders),
+                                         summed=True)
         else:
             self._forward_fn = self._function(data_vars, [loss_sum], looped=n)
             self._gv_fn = self._function(data_vars + [v, weight], Gv, self.gv_mode,
-                                         looped=n)
+                                         looped=n, summed=True)
 
     def warm_up(self, theta: np.ndarray, *, curvature: bool = True,
                 batches: dict | None = None) -> float:
@@ -440,28 +446,28 @@ class Worker:
                 data = self._read(np.concatenate(call))
                 yield call, [_stacked(a, per_call, rows) for a in data]
 
-    def _per_chunk(self, fn, chunks) -> Iterator[tuple[np.ndarray, object]]:
-        """``(chunk, fn's outputs on it)`` for each of ``chunks``, call by call
-        (:meth:`_calls`)."""
+    def _sums(self, fn, chunks) -> Iterator[np.ndarray | Parts]:
+        """``fn``'s output vector on each chunk with the chunk's row count appended; or,
+        looped, on each call's chunks, their exact parts added up on the device
+        (:class:`dhf.Parts`, the same bits once added to an
+        :class:`~dhf.reduction.ExactSum`)."""
         for call, data in self._calls(chunks):
-            if not self.looped:
-                yield call[0], fn(*data)
-                continue
-            out = fn.loop(len(call), *data)
-            for j, chunk in enumerate(call):
-                yield chunk, ([o[j] for o in out] if isinstance(out, list) else out[j])
+            if self.looped:
+                yield _with_rows(fn.loop(len(call), *data), call)
+            else:
+                yield np.append(fn(*data), len(call[0]))
 
-    def loss_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
-        """``[Σ loss, Σ errors, count]`` of each chunk of ``rows`` at ``theta``."""
+    def loss_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray | Parts]:
+        """``[Σ loss, Σ errors, count]`` of each chunk of ``rows`` at ``theta`` (or of a
+        looped call's chunks, as their exact :class:`~dhf.Parts`)."""
         self.set_theta(theta)
-        for chunk, out in self._per_chunk(self._eval_fn, self.plan(rows)):
-            yield np.append(out, len(chunk))
+        yield from self._sums(self._eval_fn, self.plan(rows))
 
-    def grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
-        """``[Σ ∇loss (P values), Σ loss, count]`` of each chunk of ``rows``."""
+    def grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray | Parts]:
+        """``[Σ ∇loss (P values), Σ loss, count]`` of each chunk of ``rows`` (or of a
+        looped call's chunks, as their exact :class:`~dhf.Parts`)."""
         self.set_theta(theta)
-        for chunk, out in self._per_chunk(self._grad_fn, self.plan(rows)):
-            yield np.append(out, len(chunk))
+        yield from self._sums(self._grad_fn, self.plan(rows))
 
     def curvature_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray]:
         """Fix θ and the curvature batch for :meth:`gv_chunks` (:attr:`curvature`): runs
@@ -492,7 +498,8 @@ class Worker:
                   ) -> Iterator[np.ndarray]:
         r"""``Σ_i (J_iᵀ H_i J_i + w J_{a,i}ᵀ D_i J_{a,i}) v`` over each chunk of the
         curvature batch, at its θ (:attr:`curvature`).  ``structural_weight`` is λμ; 0
-        gives the undamped Gauss-Newton product."""
+        gives the undamped Gauss-Newton product.  A looped call's chunks come as their
+        exact :class:`~dhf.Parts`, added up on the device."""
         if self.curvature is None:
             raise RuntimeError("curvature_chunks() (or prepare_curvature()) must run to "
                                "the end before gv_chunks()")
@@ -505,8 +512,7 @@ class Worker:
         weight = np.asarray(structural_weight, dtype=self.dtype)
         for count, args in zip(self.curvature.counts, self.curvature.chunk_args):
             if self.looped:
-                yield from np.asarray(self._gv_fn.loop(count, *args, v, weight),
-                                      dtype=np.float64)[:count]
+                yield Parts(self._gv_fn.loop(count, *args, v, weight), count)
             else:
                 yield np.asarray(self._gv_fn(*args, v, weight), dtype=np.float64)
 
@@ -592,11 +598,21 @@ def _is_jax(mode) -> bool:
     return str(mode).upper() == "JAX"
 
 
-def _total(parts: Iterator[np.ndarray], n: int) -> np.ndarray:
+def _total(sums: Iterator[np.ndarray | Parts], n: int) -> np.ndarray:
+    """The chunks' sums added (in float64, not exactly: for one process)."""
     total = np.zeros(n)
-    for part in parts:
-        total += part
+    for part in sums:
+        total += part.value if isinstance(part, Parts) else part
     return total
+
+
+def _with_rows(parts: np.ndarray, call: list) -> Parts:
+    """A looped call's summed parts with the parts of its chunks' row counts after them,
+    each chunk's split as :func:`dhf.reduction.split` does."""
+    rows = np.zeros((reduction.BINS, 1))
+    for chunk in call:
+        reduction.split(np.array([float(len(chunk))]), out=rows)
+    return Parts(np.concatenate([parts, rows], axis=1), len(call))
 
 
 def _row_lengths(source, spec: ModelSpec, block: int = 4096) -> np.ndarray:

@@ -149,6 +149,36 @@ def test_split_casts_float32_and_totals_its_parts(rng):
     np.testing.assert_array_equal(total(split(strided)), strided)
 
 
+def test_split_inside_jax_is_the_hosts_split_bit_for_bit(rng):
+    """A looped JAX call splits its chunks where it computes them
+    (:func:`dhf.reduction.split_traced`): the same parts as the host's split, for values
+    over the whole range, beyond it (a diverged step) and not finite, float32 and
+    float64, and, added up over several vectors, the same as an ExactSum of them."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    from dhf.reduction import Parts, split_traced
+
+    x = wide_values(rng, 5000)
+    x[:6] = [2.0 ** 61 + 3.0, -1e300, 2.0 ** (LOWEST - 3), 5e-324, np.inf, np.nan]
+    traced = jax.jit(split_traced)
+    with np.errstate(over="ignore"):  # 1e300 as float32: inf
+        x32 = x.astype(np.float32)
+    for values in (x, x32):
+        np.testing.assert_array_equal(np.asarray(traced(values)), split(values))
+    rows = wide_values(rng, 7 * 300).reshape(7, 300)
+
+    @jax.jit
+    def summed(stack):
+        return jax.lax.fori_loop(0, 7, lambda i, p: p + split_traced(stack[i]),
+                                 np.zeros((5, 300)))
+
+    parts = Parts(np.asarray(summed(rows)), 7)
+    one_by_one, at_once = ExactSum.of(rows), ExactSum(300)
+    at_once.add(parts)
+    np.testing.assert_array_equal(at_once.parts, one_by_one.parts)
+    assert at_once.terms == 7 and parts.value.tolist() == one_by_one.value.tolist()
+
+
 def test_cg_on_a_tiny_system_converges_without_a_false_negative_curvature():
     """A positive definite system whose every product lies below 2**-100: CG must
     solve it, not stop on p'Ap rounding to 0."""

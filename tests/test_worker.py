@@ -423,11 +423,13 @@ def test_the_default_chunk_cap_follows_the_model_kind():
 
 
 # -- fine chunks, several a call (JAX on a CPU) ------------------------------------------
-def test_a_looped_call_gives_each_chunk_the_bits_of_a_call_on_it_alone():
-    """Each chunk's sums from a looped call (any count, any position in the call) equal
-    bit for bit those of the same function called on that chunk alone: what makes a
-    batch's exact sum independent of how its chunks are dealt to ranks and calls.
-    (The 1-4-rank trajectory tests in test_cli.py check the same end to end.)"""
+def test_a_looped_call_sums_its_chunks_with_the_bits_of_calls_on_each_alone():
+    """A looped call adds its chunks' exact parts on the device: those equal bit for bit
+    the exact sum of the same function called on each chunk alone and split on the host
+    (any count, any position in the call, the short last call).  This is what makes a
+    batch's exact sum independent of how its chunks are dealt to ranks and calls (the
+    rank-count trajectory tests in test_ranks.py check the same end to end)."""
+    from dhf.reduction import ExactSum, Parts
     from dhf.worker import Chunks
 
     spec = rnn(2, 6, 1, loss="sigmoid_xent", output_steps="last", dtype="float32")
@@ -444,12 +446,20 @@ def test_a_looped_call_gives_each_chunk_the_bits_of_a_call_on_it_alone():
     losses = list(worker.loss_chunks(theta, chunks))
     list(worker.curvature_chunks(theta, chunks))
     gvs = list(worker.gv_chunks(v, 0.3))
-    for i in (0, 3, 5, 9):  # first, last of a call, a later call's, the short last call
-        data = worker._read(chunks[i])
-        np.testing.assert_array_equal(grads[i][:-1], worker._grad_fn(*data))
-        np.testing.assert_array_equal(losses[i][:-1], worker._eval_fn(*data))
-        list(worker.curvature_chunks(theta, Chunks([chunks[i]])))
-        np.testing.assert_array_equal(next(worker.gv_chunks(v, 0.3)), gvs[i])
+    assert [p.terms for p in grads] == [p.terms for p in gvs] == [4, 4, 2]
+    for call, (lo, hi) in enumerate([(0, 4), (4, 8), (8, 10)]):
+        alone = {"grad": [], "loss": [], "gv": []}
+        for chunk in chunks[lo:hi]:
+            data = worker._read(chunk)
+            alone["grad"].append(np.append(worker._grad_fn(*data), len(chunk)))
+            alone["loss"].append(np.append(worker._eval_fn(*data), len(chunk)))
+            list(worker.curvature_chunks(theta, Chunks([chunk])))
+            (one,) = worker.gv_chunks(v, 0.3)
+            assert isinstance(one, Parts) and one.terms == 1
+            alone["gv"].append(one.value)
+        for kind, looped in (("grad", grads), ("loss", losses), ("gv", gvs)):
+            np.testing.assert_array_equal(looped[call].parts,
+                                          ExactSum.of(alone[kind]).parts, err_msg=kind)
 
 
 def test_a_fine_plan_gives_every_rank_a_share_and_does_not_follow_the_rank_count():
