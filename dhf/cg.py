@@ -106,6 +106,7 @@ def pcg(
     callback: Callable[[int, float], None] | None = None,
     dot: Callable[[np.ndarray, np.ndarray], float] = dot,
     any_rank: Callable[[bool], bool] = bool,
+    xp=np,
 ) -> tuple[np.ndarray, CGInfo]:
     """Minimise ``0.5 x'Ax - b'x`` by preconditioned CG.
 
@@ -126,6 +127,9 @@ def pcg(
         result), ``dot`` is the whole vectors' dot product
         (:func:`dhf.comm.dot_sliced`) and ``any_rank(flag)`` whether any rank's flag
         is true, so that every rank takes the same branch.
+    xp : the vectors' array module: NumPy, or ``jax.numpy`` for vectors kept on a JAX
+        device, where each operation is one dispatched XLA operation, rounded as
+        NumPy's (``dot`` then :func:`dhf.reduction_jax.dot`: only scalars leave it).
 
     Returns
     -------
@@ -139,14 +143,14 @@ def pcg(
     >>> bool(np.allclose(x, np.linalg.solve(A, b)))
     True
     """
-    b = np.asarray(b, dtype=np.float64)
-    x = np.zeros_like(b) if x0 is None else np.array(x0, dtype=np.float64)
-    if not any_rank(bool(np.any(b))):
+    b = xp.asarray(b, dtype=np.float64)
+    x = xp.zeros_like(b) if x0 is None else xp.array(x0, dtype=np.float64)
+    if not any_rank(bool(xp.any(b))):
         return x * 0.0, CGInfo(0, "zero_rhs", [0.0], [(0, x * 0.0)])
-    r = b - matvec(x) if any_rank(bool(np.any(x))) else b.copy()
-    if any_rank(not np.all(np.isfinite(r))):
+    r = b - matvec(x) if any_rank(bool(xp.any(x))) else b.copy()
+    if any_rank(not bool(xp.all(xp.isfinite(r)))):
         # A warm start that the new curvature cannot handle: start from zero instead.
-        x, r = np.zeros_like(b), b.copy()
+        x, r = xp.zeros_like(b), b.copy()
     z = r * precond if precond is not None else r
     p = z.copy()
     rz = dot(r, z)

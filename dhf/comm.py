@@ -28,8 +28,7 @@ import numpy as np
 from dhf import reduction
 from dhf.data import shard_bounds
 from dhf.launcher import launched_under_mpi
-from dhf.reduction import (BINS, ExactSum, dot, dot_of_pieces, dot_pieces, largest_product,
-                           unpack)
+from dhf.reduction import BINS, ExactSum, dot_of_pieces, unpack
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -268,16 +267,19 @@ def reduce_exact_slice(comm: Communicator, total: ExactSum, *flags: float
     return _scattered(comm, total, flags)
 
 
-def dot_sliced(comm: Communicator, a: np.ndarray, b: np.ndarray, n: int) -> float:
+def dot_sliced(comm: Communicator, a: np.ndarray, b: np.ndarray, n: int,
+               sums=reduction) -> float:
     """:func:`dhf.reduction.dot` of two ``n``-vectors of which each rank holds its slice
     ``a``, ``b``: the bits of the dot product of the whole vectors, at any rank count
     (their largest product in one Allreduce, the exact bins of each rank's piece in
-    another: :func:`dhf.reduction.dot_pieces`)."""
+    another: :func:`dhf.reduction.dot_pieces`).  ``sums`` is where the slices' own
+    work is done: :mod:`dhf.reduction` for NumPy arrays, :mod:`dhf.reduction_jax` for
+    arrays on a JAX device (only the largest product and the bins leave it)."""
     if comm.size == 1:
-        return dot(a, b)
+        return sums.dot(a, b)
     lo, _ = shard_bounds(n, comm.rank, comm.size)
-    largest = float(comm.allreduce_max(np.array([largest_product(a, b)]))[0])
-    bins = comm.allreduce_sum(dot_pieces(a, b, lo, n, largest).ravel())
+    largest = float(comm.allreduce_max(np.array([sums.largest_product(a, b)]))[0])
+    bins = comm.allreduce_sum(sums.dot_pieces(a, b, lo, n, largest).ravel())
     return dot_of_pieces(bins.reshape(-1, BINS), largest)
 
 

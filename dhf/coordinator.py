@@ -48,7 +48,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from dhf import cg, damping, linesearch
+from dhf import cg, damping, linesearch, reduction
 from dhf.comm import Communicator, allreduce_exact, dot_sliced, slice_counts
 from dhf.schema import check, default
 from dhf.curvature import martens_preconditioner
@@ -71,6 +71,22 @@ STRUCTURAL_D = {"paper": 1.0, "release": 0.25}
 PHASES = ("gradient", "preconditioner", "cg", "search", "gv", "allreduce")
 #: CG exits after which the quadratic model cannot be trusted: λ is raised as for ρ = −∞.
 CG_BREAKDOWNS = ("negative_curvature", "nonfinite")
+
+
+def _vectors(on_device: bool):
+    """``(xp, sums, host, place)`` for CG's vectors: their array module, the module of
+    their exact dot products (:func:`dhf.comm.dot_sliced`'s ``sums``), and the moves to
+    the host and back; NumPy's and :mod:`dhf.reduction`, or, ``on_device``, JAX's and
+    :mod:`dhf.reduction_jax`."""
+    if not on_device:
+        return np, reduction, np.asarray, np.asarray
+    import jax
+    import jax.numpy as jnp
+    import pytensor.link.jax.dispatch  # noqa: F401  (float64 on, as for its functions)
+
+    from dhf import reduction_jax
+
+    return jnp, reduction_jax, np.array, jax.device_put  # JAX's default device
 
 
 class _Stopwatch:
@@ -176,15 +192,23 @@ class HFOptimizer:
     its value rides in the buffers already being reduced, so when any rank wants to stop,
     every rank raises :class:`~dhf.optimizer.StopRequested` at the same point and the
     update in progress is abandoned.
+
+    ``cg_on_device`` keeps CG's vectors (this rank's slices) where JAX computes, a GPU:
+    their updates are JAX operations and their dot products
+    :func:`dhf.reduction_jax.dot`, so that only scalars, the bins of a dot product, the
+    direction each Gv is applied to and Gv's slice cross to the host, once a CG
+    iteration.  The bits are the host path's (``tests/test_coordinator.py``).
     """
 
     name = "hf"
     State = HFState
 
     def __init__(self, worker: Worker, comm: Communicator, config: HFConfig,
-                 sampler: BatchSampler, should_stop: Callable[[], bool] | None = None):
+                 sampler: BatchSampler, should_stop: Callable[[], bool] | None = None,
+                 cg_on_device: bool = False):
         self.worker, self.comm, self.config, self.sampler = worker, comm, config, sampler
         self.should_stop = should_stop or (lambda: False)
+        self.cg_on_device = cg_on_device
 
     def _reduce(self, *sums: ExactSum) -> np.ndarray:
         return reduce_or_stop(self.comm, self.should_stop, *sums)
@@ -249,28 +273,31 @@ class HFOptimizer:
         lo, hi = shard_bounds(P, self.comm.rank, self.comm.size)
         counts = slice_counts(self.comm, P)
         gv_parts = ExactSum(P)  # one buffer for every CG iteration's sum
+        xp, sums, host, place = _vectors(self.cg_on_device)
 
         def damped_Gv(v_mine):
             t = time.perf_counter()
-            v = self.comm.allgather(v_mine, counts)
+            v = self.comm.allgather(host(v_mine), counts)
             Gv = reduce_slice_or_stop(self.comm, self.should_stop, gv_parts.refill(
                 worker.gv_chunks(v, structural_weight)))
             Gv /= n_curv
             clock.add("gv", time.perf_counter() - t)
-            return Gv + (lam + cfg.l2) * v_mine
+            return place(Gv) + (lam + cfg.l2) * v_mine
 
         def any_rank(flag):
             return self.comm.allreduce_sum(np.array([float(flag)]))[0] > 0.0
 
         release_bt = cfg.backtrack == "release"
-        _, cg_info = cg.pcg(damped_Gv, -g[lo:hi], cfg.cg_decay * state.cg_init[lo:hi],
-                            precond=None if precond is None else precond[lo:hi],
+        _, cg_info = cg.pcg(damped_Gv, place(-g[lo:hi]),
+                            place(cfg.cg_decay * state.cg_init[lo:hi]),
+                            precond=None if precond is None else place(precond[lo:hi]),
                             min_iters=cfg.cg_min_iters, max_iters=cfg.cg_max_iters,
                             tol=cfg.cg_tol, store_every=10 if release_bt else 0,
                             callback=on_cg_iter,
-                            dot=lambda a, b: dot_sliced(self.comm, a, b, P),
-                            any_rank=any_rank)
-        kept = [(i, self.comm.allgather(x_mine, counts)) for i, x_mine in cg_info.kept]
+                            dot=lambda a, b: dot_sliced(self.comm, a, b, P, sums),
+                            any_rank=any_rank, xp=xp)
+        kept = [(i, self.comm.allgather(host(x_mine), counts))
+                for i, x_mine in cg_info.kept]
         x = kept[-1][1]  # the last iterate, always kept
         clock.lap("cg")
         breakdown = cg_info.status in CG_BREAKDOWNS

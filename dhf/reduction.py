@@ -255,32 +255,10 @@ def warm_up() -> None:
     dot(np.ones(1), np.ones(1))
 
 
-def split_traced(x):
-    """:func:`split` of one vector inside a JAX function: the ``(BINS, n)`` float64 parts
-    of ``x``, by the same operations as :func:`_add_parts`, so with the same bits.  A
-    looped call (:class:`dhf.static_shapes.LoopedJAXLinker`) adds its chunks' parts
-    where it computes them, exactly (:class:`Parts`), and hands back ``BINS`` values a
-    parameter instead of one per chunk.
-
-    XLA's simplifier folds ``(r + M) − M`` to ``r``; the optimisation barrier keeps the
-    rounding ``r + M`` as an operation whose result is not seen through.
-    """
-    import jax.numpy as jnp
-    from jax import lax
-
-    r = jnp.asarray(x).astype(jnp.float64)
-    parts = []
-    for shifter in _SHIFTERS:
-        q = lax.optimization_barrier(r + shifter) - shifter
-        r = r - q
-        parts.append(q)
-    return jnp.stack(parts)
-
-
 class Parts(NamedTuple):
     """The parts (:func:`split`) of several vectors already added, ``(BINS, n)``: what a
-    looped call sums on the device (:func:`split_traced`).  :meth:`ExactSum.add` takes
-    it as the ``terms`` vectors it stands for."""
+    looped call sums on the device (:func:`dhf.reduction_jax.split_traced`).
+    :meth:`ExactSum.add` takes it as the ``terms`` vectors it stands for."""
 
     parts: np.ndarray
     terms: int

@@ -346,7 +346,8 @@ def _already_complete(update: int, max_updates: int, best: Best, stop_error: flo
 
 def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: int,
                    should_stop=None):
-    """The optimiser ``optimizer.name`` names, with its batches checked against the data."""
+    """The optimiser ``optimizer.name`` names, with its batches checked against the data;
+    on a GPU, HF's CG keeps its vectors there (``cg_on_device``)."""
     opt_cfg, seed = config["optimizer"], config["run"]["seed"]
     fresh = config["data"]["fresh"]
     if opt_cfg["name"] in FIRST_ORDER:
@@ -362,7 +363,8 @@ def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: in
     else:
         sampler = BatchSampler(n_train, sizes[0], sizes[1], sizes[2], seed,
                                linesearch=sizes[3], held_out=held_out)
-    return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop)
+    return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop,
+                       cg_on_device=config["run"]["device"] == "gpu" and worker.on_device)
 
 
 def check_batches(opt_cfg: dict, n_train: int, fresh: bool) -> list[int]:

@@ -27,7 +27,7 @@ from pytensor.compile.mode import Mode, get_mode
 from pytensor.graph.replace import clone_replace
 from pytensor.link.jax.linker import JAXLinker
 
-from dhf.reduction import BINS, split_traced
+from dhf.reduction import BINS
 
 
 @contextlib.contextmanager
@@ -54,7 +54,7 @@ class LoopedJAXLinker(JAXLinker):
     comes in (``tests/test_worker.py`` checks them against one-chunk calls).
 
     With ``summed``, each output is instead the chunks' exact parts added up,
-    ``(BINS,) + its shape`` float64 (:func:`dhf.reduction.split_traced`): the
+    ``(BINS,) + its shape`` float64 (:func:`dhf.reduction_jax.split_traced`): the
     :class:`dhf.reduction.Parts` of the chunks' sum, with the bits of splitting and
     adding each chunk's output on the host, and ``BINS`` values to bring back a
     parameter whatever the chunk count.
@@ -71,6 +71,8 @@ class LoopedJAXLinker(JAXLinker):
     def jit_compile(self, fn):
         import jax
         from jax import lax
+
+        from dhf.reduction_jax import split_traced
 
         n = self.n_looped
 

@@ -17,7 +17,8 @@ def _run(*args):
 
 
 def test_profile_update_accounts_for_the_whole_update():
-    out = _run("profile_update.py", "--rows", "16", "--updates", "1")
+    pytest.importorskip("jax")  # (under Numba, a cold compile of minutes; same script)
+    out = _run("profile_update.py", "--rows", "16", "--updates", "1", "--backend", "jax")
     assert "gv_chunks" in out and "coordinator" in out and "GFLOP/s" in out
     shares = [float(line.split("%")[0].split()[-1]) for line in out.splitlines()
               if line.strip().startswith(("gv_chunks", "grad_chunks", "curvature_chunks",
@@ -61,7 +62,7 @@ def test_time_split_adds_up_a_run_of_known_rows(tmp_path):
 
 def test_models_benchmark_prints_a_row_per_model_and_backend():
     out = _run("models.py", "--T", "3", "--rows", "16", "--models", "tanh_rnn",
-               "tanh_rnn_generic", "--backends", "numba", "--ranks", "1", "--updates", "1")
+               "tanh_rnn_generic", "--backends", "auto", "--ranks", "1", "--updates", "1")
     rows = [line for line in out.splitlines() if line.startswith("| tanh_rnn")]
     assert len(rows) == 2 and all(len(r.split("|")) == 11 for r in rows), out
 
@@ -86,8 +87,9 @@ def test_scaling_model_prints_the_model_beside_a_measured_update():
 
 
 def test_masked_benchmark_prints_each_case_against_the_unmasked_one():
+    pytest.importorskip("jax")
     out = _run("masked.py", "--T", "4", "--batch", "16", "--ranks", "1", "--updates", "1",
-               "--cases", "last", "masked")
+               "--cases", "last", "masked", "--gv-backend", "jax")
     rows = [line for line in out.splitlines() if line.startswith("| last")
             or line.startswith("| masked")]
     assert len(rows) == 2 and rows[0].count("(1.00×)") == 4, out

@@ -118,6 +118,41 @@ def test_three_simulated_shards_give_the_full_batch_trajectory(rnn_problem):
     np.testing.assert_array_equal(shard_state.theta, full_state.theta)
 
 
+@pytest.mark.parametrize("preconditioner", [False, True])
+def test_cg_on_a_jax_device_takes_the_host_paths_bits(rnn_problem, monkeypatch,
+                                                      preconditioner):
+    """``cg_on_device``: CG's vectors stay where JAX computes and its dot products are
+    taken there (dhf.reduction_jax); the trajectory is the host path's, bit for bit."""
+    pytest.importorskip("jax")
+    from dhf import reduction_jax
+
+    spec, data = rnn_problem
+    theta0 = [p.get_value() for p in spec.params]
+    device_dots = []
+    monkeypatch.setattr(reduction_jax, "dot", lambda a, b, _dot=reduction_jax.dot: (
+        device_dots.append(type(a).__module__) or _dot(a, b)))
+    runs = []
+    for on_device in (False, True):
+        for p, v in zip(spec.params, theta0):
+            p.set_value(v)
+        worker = Worker(spec, data, mode="JAX", chunk_rows=64)
+        cfg = HFConfig(init_damping=0.5, structural_damping=0.3, cg_max_iters=20,
+                       preconditioner=preconditioner)
+        opt = HFOptimizer(worker, SerialComm(), cfg, BatchSampler(200, 120, 40, 50, seed=5),
+                          cg_on_device=on_device)
+        state = opt.init(worker.layout.flatten(theta0))
+        infos = []
+        for _ in range(3):
+            state, info = opt.step(state)
+            infos.append(info._replace(seconds=0.0, times={}))
+        runs.append((state, infos))
+    (host_state, host), (device_state, device) = runs
+    assert device_dots and all(m.startswith("jax") for m in device_dots)
+    assert host == device and sum(i.cg_iters for i in host) > 10
+    np.testing.assert_array_equal(device_state.theta, host_state.theta)
+    np.testing.assert_array_equal(device_state.cg_init, host_state.cg_init)
+
+
 class FaultyWorker:
     """Wraps a worker and poisons one of its outputs with NaN."""
 

@@ -9,8 +9,8 @@ DHF = Path(__file__).resolve().parents[1] / "dhf"
 #: The README's layers, lowest first; a module may import from its own layer and below.
 LAYERS = [
     {"errors", "launcher", "activations", "losses", "cg", "damping", "linesearch",
-     "reduction", "layout", "schema", "data", "dataset", "checkpoint", "comm", "log",
-     "plot", "static_shapes", "device"},
+     "reduction", "reduction_jax", "layout", "schema", "data", "dataset", "checkpoint",
+     "comm", "log", "plot", "static_shapes", "device"},
     {"model"},
     {"curvature"},
     {"nets", "worker"},

@@ -138,3 +138,27 @@ def test_fresh_data_is_the_same_at_any_rank_count_and_across_a_resume_at_another
         if rows != one and failure is None:
             failure = f"fresh data at {name}: {rows}\n  differs from 1 rank: {one}"
     ranks.agree(failure)
+
+
+def test_cg_on_the_device_keeps_the_host_paths_bits_at_any_rank_count(ranks, monkeypatch):
+    """CG's vector slices kept where JAX computes, their dot products taken there (what
+    ``run.device = "gpu"`` does; here on JAX's CPU device): rank 0 alone on the host
+    path, then ranks 1 … N-1 and all N with CG on the device, the same metrics."""
+    from dhf import run
+    from dhf.coordinator import HFOptimizer
+
+    class OnDevice(HFOptimizer):
+        def __init__(self, *args, cg_on_device=False, **kwargs):
+            super().__init__(*args, cg_on_device=True, **kwargs)
+
+    items = JOBS["masked_jax"] + ["optimizer.max_updates=3"]
+    if not ranks.alone:
+        monkeypatch.setattr(run, "HFOptimizer", OnDevice)
+    one, rest = ranks.in_groups(items)
+    monkeypatch.setattr(run, "HFOptimizer", OnDevice)
+    every = ranks.train(ranks.comm, f"{ranks.comm.size} ranks", items)
+    failure = None
+    for name, rows in ((ranks.rest, rest), (f"{ranks.comm.size} ranks", every)):
+        if rows != one and failure is None:
+            failure = f"CG on the device at {name}: {rows}\n  differs from 1 rank: {one}"
+    ranks.agree(failure)

@@ -151,12 +151,13 @@ def test_split_casts_float32_and_totals_its_parts(rng):
 
 def test_split_inside_jax_is_the_hosts_split_bit_for_bit(rng):
     """A looped JAX call splits its chunks where it computes them
-    (:func:`dhf.reduction.split_traced`): the same parts as the host's split, for values
+    (:func:`dhf.reduction_jax.split_traced`): the same parts as the host's split, for values
     over the whole range, beyond it (a diverged step) and not finite, float32 and
     float64, and, added up over several vectors, the same as an ExactSum of them."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
-    from dhf.reduction import Parts, split_traced
+    from dhf.reduction import Parts
+    from dhf.reduction_jax import split_traced
 
     x = wide_values(rng, 5000)
     x[:6] = [2.0 ** 61 + 3.0, -1e300, 2.0 ** (LOWEST - 3), 5e-324, np.inf, np.nan]
@@ -177,6 +178,33 @@ def test_split_inside_jax_is_the_hosts_split_bit_for_bit(rng):
     at_once.add(parts)
     np.testing.assert_array_equal(at_once.parts, one_by_one.parts)
     assert at_once.terms == 7 and parts.value.tolist() == one_by_one.value.tolist()
+
+
+@pytest.mark.parametrize("n", [1, 1000, 2 ** 19 + 300])
+def test_a_dot_product_on_a_jax_device_is_the_hosts_bit_for_bit(rng, n):
+    """dhf.reduction_jax computes CG's dot products where its vectors live: the host's
+    dot and dot_pieces, bit for bit, at every scale of normal products (XLA on a CPU
+    flushes subnormal ones to zero) up to overflow, across the 2**19 groups, for a
+    piece at an offset, and for zero, Inf and NaN products."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    from dhf import reduction_jax
+
+    a = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+    b = rng.standard_normal(n)
+    for e in (-900, -600, 0, 60, 900):
+        x, y = np.ldexp(a, e // 2), np.ldexp(b, e - e // 2)
+        assert reduction_jax.dot(jax.device_put(x), jax.device_put(y)) == dot(x, y)
+    lo = n // 3
+    largest = largest_product(a, b)
+    assert reduction_jax.largest_product(jax.device_put(a), jax.device_put(b)) == largest
+    np.testing.assert_array_equal(
+        reduction_jax.dot_pieces(jax.device_put(a[lo:]), jax.device_put(b[lo:]), lo, n,
+                                 largest), dot_pieces(a[lo:], b[lo:], lo, n, largest))
+    for poison in (0.0, np.inf, np.nan):
+        x = np.full(n, poison)
+        assert np.array_equal(reduction_jax.dot(jax.device_put(x), jax.device_put(b)),
+                              dot(x, b), equal_nan=True)
 
 
 def test_cg_on_a_tiny_system_converges_without_a_false_negative_curvature():

@@ -80,12 +80,22 @@ def hf_update(spec, worker, comm, batch):
     return opt, opt.init(worker.layout.flatten([p.get_value() for p in spec.params]))
 
 
-def child(T, batch, updates, dtype):
+#: Worker options per ``--backend``: PyTensor's default mode (Numba, the tanh RNN's fused
+#: Gv kernels, chunks of 64 rows), or dhf-train's default (JAX: chunks of ~16 rows,
+#: calls of 256).
+BACKENDS = {"numba": {}, "auto": {"mode": "JAX", "chunk_rows": 256}}
+
+
+def child(T, batch, updates, dtype, backend="numba"):
     """Run under mpiexec: time HF updates with exactly 60 CG iterations."""
     from dhf.comm import get_comm
 
     comm = get_comm()
-    spec, worker = build(T, batch, dtype=dtype)
+    if backend == "auto":
+        from dhf.device import one_xla_thread
+
+        one_xla_thread()  # as dhf-train's ranks
+    spec, worker = build(T, batch, dtype=dtype, **BACKENDS[backend])
     opt, state = hf_update(spec, worker, comm, batch)
     seconds, info = timed_updates(opt, state, comm, updates)
     if comm.rank == 0:
@@ -125,10 +135,13 @@ def main():
                     help="skip the per-call times, time HF updates only")
     ap.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable),
                                                       "mpiexec"))
+    ap.add_argument("--backend", default="numba", choices=list(BACKENDS),
+                    help="the HF updates' backend (numba: PyTensor's default mode; auto: "
+                    "dhf-train's default, JAX)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.T, args.batch, args.updates, args.dtype)
+        return child(args.T, args.batch, args.updates, args.dtype, args.backend)
     print(f"tanh RNN H=100 T={args.T} batch={args.batch} {args.dtype}, "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs")
     if not args.scaling_only:
@@ -143,7 +156,8 @@ def main():
     for n in args.ranks:
         out = subprocess.run([args.mpiexec, "-n", str(n), sys.executable, __file__,
                               "--child", "--T", str(args.T), "--batch", str(args.batch),
-                              "--updates", str(args.updates), "--dtype", args.dtype],
+                              "--updates", str(args.updates), "--dtype", args.dtype,
+                              "--backend", args.backend],
                              capture_output=True, text=True, check=True)
         result = json.loads([ln for ln in out.stdout.splitlines()
                              if ln.startswith("{")][-1])

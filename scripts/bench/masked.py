@@ -15,11 +15,12 @@ Numba's kernels for Gv (``run.gv_backend = "numba"``), structural damping on:
   nothing after a row's end.
 
     OMP_NUM_THREADS=1 python scripts/bench/masked.py [--T 50] [--batch 1024] \\
-        [--dtype float32] [--ranks 1 2] [--updates 2]
+        [--dtype float32] [--ranks 1 2] [--updates 2] [--gv-backend numba]
 
 Prints per-call milliseconds of the gradient, the forward pass and Gv on the batch, and
 the seconds of an HF update of exactly 60 CG iterations at each rank count, with each
-case's ratio to ``last``.
+case's ratio to ``last``.  ``--gv-backend jax`` takes Gv under JAX as well (dhf-train's
+default).
 """
 from __future__ import annotations
 
@@ -39,7 +40,11 @@ from engine import (best_of, child_seconds, hf_update,  # noqa: E402  (engine.py
 CASES = ("last", "masked", "masked, lengths")
 
 
-def build(case: str, T: int, batch: int, dtype: str):
+#: Gv's PyTensor mode (``--gv-backend``).
+GV_MODE = {"numba": "NUMBA", "jax": "JAX"}
+
+
+def build(case: str, T: int, batch: int, dtype: str, gv_backend: str = "numba"):
     """``(spec, worker)`` for ``case`` on ``3 * batch`` rows."""
     from dhf import nets
     from dhf.device import one_xla_thread
@@ -52,7 +57,8 @@ def build(case: str, T: int, batch: int, dtype: str):
     if case == "last":
         spec = nets.recurrent(2, 100, 1, output_steps="last", loss="squared_error",
                               seed=0, dtype=dtype)
-        return spec, Worker(spec, [x, x[:, -1, :1].copy()], mode="JAX", gv_mode="NUMBA")
+        return spec, Worker(spec, [x, x[:, -1, :1].copy()], mode="JAX",
+                            gv_mode=GV_MODE[gv_backend])
     t_end = (np.full(n, T - 1) if case == "masked"
              else rng.integers(int(T / 1.1), T, size=n))
     x[np.arange(T)[None, :] > t_end[:, None]] = 0.0  # nothing after a row's end
@@ -62,11 +68,11 @@ def build(case: str, T: int, batch: int, dtype: str):
     mask[np.arange(n), t_end] = 1.0
     spec = nets.recurrent(2, 100, 1, output_steps="all", mask=True, loss="squared_error",
                           seed=0, dtype=dtype)
-    return spec, Worker(spec, [x, y, mask], mode="JAX", gv_mode="NUMBA")
+    return spec, Worker(spec, [x, y, mask], mode="JAX", gv_mode=GV_MODE[gv_backend])
 
 
-def per_call(case, T, batch, dtype) -> dict:
-    spec, worker = build(case, T, batch, dtype)
+def per_call(case, T, batch, dtype, gv_backend) -> dict:
+    spec, worker = build(case, T, batch, dtype, gv_backend)
     theta = worker.layout.flatten([p.get_value() for p in spec.params])
     v = np.random.default_rng(1).normal(size=theta.size)
     rows = np.arange(batch)
@@ -77,13 +83,13 @@ def per_call(case, T, batch, dtype) -> dict:
     return t
 
 
-def child(case, T, batch, dtype, updates):
+def child(case, T, batch, dtype, updates, gv_backend):
     """Under mpiexec: HF updates of exactly 60 CG iterations, structural damping on
     (engine.py's benchmarked update)."""
     from dhf.comm import get_comm
 
     comm = get_comm()
-    spec, worker = build(case, T, batch, dtype)
+    spec, worker = build(case, T, batch, dtype, gv_backend)
     opt, state = hf_update(spec, worker, comm, batch)
     seconds, _ = timed_updates(opt, state, comm, updates)
     if comm.rank == 0:
@@ -100,10 +106,12 @@ def main():
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     ap.add_argument("--mpiexec", default=os.path.join(os.path.dirname(sys.executable),
                                                       "mpiexec"))
+    ap.add_argument("--gv-backend", default="numba", choices=list(GV_MODE))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.T, args.batch, args.dtype, args.updates)
+        return child(args.child, args.T, args.batch, args.dtype, args.updates,
+                     args.gv_backend)
     print(f"tanh RNN 2-100-1, T={args.T}, batch={args.batch}, {args.dtype}, "
           f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs; "
           "per call in ms, HF update (60 CG iterations) in s; (x) = against 'last'")
@@ -112,11 +120,12 @@ def main():
     print("|" + "---|" * len(head))
     base = {}
     for case in args.cases:
-        t = per_call(case, args.T, args.batch, args.dtype)
+        t = per_call(case, args.T, args.batch, args.dtype, args.gv_backend)
         for n in args.ranks:
             seconds = child_seconds(args.mpiexec, n, __file__, "--child", case, "--T",
                                     str(args.T), "--batch", str(args.batch), "--dtype",
-                                    args.dtype, "--updates", str(args.updates))
+                                    args.dtype, "--updates", str(args.updates),
+                                    "--gv-backend", args.gv_backend)
             t[f"update@{n}"] = float(np.median(seconds))
         base = base or t
         cells = [case]

@@ -108,7 +108,8 @@ def per_call(model, T, rows, dtype, backend, chunk_rows=0, built=None) -> dict:
          "grad": best_of(lambda: worker.grad_sum(theta, batch), repeats=3)}
     worker.prepare_curvature(theta, batch)
     t["Gv"] = best_of(lambda: worker.gv_sum(v, 0.0), repeats=3)
-    chunk = chunk_size(rows, worker.chunk_rows, whole=worker.jax, ranks=worker.gpu_ranks)
+    chunk = chunk_size(rows, worker.chunk_rows, whole=worker.jax, ranks=worker.gpu_ranks,
+                       looped=worker.looped)
     t["gemm_flops"] = gemm_rate(gemm, chunk, dtype)
     t["chunk"] = chunk
     t["gv_flops"] = 8.0 * macs * rows / t["Gv"]

@@ -1,12 +1,15 @@
 """Benchmark: where one HF update's time goes, by worker call.
 
-    python scripts/bench/profile_update.py [--rows 512] [--dtype float32] [--updates 3]
+    python scripts/bench/profile_update.py [--rows 512] [--dtype float32] [--updates 3] \\
+        [--backend numba]
 
 One rank's share of ``engine.py``'s configuration (tanh RNN, 100 units, T = 50, 512 rows
 for gradient and curvature, exactly 60 CG iterations).  Every :class:`dhf.worker.Worker`
 method is wrapped in a timer; what is left of the update is the coordinator's own work
 (CG vector arithmetic, damping, line search bookkeeping, the exact sums of the chunks'
-results and the serial "Allreduce").
+results and the serial "Allreduce").  ``--backend numba`` (PyTensor's default mode, the
+tanh RNN's fused Numba Gv kernels) or ``jax`` (dhf-train's default: chunks of ~16 rows,
+several a call, their sums added on the device).
 """
 from __future__ import annotations
 
@@ -35,8 +38,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=512)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--updates", type=int, default=3)
+    ap.add_argument("--backend", default="numba", choices=("numba", "jax"))
     args = ap.parse_args()
-    spec, worker = build(50, args.rows, dtype=args.dtype)
+    options = {"mode": "JAX", "chunk_rows": 256} if args.backend == "jax" else {}
+    spec, worker = build(50, args.rows, dtype=args.dtype, **options)
     seconds, calls = defaultdict(float), defaultdict(int)
     for name in CALLS:
         def timed(*a, _f=getattr(worker, name), _name=name, **k):

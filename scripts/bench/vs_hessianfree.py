@@ -11,13 +11,15 @@ curvature, with 60 CG iterations per update:
   error and float32, ``HessianFree(CG_iter=60)``, 2 BLAS threads (its CG may stop before
   60 iterations, so the fair figure is the time per CG iteration);
 - dhf: ``scripts/bench/engine.py``'s update (exactly 60 CG iterations, structural damping
-  on) at 2 ranks, one BLAS thread each, float64 and float32.
+  on) at 2 ranks, one BLAS thread each, float64 and float32, under dhf-train's default
+  backend (JAX) and under Numba's fused kernels.
 
 It prints seconds per HF update (first update excluded as warm-up) and the ratios.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -91,13 +93,14 @@ def main() -> None:
     print(f"  hessianfree 0.4.0, 2 threads: {t_peer:.2f} s per update, CG iterations "
           f"{peer_iters}, {1e3 * per_iter_peer:.0f} ms per CG iteration")
     engine = str(ROOT / "scripts" / "bench" / "engine.py")
-    for dtype in ("float64", "float32"):
+    for backend, dtype in itertools.product(("auto", "numba"), ("float64", "float32")):
         ours = run_json([a.mpiexec, "-n", "2", sys.executable, engine, "--child", "--T",
                          str(a.T), "--batch", str(a.batch), "--updates", str(a.updates),
-                         "--dtype", dtype])
+                         "--dtype", dtype, "--backend", backend])
         t_ours = median(ours["update_seconds"])
         per_iter = t_ours / ours["cg_iters"]
-        print(f"  dhf {dtype}, 2 ranks: {t_ours:.2f} s per update, {ours['cg_iters']} CG "
+        print(f"  dhf {backend} {dtype}, 2 ranks: {t_ours:.2f} s per update, "
+              f"{ours['cg_iters']} CG "
               f"iterations, {1e3 * per_iter:.0f} ms per CG iteration -> "
               f"{t_peer / t_ours:.2f}x per update, {per_iter_peer / per_iter:.2f}x per "
               "CG iteration")
