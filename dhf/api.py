@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns (on every rank).
+    """What :func:`train` returns (on every rank): :class:`dhf.run.RunResult`'s fields,
+    and the run directory.
 
     Attributes
     ----------
@@ -115,11 +116,9 @@ def train(spec: ModelSpec, train: Sequence[np.ndarray] | np.ndarray,
     finally:
         if temporary and comm.rank == 0:
             shutil.rmtree(out, ignore_errors=True)
-    return TrainResult(params=summary.params, best_params=summary.best_params,
-                       metrics=summary.metrics, updates=summary.updates,
-                       train_loss=summary.train_loss, valid_loss=summary.valid_loss,
-                       valid_error=summary.valid_error, seconds=summary.seconds,
-                       out=None if temporary else out)
+    shared = {f.name: getattr(summary, f.name) for f in fields(TrainResult)
+              if f.name != "out"}
+    return TrainResult(**shared, out=None if temporary else out)
 
 
 @contextlib.contextmanager

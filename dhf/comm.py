@@ -39,6 +39,8 @@ class Communicator(Protocol):
 
     rank: int
     size: int
+    #: Seconds spent so far in the sums' collectives (the coordinator's ``t_allreduce``).
+    reduce_seconds: float
 
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray: ...
     def allreduce_max(self, buf: np.ndarray) -> np.ndarray: ...

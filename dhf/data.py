@@ -96,10 +96,6 @@ class BatchSampler:
                        np.sort(rows[gradient:gradient + backtrack]),
                        np.sort(rows[gradient + backtrack:]))
 
-    def minibatch(self, size: int, update: int, step: int) -> np.ndarray:
-        """SGD's minibatch ``step`` of ``update`` (:func:`minibatch`)."""
-        return minibatch(self.n_rows, size, self.seed, update, step)
-
 
 class FullBatchSampler:
     """Martens (2010)'s full-batch regime: the gradient, CG backtracking and the line
@@ -120,10 +116,6 @@ class FullBatchSampler:
         k = update % (self.n_rows // self.curvature)
         chunk = np.sort(self.order[k * self.curvature:(k + 1) * self.curvature])
         return Batches(every, chunk, every, np.empty(0, dtype=np.int64))
-
-    def minibatch(self, size: int, update: int, step: int) -> np.ndarray:
-        """SGD's minibatch ``step`` of ``update`` (:func:`minibatch`)."""
-        return minibatch(self.n_rows, size, self.seed, update, step)
 
 
 class FreshSampler:
@@ -162,10 +154,6 @@ class FreshSampler:
         return Batches(base + np.arange(gradient), base + curv,
                        base + np.arange(ends[0], ends[1]),
                        base + np.arange(ends[1], ends[2]))
-
-    def minibatch(self, size: int, update: int, step: int) -> np.ndarray:
-        """SGD's minibatch ``step`` of ``update`` (:func:`fresh_minibatch`)."""
-        return fresh_minibatch(size, update, step)
 
 
 def fresh_minibatch(size: int, update: int, step: int) -> np.ndarray:

@@ -176,9 +176,7 @@ class SGDOptimizer:
         for k in range(cfg.sgd_steps):
             mu = momentum_at(state.update * cfg.sgd_steps + k, cfg.momentum,
                              cfg.momentum_schedule)
-            # Nesterov's look-ahead is momentum SGD's alone.
-            at = theta + mu * moments[0] if cfg.nesterov and self.name == "sgd" else theta
-            g, loss = self.gradient(at, self._rows(update, k))
+            g, loss = self.gradient(self._at(theta, moments, mu), self._rows(update, k))
             norm = math.sqrt(dot(g, g))
             if cfg.clip_norm and norm > cfg.clip_norm:
                 g *= cfg.clip_norm / norm
@@ -199,6 +197,11 @@ class SGDOptimizer:
             zeros = [np.zeros_like(theta) for _ in self._moments]
             return self._state(state.theta, zeros, update, 0), info
         return self._state(theta, moments, update, self._steps(state) + cfg.sgd_steps), info
+
+    def _at(self, theta, moments, mu):
+        """Where the gradient is taken: θ, or with Nesterov's momentum θ + μv
+        (Sutskever et al. 2013, eq. 3)."""
+        return theta + mu * moments[0] if self.config.nesterov else theta
 
     def _move(self, theta, moments, g, k, mu):
         """Momentum's step (``moments = [v]``, updated in place) with momentum ``mu``;
@@ -223,6 +226,10 @@ class AdamOptimizer(SGDOptimizer):
 
     def _steps(self, state) -> int:
         return state.step
+
+    def _at(self, theta, moments, mu):
+        """Adam takes the gradient at θ (Nesterov's look-ahead is momentum SGD's)."""
+        return theta
 
     def _move(self, theta, moments, g, k, mu):
         """Adam's step number ``k`` (counted from 1 since the moments were zero: the start
