@@ -125,7 +125,7 @@ def pcg(
     dot, any_rank : how the vectors meet.  By default they are whole; where each rank
         holds a slice of them (``b``, ``x0``, ``precond`` and ``matvec``'s argument and
         result), ``dot`` is the whole vectors' dot product
-        (:func:`dhf.comm.dot_sliced`) and ``any_rank(flag)`` whether any rank's flag
+        (:func:`dhf.allreduce.dot_sliced`) and ``any_rank(flag)`` whether any rank's flag
         is true, so that every rank takes the same branch.
     xp : the vectors' array module: NumPy, or ``jax.numpy`` for vectors kept on a JAX
         device, where each operation is one dispatched XLA operation, rounded as

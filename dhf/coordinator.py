@@ -49,7 +49,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dhf import cg, damping, linesearch, reduction
-from dhf.comm import Communicator, allreduce_exact, dot_sliced, slice_counts
+from dhf.allreduce import allreduce_exact, dot_sliced, slice_counts
+from dhf.comm import Communicator
 from dhf.schema import check, default
 from dhf.curvature import martens_preconditioner
 from dhf.data import BatchSampler, shard_bounds
@@ -75,7 +76,7 @@ CG_BREAKDOWNS = ("negative_curvature", "nonfinite")
 
 def _vectors(on_device: bool):
     """``(xp, sums, host, place)`` for CG's vectors: their array module, the module of
-    their exact dot products (:func:`dhf.comm.dot_sliced`'s ``sums``), and the moves to
+    their exact dot products (:func:`dhf.allreduce.dot_sliced`'s ``sums``), and the moves to
     the host and back; NumPy's and :mod:`dhf.reduction`, or, ``on_device``, JAX's and
     :mod:`dhf.reduction_jax`."""
     if not on_device:

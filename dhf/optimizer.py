@@ -12,7 +12,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from dhf.comm import Communicator, allreduce_exact, reduce_exact_slice
+from dhf.allreduce import allreduce_exact, reduce_exact_slice
+from dhf.comm import Communicator
 from dhf.reduction import ExactSum
 from dhf.worker import Worker
 
@@ -62,7 +63,7 @@ def reduce_or_stop(comm: Communicator, should_stop: Callable[[], bool],
 def reduce_slice_or_stop(comm: Communicator, should_stop: Callable[[], bool],
                          total: ExactSum) -> np.ndarray:
     """:func:`reduce_or_stop`, each rank keeping its slice of the sum only
-    (:func:`dhf.comm.reduce_exact_slice`)."""
+    (:func:`dhf.allreduce.reduce_exact_slice`)."""
     mine, (stop,) = reduce_exact_slice(comm, total, float(should_stop()))
     if stop:
         raise StopRequested()

@@ -5,7 +5,7 @@ a looped call's chunks split and added where they are computed (:func:`split_tra
 and the exact dot product of CG's vectors, of which only the largest product and each
 group's ``BINS`` bin sums leave the device (:func:`largest_product`,
 :func:`dot_pieces`, :func:`dot`: the same names and values as :mod:`dhf.reduction`'s, so
-:func:`dhf.comm.dot_sliced` takes either module).
+:func:`dhf.allreduce.dot_sliced` takes either module).
 
 Every value is the host's bit for bit: the same float64 operations, each rounded once
 (XLA contracts nothing into fused multiply-adds on a CPU, and the extraction's rounding

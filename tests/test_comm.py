@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from dhf import comm as comm_module
-from dhf.comm import SCATTER_VALUES, SerialComm, allreduce_exact, allreduce_scalars, \
-    check_replicas, dot_sliced, reduce_exact_slice
+from dhf import allreduce as allreduce_module
+from dhf.allreduce import SCATTER_VALUES, allreduce_exact, dot_sliced, reduce_exact_slice
+from dhf.comm import SerialComm, allreduce_scalars, check_replicas
 from dhf.data import shard_bounds
 from dhf.reduction import ExactSum, dot
 
@@ -68,7 +68,7 @@ def test_allreduce_exact_is_the_one_rank_sum_by_either_route(comm, n, monkeypatc
     vectors = [rng.standard_normal(n) * 10.0 ** rng.uniform(-12, 12, n) for _ in range(12)]
     alone = ExactSum.of(vectors).value
     for threshold in (SCATTER_VALUES, 1):  # the default routes, then always slices
-        monkeypatch.setattr(comm_module, "SCATTER_VALUES", threshold)
+        monkeypatch.setattr(allreduce_module, "SCATTER_VALUES", threshold)
         mine = ExactSum.of(vectors[comm.rank::comm.size], n)
         value, flags = allreduce_exact(comm, mine, 1.0, float(comm.rank == 0))
         assert value.tobytes() == alone.tobytes()
@@ -85,7 +85,7 @@ def test_each_rank_keeps_its_slice_of_the_one_rank_sum(comm, n, monkeypatch):
     lo, hi = shard_bounds(n, comm.rank, comm.size)
     alone = ExactSum.of(vectors).value[lo:hi]
     for threshold in (SCATTER_VALUES, 1):
-        monkeypatch.setattr(comm_module, "SCATTER_VALUES", threshold)
+        monkeypatch.setattr(allreduce_module, "SCATTER_VALUES", threshold)
         mine, flags = reduce_exact_slice(comm, ExactSum.of(vectors[comm.rank::comm.size],
                                                            n), 1.0)
         assert mine.tobytes() == alone.tobytes() and flags.tolist() == [comm.size]

@@ -43,10 +43,10 @@ def test_every_sum_reduced_in_slices_gives_the_same_bits(comm, monkeypatch):
     """With every sum over the reduce-scatter route (``SCATTER_VALUES = 1``: the
     3-value loss sums too, so some ranks receive no slice at 4 ranks), the ranks' θ and
     losses are the one-process run's, bit for bit."""
-    from dhf import comm as comm_module
+    from dhf import allreduce as allreduce_module
 
     serial_losses, serial_theta = trajectory(SerialComm(), n_updates=2)
-    monkeypatch.setattr(comm_module, "SCATTER_VALUES", 1)
+    monkeypatch.setattr(allreduce_module, "SCATTER_VALUES", 1)
     losses, theta = trajectory(comm, n_updates=2)
     same = np.array_equal(losses, serial_losses) and np.array_equal(theta, serial_theta)
     failures = comm.allreduce_sum(np.array([0.0 if same else 1.0]))[0]

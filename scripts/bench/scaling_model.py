@@ -18,7 +18,7 @@ An update is (``dhf.coordinator.HFOptimizer.step``)
 - ``t_vec``: CG's own arithmetic on P-vectors per iteration (``dhf.cg.pcg`` with a
   diagonal operator, less the operator), divided among the N ranks (each updates its
   slice of the vectors), plus its three dot products' two small Allreduces each.
-- ``t_sum``: the exact Allreduce of a Gv's parts (``dhf.comm.allreduce_exact``),
+- ``t_sum``: the exact Allreduce of a Gv's parts (``dhf.allreduce.allreduce_exact``),
   measured under ``mpiexec -n 2`` here for one value (the latency α) and for a Gv
   (bytes at β), then ``α · log2 N + β · bytes · 2 (N − 1) / N`` (a reduce-scatter and
   an allgather); beyond one node the network's latency and bandwidth are added
@@ -101,7 +101,8 @@ def _first_share(worker, rows: int, n: int) -> int:
 def allreduce_child(P: int, repeats: int) -> None:
     """Under mpiexec: seconds of ``allreduce_exact`` of a 1-value and a P-value sum (the
     medians of ``repeats``), printed as a JSON list by rank 0."""
-    from dhf.comm import allreduce_exact, get_comm
+    from dhf.allreduce import allreduce_exact
+    from dhf.comm import get_comm
     from dhf.reduction import ExactSum
 
     comm = get_comm()
