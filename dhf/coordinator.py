@@ -52,8 +52,8 @@ from dhf import cg, damping, linesearch, reduction
 from dhf.allreduce import allreduce_exact, dot_sliced, slice_counts
 from dhf.comm import Communicator
 from dhf.schema import check, default
-from dhf.curvature import martens_preconditioner
 from dhf.data import BatchSampler, shard_bounds
+from dhf.preconditioner import martens_preconditioner
 from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop, reduce_slice_or_stop
 from dhf.reduction import ExactSum, dot
 from dhf.worker import Worker

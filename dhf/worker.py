@@ -27,6 +27,7 @@ from dhf import reduction
 from dhf.reduction import Parts
 from dhf.curvature import model_gauss_newton_product
 from dhf.curvature.cache import split_at
+from dhf.curvature.preconditioner import covers, dense_squared_grads
 from dhf.curvature.tanh_recurrence import register_jax
 from dhf.data import shard_bounds
 from dhf.dataset import ArraySource, mask_lengths
@@ -282,7 +283,7 @@ class Worker:
         Gv, v, weight = gv_graph(spec, self.explicit_gv)
         #: Squared per-example gradients from one backward pass (``spec.dense``); that
         #: function is compiled when the preconditioner first asks for it.
-        self.batched_squared_grads = _covers(spec.dense, spec.params)
+        self.batched_squared_grads = covers(spec.dense, spec.params)
         self._sq_grad_fn = None
         if self.cache_forward:
             frontier, placeholders, (Gv_cached,) = split_at([Gv], [v, weight])
@@ -531,7 +532,7 @@ class Worker:
         if self.batched_squared_grads:
             if self._sq_grad_fn is None:
                 self._sq_grad_fn = self._function(
-                    self.spec.data_vars, _flat(_dense_squared_grads(self.spec)))
+                    self.spec.data_vars, _flat(dense_squared_grads(self.spec)))
             for data in self.chunk_data(chunks):
                 yield np.asarray(self._sq_grad_fn(*data), dtype=np.float64)
             return
@@ -624,29 +625,6 @@ def _row_lengths(source, spec: ModelSpec, block: int = 4096) -> np.ndarray:
         rows = np.arange(lo, min(lo + block, source.n_rows))
         lengths[lo:lo + len(rows)] = mask_lengths(source.read(rows, fields=[where])[0])
     return lengths
-
-
-def _covers(dense, params) -> bool:
-    """Do the dense layers ``(a, [(h, W), ...], b)`` hold every parameter, once?"""
-    held = [W for _, pairs, _ in dense for _, W in pairs] + [b for _, _, b in dense]
-    return bool(dense) and len(held) == len(params) and {id(p) for p in held} == {
-        id(p) for p in params}
-
-
-def _dense_squared_grads(spec: ModelSpec) -> list:
-    """Σ_i (∂f_i/∂p)² for every parameter ``p``, in ``spec.params``' order, from one
-    backward pass: δ = ∂(Σ_i f_i)/∂a has example i's gradient in row i, so the weights'
-    per-example squares sum to (h²)ᵀ(δ²) and the bias's to Σ_i δ_i² (:class:`ModelSpec`'s
-    ``dense``)."""
-    pre = [a for a, _, _ in spec.dense]
-    deltas = grad(pt.sum(spec.example_losses()), pre)
-    squares = {}
-    for (_, pairs, b), delta in zip(spec.dense, deltas):
-        d2 = pt.square(delta)
-        for h, W in pairs:
-            squares[id(W)] = pt.dot(pt.square(h).T, d2)
-        squares[id(b)] = pt.sum(d2, axis=0)
-    return [squares[id(p)] for p in spec.params]
 
 
 def _flat(variables) -> pt.TensorVariable:

@@ -10,7 +10,7 @@ DHF = Path(__file__).resolve().parents[1] / "dhf"
 LAYERS = [
     {"errors", "launcher", "activations", "losses", "cg", "damping", "linesearch",
      "reduction", "reduction_jax", "layout", "schema", "data", "dataset", "checkpoint",
-     "comm", "allreduce", "log", "plot", "static_shapes", "device"},
+     "comm", "allreduce", "log", "plot", "static_shapes", "device", "preconditioner"},
     {"model"},
     {"curvature"},
     {"nets", "worker"},

@@ -16,6 +16,5 @@ Notation, used throughout dhf:
   :math:`J` (``pushforward``) and pulled back through :math:`J^\top` (``pullback``).
 """
 from dhf.curvature.gauss_newton import gauss_newton_product, model_gauss_newton_product
-from dhf.curvature.preconditioner import martens_preconditioner
 
-__all__ = ["gauss_newton_product", "model_gauss_newton_product", "martens_preconditioner"]
+__all__ = ["gauss_newton_product", "model_gauss_newton_product"]
