@@ -54,7 +54,8 @@ from dhf.comm import Communicator
 from dhf.schema import check, default
 from dhf.data import BatchSampler, shard_bounds
 from dhf.preconditioner import martens_preconditioner
-from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop, reduce_slice_or_stop
+from dhf.optimizer import (Sums, broadcast_theta, evaluate, reduce_or_stop,
+                           reduce_slice_or_stop)
 from dhf.reduction import ExactSum, dot
 from dhf.worker import Worker
 
@@ -224,9 +225,9 @@ class HFOptimizer:
 
     def mean_loss(self, theta: np.ndarray, rows_local: list[np.ndarray]) -> float:
         """Global mean loss at ``theta`` over the union of every rank's chunks."""
-        sums = ExactSum.of(self.worker.loss_chunks(theta, rows_local), 3)
-        (total, _, count), _ = allreduce_exact(self.comm, sums)
-        return total / count if count else math.nan
+        buf, _ = allreduce_exact(self.comm, ExactSum.of(
+            self.worker.loss_chunks(theta, rows_local), 3))
+        return Sums.read(buf, "loss")[0].mean_loss
 
     def objective(self, theta: np.ndarray, rows_local: np.ndarray) -> float:
         """The mean loss plus the L2 term ``l2/2 ‖θ‖²``."""
@@ -252,9 +253,11 @@ class HFOptimizer:
 
         buf = self._reduce(ExactSum.of(worker.grad_chunks(theta, grad_rows), P + 2),
                            ExactSum.of(worker.curvature_chunks(theta, curv_rows), 2))
-        n_grad, n_curv = buf[P + 1], buf[P + 3]
-        g = buf[:P] / n_grad + cfg.l2 * theta
-        loss, loss_curv = buf[P] / n_grad, buf[P + 2] / n_curv + self._l2_term(theta)
+        grad_sums, rest = Sums.read(buf, "grad", P)
+        curv_sums, _ = Sums.read(rest, "curvature")
+        n_curv = curv_sums.rows
+        g = grad_sums.vector / grad_sums.rows + cfg.l2 * theta
+        loss, loss_curv = grad_sums.mean_loss, curv_sums.mean_loss + self._l2_term(theta)
         clock.lap("gradient")
         if not (np.all(np.isfinite(g)) and math.isfinite(loss)):
             return self._reject(state, update, loss, "nonfinite_gradient", t0, clock)
@@ -351,9 +354,11 @@ class HFOptimizer:
             ExactSum.of(self.worker.gv_chunks(delta, structural_weight if damped else 0.0),
                         P),
             ExactSum.of(self.worker.loss_chunks(theta + delta, curv_rows), 3)))
-        curvature = (dot(delta, buf[:P]) / n_curv
+        gv_sums, rest = Sums.read(buf, "gv", P)
+        loss_sums, _ = Sums.read(rest, "loss")
+        curvature = (dot(delta, gv_sums.vector) / n_curv
                      + (cfg.l2 + (lam if damped else 0.0)) * dot(delta, delta))
-        loss_after = buf[P] / buf[P + 2] + self._l2_term(theta + delta)
+        loss_after = loss_sums.mean_loss + self._l2_term(theta + delta)
         return damping.reduction_ratio(loss_curv, loss_after, slope, curvature)
 
     def _reject(self, state, update, loss, status, t0, clock):

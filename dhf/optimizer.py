@@ -8,7 +8,8 @@ from a checkpoint, through ``State``'s fields), calls :meth:`step` once an updat
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+import math
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -45,6 +46,37 @@ class Optimizer(Protocol):
                  ) -> tuple[float, float | None]: ...
 
 
+class Sums(NamedTuple):
+    """A batch's exact sums, named as the worker lays them out in a reduced buffer:
+    ``[Σ ∇f_i (P values), Σ f_i, rows]`` (:meth:`~dhf.worker.Worker.grad_chunks`),
+    ``[Σ f_i, Σ errors, rows]`` (``loss_chunks``), ``[Σ f_i, rows]``
+    (``curvature_chunks``), or ``[Σ Gv (P values)]`` (``gv_chunks``); the parts a layout
+    lacks are empty or 0."""
+
+    vector: np.ndarray
+    loss: float = 0.0
+    rows: float = 0.0
+    errors: float = 0.0
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / self.rows if self.rows else math.nan
+
+    @classmethod
+    def read(cls, buf: np.ndarray, layout: str, P: int = 0) -> tuple["Sums", np.ndarray]:
+        """The sums of ``layout`` ("grad", "loss", "curvature" or "gv") at the start of
+        ``buf``, and what follows them."""
+        if layout == "grad":
+            return cls(buf[:P], buf[P], buf[P + 1]), buf[P + 2:]
+        if layout == "loss":
+            return cls(buf[:0], buf[0], buf[2], buf[1]), buf[3:]
+        if layout == "curvature":
+            return cls(buf[:0], buf[0], buf[1]), buf[2:]
+        if layout == "gv":
+            return cls(buf[:P]), buf[P:]
+        raise ValueError(f"Sums.read: no layout {layout!r}")
+
+
 def broadcast_theta(comm: Communicator, theta0: np.ndarray) -> np.ndarray:
     """Rank 0's starting θ, as float64, on every rank."""
     return np.asarray(comm.bcast(np.asarray(theta0, np.float64)), np.float64)
@@ -76,7 +108,7 @@ def evaluate(worker: Worker, comm: Communicator, theta: np.ndarray, first_row: i
     ranks in the batch's global chunks and summed exactly; the error rate is None for a
     model without an error measure (:attr:`dhf.model.ModelSpec.error_kind`)."""
     mine = worker.shard(np.arange(first_row, first_row + n_rows), comm.rank, comm.size)
-    (loss, errors, count), _ = allreduce_exact(comm, ExactSum.of(
-        worker.loss_chunks(theta, mine), 3))
+    buf, _ = allreduce_exact(comm, ExactSum.of(worker.loss_chunks(theta, mine), 3))
+    sums, _ = Sums.read(buf, "loss")
     has_error = worker.spec.error_kind is not None
-    return loss / count, errors / count if has_error else None
+    return sums.mean_loss, sums.errors / sums.rows if has_error else None

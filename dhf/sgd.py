@@ -49,7 +49,7 @@ import numpy as np
 
 from dhf.comm import Communicator
 from dhf.schema import check, default
-from dhf.optimizer import broadcast_theta, evaluate, reduce_or_stop
+from dhf.optimizer import Sums, broadcast_theta, evaluate, reduce_or_stop
 from dhf.data import fresh_minibatch, minibatch
 from dhf.reduction import ExactSum, dot
 from dhf.worker import Worker
@@ -163,7 +163,8 @@ class SGDOptimizer:
         P = theta.size
         buf = reduce_or_stop(self.comm, self.should_stop,
                              ExactSum.of(self.worker.grad_chunks(theta, mine), P + 2))
-        return buf[:P] / buf[P + 1], buf[P] / buf[P + 1]
+        sums, _ = Sums.read(buf, "grad", P)
+        return sums.vector / sums.rows, sums.mean_loss
 
     def step(self, state, on_iter: Callable[[int, float], None] | None = None):
         """``sgd_steps`` minibatch steps from ``state``; ``on_iter(k, loss)`` after each."""
