@@ -217,7 +217,8 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
     training rows and each batch's split over ranks (this run's, or each of ``ranks``:
     :func:`_work_table`); the batches are checked against the rows, as a run would."""
     from dhf import tasks
-    from dhf.run import backend_of, check_batches, chunk_rows_of, looped_of, memory_needs
+    from dhf.backends import backend_of, chunk_rows_of, looped_of
+    from dhf.run import check_batches, memory_needs
     from dhf.sources import training_rows
     from dhf.worker import chunk_size, rows_per_rank
 

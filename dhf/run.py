@@ -12,7 +12,6 @@ instead of leaving some waiting.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import math
 import os
@@ -24,13 +23,13 @@ from typing import Any, Callable
 import numpy as np
 
 from dhf import cg, dataset, memory, tasks
+from dhf.backends import MODES, backend_of, chunk_rows_of, looped_of, modes
 from dhf.comm import (Communicator, alike_on_every_rank, check_replicas, on_every_rank,
                       on_root)
 from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
 from dhf.dataset import StackedSource
-from dhf.device import jax_on_cpu, one_xla_thread, use_device
 from dhf.errors import ConfigError, DataError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
@@ -38,11 +37,10 @@ from dhf.optimizer import Optimizer, StopRequested
 from dhf.rundir import Best, RunDir
 from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
 from dhf.sources import load_data, training_rows
-from dhf.worker import CPU_CHUNK_ROWS, GPU_CHUNK_ROWS, Worker, loops_chunks
+from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-MODES = {"numba": "NUMBA", "c": "CVM", "jax": "JAX", "default": None}
 FIRST_ORDER = {"sgd": SGDOptimizer, "adam": AdamOptimizer}
 #: Compiling longer than this (a cold cache) is announced while it runs.
 COMPILE_NOTICE_SECONDS = 5.0
@@ -526,81 +524,3 @@ def stop_reason(run_cfg: dict, update: int, validated: dict, best: Best) -> str 
         return (f"early stopping: no better validation {measure} in {patience} updates "
                 f"(best {best.error:.3g} at update {best.update})")
     return None
-
-
-def chunk_rows_of(run_cfg: dict, spec: ModelSpec | None = None) -> int:
-    """Rows per compiled call, at most: ``run.chunk_rows``, or on a GPU
-    :data:`dhf.worker.GPU_CHUNK_ROWS`, and on a CPU :data:`dhf.worker.CPU_CHUNK_ROWS`
-    for ``spec``'s kind: sequences (data of three axes, rows × steps × features), in
-    calls of several chunks where :func:`looped_of` says so, or feed-forward (rows ×
-    features)."""
-    if run_cfg["chunk_rows"]:
-        return run_cfg["chunk_rows"]
-    if run_cfg["device"] == "gpu":
-        return GPU_CHUNK_ROWS
-    sequences = spec is None or any(v.ndim >= 3 for v in spec.data_vars)
-    if not sequences:
-        return CPU_CHUNK_ROWS["feedforward"]
-    looped = spec is not None and looped_of(run_cfg, spec, CPU_CHUNK_ROWS["looped"])
-    return CPU_CHUNK_ROWS["looped" if looped else "sequences"]
-
-
-def looped_of(run_cfg: dict, spec: ModelSpec, chunk_rows: int) -> bool:
-    """Does a run compute several chunks of about 16 rows per call, in calls of
-    ``chunk_rows`` rows (:func:`dhf.worker.loops_chunks`: every function under JAX, on a
-    CPU, for a model small enough)?"""
-    jax = (backend_of(run_cfg) == "jax"
-           and run_cfg.get("gv_backend", "auto") in ("auto", "jax"))
-    n_params = sum(p.get_value(borrow=True).size for p in spec.params)
-    return loops_chunks(jax, chunk_rows, n_params, gpu=run_cfg["device"] == "gpu")
-
-
-def backend_of(run_cfg: dict) -> str:
-    """The backend ``run.backend`` names, ``auto`` resolved (:func:`modes`)."""
-    if run_cfg.get("backend", "auto") != "auto":
-        return run_cfg["backend"]
-    return "jax" if importlib.util.find_spec("jax") is not None else "numba"
-
-
-def modes(run_cfg: dict) -> tuple[str, str]:
-    """``(backend, gv_backend)`` that ``run.backend`` and ``run.gv_backend`` resolve to,
-    checked (their packages installed), with ``run.device`` made the backend's default
-    device.
-
-    ``auto`` is JAX where it is installed, for every function: XLA compiles the default
-    job in ~8 s from empty caches where Numba takes 90-110 s, and its gradients are the
-    faster.  ``run.gv_backend = "numba"`` keeps the tanh RNN's fused Numba Gv kernels
-    under JAX's other functions, for long runs on a CPU where they win: on an Intel VM
-    the default job's updates took ~15 % less with them, on an AMD EPYC VM ~9 % less Gv
-    time, for 35-90 s more compiling at a first run (``docs/benchmarks.md``,
-    "Start-up").  Numba throughout where JAX is not installed.
-    """
-    has_jax = importlib.util.find_spec("jax") is not None
-    backend = backend_of(run_cfg)
-    gv_backend = run_cfg["gv_backend"]
-    if gv_backend == "auto":
-        gv_backend = backend
-    where = use_device(run_cfg["device"], backend)
-    if run_cfg["device"] != "cpu" and gv_backend != backend:
-        raise ConfigError(f"run.device = {run_cfg['device']!r} computes Gv on the device: "
-                          f"set run.gv_backend = 'auto' (got {gv_backend!r})")
-    if "jax" in (backend, gv_backend):
-        key = "backend" if backend == "jax" else "gv_backend"
-        if not has_jax:
-            raise UserError(f"run.{key} = 'jax' needs the jax package: pip install "
-                            "'jax[cpu]' (GPU: jax[cuda12])")
-        import jax
-        import pytensor
-
-        if run_cfg["device"] == "cpu":
-            jax_on_cpu()
-            one_xla_thread()
-        # XLA's compiled code kept beside PyTensor's, so that a later run loads it: all
-        # of it (by default JAX keeps only what took a second or more to compile, and a
-        # model's functions mostly take less, each compiled per chunk shape)
-        jax.config.update("jax_compilation_cache_dir",
-                          str(Path(pytensor.config.base_compiledir) / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    if where != "cpu":
-        logger.info("dhf: computing on %s", where)
-    return backend, gv_backend

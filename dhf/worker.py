@@ -196,7 +196,7 @@ class Worker:
         PyTensor's default.
     gv_mode : the mode of the Gv function alone, when it differs from ``mode``: JAX's
         gradient with the explicit recurrences' Numba kernels, on request
-        (``run.gv_backend = "numba"``, :func:`dhf.run.modes`), ~10 % faster on a CPU.
+        (``run.gv_backend = "numba"``, :func:`dhf.backends.modes`), ~10 % faster on a CPU.
     cache_forward : compile Gv against cached forward states (the fast path).
     explicit_gv : use the model's explicit Gv recurrences (``spec.gauss_newton``) when it
         has them; False forces the generic pushforward/pullback graph.

@@ -95,7 +95,7 @@ def test_a_gpu_request_without_a_gpu_is_one_line(tmp_path, capsys, backend, mess
 def test_the_backends_that_run_settings_resolve_to(backend, gv_backend, want):
     pytest.importorskip("jax")
     from dhf import config as config_mod
-    from dhf.run import modes
+    from dhf.backends import modes
 
     config = config_mod.load(None, TINY_ITEMS + [
         f"run.backend='{backend}'", f"run.gv_backend='{gv_backend}'"])
@@ -106,7 +106,7 @@ def test_without_jax_auto_is_numba_and_jax_is_one_line(monkeypatch, tmp_path, ca
     import importlib.util
 
     from dhf import config as config_mod
-    from dhf.run import modes
+    from dhf.backends import modes
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -181,7 +181,7 @@ def test_dry_run_prints_config_and_split(capsys):
                  "run.chunk_rows=20"]) == 0
     assert "# gradient_batch per rank (1 rank, chunks of 20 rows): [5000]" in (
         capsys.readouterr().out)
-    from dhf.run import chunk_rows_of
+    from dhf.backends import chunk_rows_of
     assert [chunk_rows_of({"chunk_rows": 0, "device": d}) for d in ("cpu", "gpu")] == [
         64, 16384]
     # on a GPU, as few chunks as the ranks can share (one: no GPU is needed to plan)

@@ -75,7 +75,7 @@ def test_a_cpu_run_never_starts_jaxs_gpu_client():
     child = textwrap.dedent("""
         import jax
         from jax._src import xla_bridge
-        from dhf.run import modes
+        from dhf.backends import modes
         modes({"backend": "jax", "gv_backend": "auto", "device": "cpu"})
         print(jax.config.jax_platforms, xla_bridge.backends_are_initialized(),
               jax.default_backend(), sorted(xla_bridge.backends()))

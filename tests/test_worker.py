@@ -407,7 +407,7 @@ def test_a_small_batch_is_cut_no_finer_than_a_quarter_of_chunk_rows():
 
 def test_the_default_chunk_cap_follows_the_model_kind():
     from dhf import nets
-    from dhf.run import chunk_rows_of
+    from dhf.backends import chunk_rows_of
 
     rnn = nets.rnn(1, 10, 1, seed=0)
     ff = nets.feedforward([4, 8, 2])

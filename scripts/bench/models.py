@@ -44,7 +44,7 @@ def build(model: str, T: int, rows: int, dtype: str, backend: str, chunk_rows: i
     in chunks of ``chunk_rows`` (0: dhf-train's default for the model on ``device``);
     on a ``device`` other than the CPU, JAX's default device is the caller's to choose."""
     from dhf import nets
-    from dhf.run import chunk_rows_of
+    from dhf.backends import chunk_rows_of
     from dhf.worker import Worker
 
     if "JAX" in MODES[backend]:
