@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,11 +24,12 @@ from dhf import cg, dataset, memory, tasks
 from dhf.backends import MODES, backend_of, chunk_rows_of, looped_of, modes
 from dhf.comm import (Communicator, alike_on_every_rank, check_replicas, on_every_rank,
                       on_root)
+from dhf.compiling import JaxCannotTrace, compile_worker, ranks_and_nodes
 from dhf.config import to_toml
 from dhf.coordinator import HFConfig, HFOptimizer
 from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
 from dhf.dataset import StackedSource
-from dhf.errors import ConfigError, DataError, UserError
+from dhf.errors import ConfigError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
 from dhf.optimizer import Optimizer, StopRequested
@@ -43,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 FIRST_ORDER = {"sgd": SGDOptimizer, "adam": AdamOptimizer}
 #: Compiling longer than this (a cold cache) is announced while it runs.
-COMPILE_NOTICE_SECONDS = 5.0
 
 
 @dataclasses.dataclass
@@ -197,9 +195,9 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
     worker, optimizer = build(backend, gv_backend)
     theta0 = worker.layout.flatten([p.get_value() for p in spec.params])
     try:
-        node_first = _compile(worker, comm, theta0, config, own_data=data is not None,
-                              batches=batches)
-    except _JaxCannotTrace as err:  # every rank, together (_compile decides it once)
+        node_first = compile_worker(worker, comm, theta0, config,
+                                    own_data=data is not None, batches=batches)
+    except JaxCannotTrace as err:  # every rank, together (compile_worker decides it once)
         if config["run"]["device"] != "cpu":
             raise on_every_rank(UserError(
                 f"JAX cannot compile this graph for run.device = "
@@ -212,8 +210,8 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
                        err)
         backend = gv_backend = "numba"
         worker, optimizer = build(backend, gv_backend)
-        node_first = _compile(worker, comm, theta0, config, own_data=data is not None,
-                              batches=batches)
+        node_first = compile_worker(worker, comm, theta0, config,
+                                    own_data=data is not None, batches=batches)
     state = optimizer.init(theta0)
     best = Best(state.theta, math.inf, 0)
     if resume:
@@ -231,7 +229,7 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
     logger.info("dhf: %s, %s, %d parameters, %s, %s train / %d valid rows; "
                 "compiled in %.1fs (%s%s)",
                 config["task"]["name"] if data is None else "own model",
-                optimizer.name, theta0.size, _ranks_and_nodes(comm),
+                optimizer.name, theta0.size, ranks_and_nodes(comm),
                 "fresh" if fresh else n_train,
                 job.n_valid, worker.compile_seconds, backend if gv_backend == backend
                 else f"{backend}; Gv: {gv_backend}",
@@ -418,90 +416,6 @@ def batch_rows(config: dict, n_train: int, n_valid: int) -> dict:
     return {"loss": [b for b in loss + searched if b],
             "grad": [n_train if full else opt["gradient_batch"]],
             "curvature": [opt["curvature_batch"]]}
-
-
-def _ranks_and_nodes(comm: Communicator) -> str:
-    """``1 rank``, ``4 ranks`` (one node) or ``4 ranks on 2 nodes`` (a collective)."""
-    if comm.size == 1:
-        return "1 rank"
-    index, _ = comm.node_ranks()
-    nodes = int(comm.allreduce_sum(np.array([float(index == 0)]))[0])
-    return f"{comm.size} ranks" + (f" on {nodes} nodes" if nodes > 1 else "")
-
-
-def _compile(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict,
-             own_data: bool, batches: dict | None = None) -> bool:
-    """Generate the compiled functions' code now (:meth:`Worker.warm_up`, for the chunk
-    shapes of ``batches``, :func:`batch_rows`), so that the start line says what
-    compiling cost and the first update is an update; a first run of a model compiles
-    for seconds (JAX) to minutes (Numba), and the user is told so while it waits.  Data
-    of the wrong shape fails here, in one line.
-
-    Where a node has more ranks than cores, its first rank compiles alone while the
-    others sleep, and they then load its work from the compile caches: ranks compiling
-    the same functions at once on shared cores each take as long as all of them (4 ranks
-    on 2 cores, the default job from empty caches: 99 s to the end of update 1 at once,
-    55 s so; warm 17 and 20 s; ``docs/benchmarks.md``).  Returns whether it went so
-    (every rank alike).
-    """
-    index, on_node = comm.node_ranks()
-    # decided together (one collective), so that nodes with and without more ranks than
-    # cores take the same branch and its collectives match
-    node_first = comm.any_rank(on_node > (os.cpu_count() or 1))
-    if node_first:
-        failed = None
-        if index == 0:
-            try:
-                _warm_up(worker, theta, config, own_data, batches)
-            except Exception as err:  # noqa: BLE001  (re-raised below, on every rank)
-                failed = err
-        # every rank learns whether a node's first rank failed, so none waits for it, and
-        # whether JAX could not compile the graph (then every rank falls back together)
-        if comm.any_rank(failed is not None):
-            if comm.any_rank(isinstance(failed, _JaxCannotTrace)):
-                raise failed or _JaxCannotTrace("on the node's first rank")
-            raise failed or DataError("compiling failed on another rank (see its error)")
-        if index == 0:
-            return True
-    _warm_up(worker, theta, config, own_data, batches)
-    return node_first
-
-
-def _warm_up(worker: Worker, theta: np.ndarray, config: dict, own_data: bool,
-             batches: dict | None) -> None:
-    notice = threading.Timer(COMPILE_NOTICE_SECONDS, logger.info, [
-        "compiling the model, or loading it from the compile cache: a first run of a "
-        "model on this machine compiles for seconds under JAX, a minute or two under "
-        "Numba; later runs load it, in seconds"])
-    notice.daemon = True
-    notice.start()
-    try:
-        worker.warm_up(theta, curvature=config["optimizer"]["name"] not in FIRST_ORDER,
-                       batches=batches)
-    except (ValueError, IndexError, TypeError, AssertionError, NotImplementedError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if worker.jax and (isinstance(err, NotImplementedError) or _traced(err)):
-            raise _JaxCannotTrace(first) from None
-        if isinstance(err, NotImplementedError):
-            raise
-        source = ("train" if own_data else
-                  config["data"]["path"] or f"task {config['task']['name']}")
-        raise DataError(f"{source}: the data does not fit the model ({first})") from None
-    finally:
-        notice.cancel()
-
-
-class _JaxCannotTrace(Exception):
-    """JAX could not compile a function of the graph: a shape it needs concrete is
-    computed inside it (PyTensor's scan gradients of some graphs allocate so), or
-    PyTensor has no JAX form for one of its operations."""
-
-
-def _traced(err: Exception) -> bool:
-    """Is ``err`` JAX failing to trace a function (rather than data of a wrong shape)?"""
-    import jax
-
-    return isinstance(err, jax.errors.JAXTypeError) or "Tracer" in str(err)
 
 
 def score(row: dict) -> float:

@@ -38,9 +38,9 @@ def test_compiling_comes_before_the_first_update_and_a_slow_one_is_announced(
     """Every compiled function's code is generated before the start line, whose
     "compiled in" therefore counts it; a compile slower than COMPILE_NOTICE_SECONDS (a
     cold cache) is announced while it runs, before that line."""
-    from dhf import run
+    from dhf import compiling
 
-    monkeypatch.setattr(run, "COMPILE_NOTICE_SECONDS", 0.0)
+    monkeypatch.setattr(compiling, "COMPILE_NOTICE_SECONDS", 0.0)
     assert main(tiny_args("optimizer.max_updates=1") + ["--out", str(tmp_path / "r")]) == 0
     lines = capsys.readouterr().out.splitlines()
     notice = [i for i, line in enumerate(lines) if "compiling the model" in line]
@@ -384,7 +384,7 @@ except DataError as err:
 
 
 def test_data_that_does_not_fit_fails_on_every_rank_when_one_compiles_first():
-    """4 ranks on 2 cores: the node's first rank compiles alone (dhf.run._compile); its
+    """4 ranks on 2 cores: the node's first rank compiles alone (dhf.compiling.compile_worker); its
     error must reach the three others, waiting for it, as an error of their own."""
     t0 = time.monotonic()
     done = subprocess.run([venv_bin("mpiexec"), "-n", "4", sys.executable, "-c", BAD_DATA],
