@@ -30,8 +30,8 @@ def allreduce_exact(comm: Communicator, total: ExactSum, *flags: float
     summed parts of its own slice of the values (a reduce-scatter per bin), adds them up
     to float64 totals, and the ranks exchange those (an allgather; the flags in a small
     Allreduce of their own): 6 values' worth of traffic per value instead of an
-    Allreduce's 10, and each rank totals 1/N of them (at 2 ranks 34 against 48-61 ms,
-    ``scripts/bench/exact_sums.py``).  The parts are integers of their bins' units, added
+    Allreduce's 10, and each rank totals 1/N of them (``scripts/bench/exact_sums.py``).
+    The parts are integers of their bins' units, added
     exactly in any order, and each value's total is the same operations wherever it is
     taken: the same bits either way.
     """

@@ -58,13 +58,12 @@ def modes(run_cfg: dict) -> tuple[str, str]:
     checked (their packages installed), with ``run.device`` made the backend's default
     device.
 
-    ``auto`` is JAX where it is installed, for every function: XLA compiles the default
-    job in ~8 s from empty caches where Numba takes 90-110 s, and its gradients are the
-    faster.  ``run.gv_backend = "numba"`` keeps the tanh RNN's fused Numba Gv kernels
-    under JAX's other functions, for long runs on a CPU where they win: on an Intel VM
-    the default job's updates took ~15 % less with them, on an AMD EPYC VM ~9 % less Gv
-    time, for 35-90 s more compiling at a first run (``docs/benchmarks.md``,
-    "Start-up").  Numba throughout where JAX is not installed.
+    ``auto`` is JAX where it is installed, for every function: XLA compiles a model in
+    seconds from empty caches where Numba takes minutes, and its updates are the faster
+    (``docs/benchmarks.md``, "Backends through dhf-train" and "Start-up").
+    ``run.gv_backend = "numba"`` keeps the tanh RNN's fused Numba Gv kernels under JAX's
+    other functions, for a minute more compiling at a first run.  Numba throughout
+    where JAX is not installed.
     """
     has_jax = importlib.util.find_spec("jax") is not None
     backend = backend_of(run_cfg)

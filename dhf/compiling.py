@@ -40,10 +40,9 @@ def compile_worker(worker: Worker, comm: Communicator, theta: np.ndarray, config
 
     Where a node has more ranks than cores, its first rank compiles alone while the
     others sleep, and they then load its work from the compile caches: ranks compiling
-    the same functions at once on shared cores each take as long as all of them (4 ranks
-    on 2 cores, the default job from empty caches: 99 s to the end of update 1 at once,
-    55 s so; warm 17 and 20 s; ``docs/benchmarks.md``).  Returns whether it went so
-    (every rank alike).
+    the same functions at once on shared cores each take as long as all of them
+    (``docs/benchmarks.md``, "Start-up").  Returns whether it went so (every rank
+    alike).
     """
     index, on_node = comm.node_ranks()
     # decided together (one collective), so that nodes with and without more ranks than

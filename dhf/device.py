@@ -66,10 +66,10 @@ def one_xla_thread() -> bool:
 
     XLA has no setting for its CPU thread pool: it sizes it by the CPUs this thread may
     run on when the client starts, and otherwise takes every core, so that two ranks on
-    two cores ran four threads (the default job's update at 2 ranks: 6.0 s, 5.4 s with
-    one; ``docs/benchmarks.md``) and a sum's bits depended on how many cores a machine
-    has.  The calling thread is narrowed to one CPU while the client starts, then every
-    thread of the process gets back the CPUs it had: nothing stays pinned.  Not done
+    two cores ran four threads (slower: ``docs/benchmarks.md``, "Start-up") and a sum's
+    bits depended on how many cores a machine has.  The calling thread is narrowed to
+    one CPU while the client starts, then every thread of the process gets back the
+    CPUs it had: nothing stays pinned.  Not done
     when a thread variable asks for more than one, when the client has started already,
     or where the OS has no CPU affinity (macOS).
     """

@@ -106,9 +106,8 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     """``Σ a_i b_i`` as a Python float, the same bits on any CPU and BLAS: the products
     (each correctly rounded) are split into bins and each bin is summed exactly, in any
     order, a group of ``2**19`` at a time; the groups' values are added in order.  Two
-    compiled passes over the vectors: for the 2.8 M parameters of the MNIST autoencoder
-    ~4.4 ms (np.dot ~0.5 ms, with bits that depend on the BLAS;
-    ``scripts/bench/exact_sums.py``).
+    compiled passes over the vectors, several times NumPy's ``dot`` (whose bits depend
+    on the BLAS; ``scripts/bench/exact_sums.py``).
 
     The products are first scaled by the power of two that brings the largest below
     ``2**59`` (exact), so that the bins' range follows the vectors' own: a dot product
@@ -248,8 +247,7 @@ def dot_of_pieces(bins: np.ndarray, largest: float) -> float:
 
 def warm_up() -> None:
     """Compile the loops of :func:`split`, :func:`total` and :func:`dot` for the terms
-    dhf sums (float64 and float32), or load them from Numba's cache (~1 s the first
-    time on a machine)."""
+    dhf sums (float64 and float32), or load them from Numba's cache."""
     for dtype in (np.float64, np.float32):
         total(split(np.ones(1, dtype)))
     dot(np.ones(1), np.ones(1))
@@ -303,8 +301,8 @@ class ExactSum:
     def refill(self, vectors) -> "ExactSum":
         """This sum emptied, then the exact sum of ``vectors``, in the same buffer: for a
         sum taken every CG iteration, where a fresh buffer of a big model's parts (113 MB
-        for the MNIST autoencoder) costs the kernel ~10 ms to hand over zeroed, a third
-        of the work of adding one vector to it."""
+        for the MNIST autoencoder) costs the kernel a third of the work of adding one
+        vector to it to hand over zeroed."""
         self._buf.fill(0.0)
         self.terms = 0
         for x in vectors:

@@ -51,10 +51,8 @@ MIN_CHUNK_ROWS = 16
 CPU_CHUNK_ROWS = {"sequences": 64, "looped": 256, "feedforward": 512}
 #: Rows per chunk, at most, on a GPU (``run.chunk_rows = 0``).  A GPU computes a chunk of
 #: a few thousand rows in about the time of one of a few hundred, and every chunk costs
-#: a round trip to the host (its P sums split exactly there, :mod:`dhf.reduction`): on
-#: one H200, the tanh RNN's Gv over 10 000 sequences took 59.1 ms in 16 chunks and 7.0
-#: in one; the MNIST autoencoder's over 7 500 cases 237.5 and 13.3 ms
-#: (``docs/benchmarks.md``, "One GPU").  So on a GPU each batch is cut into as few chunks as
+#: a round trip to the host (its P sums split exactly there, :mod:`dhf.reduction`;
+#: ``docs/benchmarks.md``, "One GPU").  So on a GPU each batch is cut into as few chunks as
 #: its ranks can share (:func:`chunk_size`'s ``ranks``), of at most this many rows.
 GPU_CHUNK_ROWS = 16384
 #: A looped call (:func:`loops_chunks`) returns each of its chunks' sums apart: at most

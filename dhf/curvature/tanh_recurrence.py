@@ -14,9 +14,8 @@ tangent or a weight gradient into one GEMM outside the loop; what is left is seq
 (Martens & Sutskever 2011, supplement; Pearlmutter 1994).  Written with ``scan``, each
 step is a GEMM and several elementwise kernels with their own passes over memory and
 per-step bookkeeping; here each step is its GEMMs and one fused loop over the (N, H)
-block, compiled by Numba.  With them a Gv of the benchmark RNN (512 rows, T = 50, H = 100,
-float32) fell from 38 to 30 ms within an HF update, and reached 57 % of the GEMM rate
-(``docs/benchmarks.md``, "What was changed").
+block, compiled by Numba (what that gains: ``docs/benchmarks.md``, "Why the Gv path is
+built as it is").
 
 A model read out at every step (``output_steps = "all"``, the masked pathological
 problems) has two more kernels that also take the readout inside the loops, where step
