@@ -90,7 +90,7 @@ def render_ms2011(name: str) -> str:
     T = MS2011_T // problem.release_T_factor
     recipe = tasks.defaults(name, T)
     doc = " ".join((task.__doc__ or "").split())
-    t_note = ("the release's T = 100: xor's sequences are half its global T"
+    t_note = ("release T = 100: sequences of 50-55; task.T = 100 (100-110) is its T = 200"
               if problem.release_T_factor != 1
               else "the release's T = 100 (its default: 200)")
     lines = [f"# Martens & Sutskever (2011): {name}, {doc}.",
