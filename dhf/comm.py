@@ -103,17 +103,16 @@ class MPIComm:
 
     def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
         """Sum ``buf`` over all ranks, in place; returns ``buf``."""
-        _check_buffer(buf)
-        t0 = time.perf_counter()
-        self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
-        self.reduce_seconds += time.perf_counter() - t0
-        return buf
+        return self._allreduce(buf, self._MPI.SUM)
 
     def allreduce_max(self, buf: np.ndarray) -> np.ndarray:
         """The elementwise maximum of ``buf`` over all ranks, in place; returns ``buf``."""
+        return self._allreduce(buf, self._MPI.MAX)
+
+    def _allreduce(self, buf: np.ndarray, op) -> np.ndarray:
         _check_buffer(buf)
         t0 = time.perf_counter()
-        self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.MAX)
+        self._comm.Allreduce(self._MPI.IN_PLACE, buf, op=op)
         self.reduce_seconds += time.perf_counter() - t0
         return buf
 

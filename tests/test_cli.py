@@ -384,8 +384,9 @@ except DataError as err:
 
 
 def test_data_that_does_not_fit_fails_on_every_rank_when_one_compiles_first():
-    """4 ranks on 2 cores: the node's first rank compiles alone (dhf.compiling.compile_worker); its
-    error must reach the three others, waiting for it, as an error of their own."""
+    """4 ranks on 2 cores: the node's first rank compiles alone
+    (dhf.compiling.compile_worker); its error must reach the three others, waiting for
+    it, as an error of their own."""
     t0 = time.monotonic()
     done = subprocess.run([venv_bin("mpiexec"), "-n", "4", sys.executable, "-c", BAD_DATA],
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
