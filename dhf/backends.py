@@ -81,6 +81,13 @@ def modes(run_cfg: dict) -> tuple[str, str]:
                             "'jax[cpu]' (GPU: jax[cuda12])")
         import jax
         import pytensor
+        import pytensor.link.jax.dispatch  # noqa: F401  (sets JAX's float64 from floatX)
+
+        if not jax.config.jax_enable_x64:
+            raise ConfigError(
+                f"PyTensor's floatX = {pytensor.config.floatX!r} turns JAX's float64 off, "
+                f"and run.{key} = 'jax' adds its sums exactly in float64: leave floatX at "
+                "'float64' (run.dtype = 'float32' computes the model in float32)")
 
         if run_cfg["device"] == "cpu":
             jax_on_cpu()

@@ -650,3 +650,19 @@ def test_a_graph_jax_cannot_compile_falls_back_to_numba_under_auto(
         assert code == 2 and len(lines) == 1, captured.out
         assert "run.backend = 'jax' cannot compile this graph" in lines[0]
         assert not out.exists()
+
+
+def test_a_pytensor_floatx_of_float32_is_refused_in_one_line_under_jax(tmp_path):
+    """PyTensor's floatX = float32 turns JAX's float64 off, which the exact sums JAX takes
+    on the device need (dhf.reduction_jax): refused before anything is written, not run
+    with float32 bins whose sums would depend on the rank count."""
+    pytest.importorskip("jax")
+    env = dict(os.environ, PYTENSOR_FLAGS="floatX=float32")
+    out = tmp_path / "run"
+    done = subprocess.run([venv_bin("dhf-train"), "--set", "run.backend='jax'", "--out",
+                           str(out)], capture_output=True, text=True, env=env, timeout=300)
+    lines = [ln for ln in done.stdout.splitlines() + done.stderr.splitlines()
+             if ln.strip() and not ln.startswith("WARNING")]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(lines) == 1 and "floatX = 'float32' turns JAX's float64 off" in lines[0]
+    assert not out.exists()
