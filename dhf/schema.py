@@ -163,8 +163,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        choices=("auto", "numba", "c", "jax", "default")),
         "gv_backend": Key("auto", "the Gv product's backend: auto (as run.backend), "
                                   "numba (with jax: for the tanh RNN its fused Gv "
-                                  "kernels, ~10 % faster on a CPU, a minute more "
-                                  "compiling), c, jax or default",
+                                  "kernels, a minute more compiling), c, jax or "
+                                  "default",
                           choices=("auto", "numba", "c", "jax", "default")),
         "device": Key("cpu", "where each rank computes: cpu, or gpu (JAX; each rank "
                              "takes one of its node's GPUs)",

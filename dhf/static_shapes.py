@@ -83,11 +83,14 @@ class LoopedJAXLinker(JAXLinker):
                 chunk = [lax.dynamic_index_in_dim(x, i, 0, keepdims=False) for x in stacks]
                 return fn(count, *chunk, *shared)
 
-            if self.summed:
-                return lax.fori_loop(0, count, lambda i, parts: jax.tree.map(
-                    lambda p, x: p + split_traced(x), parts, one(i)), jax.tree.map(
+            if self.summed:  # each chunk's outputs split and added to the parts so far
+                def add(i, parts):
+                    return jax.tree.map(lambda p, x: p + split_traced(x), parts, one(i))
+
+                zeros = jax.tree.map(
                     lambda o: jax.numpy.zeros((BINS,) + o.shape, "float64"),
-                    jax.eval_shape(one, 0)))
+                    jax.eval_shape(one, 0))
+                return lax.fori_loop(0, count, add, zeros)
             size = stacks[0].shape[0]
             outputs = jax.tree.map(lambda o: jax.numpy.zeros((size,) + o.shape, o.dtype),
                                    jax.eval_shape(one, 0))

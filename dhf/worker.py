@@ -194,7 +194,7 @@ class Worker:
         PyTensor's default.
     gv_mode : the mode of the Gv function alone, when it differs from ``mode``: JAX's
         gradient with the explicit recurrences' Numba kernels, on request
-        (``run.gv_backend = "numba"``, :func:`dhf.backends.modes`), ~10 % faster on a CPU.
+        (``run.gv_backend = "numba"``, :func:`dhf.backends.modes`).
     cache_forward : compile Gv against cached forward states (the fast path).
     explicit_gv : use the model's explicit Gv recurrences (``spec.gauss_newton``) when it
         has them; False forces the generic pushforward/pullback graph.
@@ -448,7 +448,7 @@ class Worker:
     def _sums(self, fn, chunks) -> Iterator[np.ndarray | Parts]:
         """``fn``'s output vector on each chunk with the chunk's row count appended; or,
         looped, on each call's chunks, their exact parts added up on the device
-        (:class:`dhf.Parts`, the same bits once added to an
+        (:class:`dhf.reduction.Parts`, the same bits once added to an
         :class:`~dhf.reduction.ExactSum`)."""
         for call, data in self._calls(chunks):
             if self.looped:
@@ -458,13 +458,13 @@ class Worker:
 
     def loss_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray | Parts]:
         """``[Σ loss, Σ errors, count]`` of each chunk of ``rows`` at ``theta`` (or of a
-        looped call's chunks, as their exact :class:`~dhf.Parts`)."""
+        looped call's chunks, as their exact :class:`~dhf.reduction.Parts`)."""
         self.set_theta(theta)
         yield from self._sums(self._eval_fn, self.plan(rows))
 
     def grad_chunks(self, theta: np.ndarray, rows) -> Iterator[np.ndarray | Parts]:
         """``[Σ ∇loss (P values), Σ loss, count]`` of each chunk of ``rows`` (or of a
-        looped call's chunks, as their exact :class:`~dhf.Parts`)."""
+        looped call's chunks, as their exact :class:`~dhf.reduction.Parts`)."""
         self.set_theta(theta)
         yield from self._sums(self._grad_fn, self.plan(rows))
 
@@ -498,7 +498,7 @@ class Worker:
         r"""``Σ_i (J_iᵀ H_i J_i + w J_{a,i}ᵀ D_i J_{a,i}) v`` over each chunk of the
         curvature batch, at its θ (:attr:`curvature`).  ``structural_weight`` is λμ; 0
         gives the undamped Gauss-Newton product.  A looped call's chunks come as their
-        exact :class:`~dhf.Parts`, added up on the device."""
+        exact :class:`~dhf.reduction.Parts`, added up on the device."""
         if self.curvature is None:
             raise RuntimeError("curvature_chunks() (or prepare_curvature()) must run to "
                                "the end before gv_chunks()")
