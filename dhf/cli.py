@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from dhf.heap import keep_freed_memory
 from dhf.launcher import launched_under_mpi, launcher_on_terminal, one_thread_per_rank
 
 # One BLAS thread per process unless the user says otherwise: under a launcher the ranks
@@ -13,6 +14,9 @@ from dhf.launcher import launched_under_mpi, launcher_on_terminal, one_thread_pe
 # speed up, and on a busy machine they are 5 x slower (docs/benchmarks.md).  Must precede
 # numpy, which is why nothing above imports it (dhf.comm would).
 one_thread_per_rank()
+# Freed memory kept for the next chunk's buffers, before numpy, MPI or JAX allocate any
+# (dhf.heap): a big model's update otherwise spends a quarter of its time faulting pages.
+keep_freed_memory()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dhf import cg, dataset, memory, tasks
+from dhf import cg, dataset, heap, memory, tasks
 from dhf.backends import MODES, backend_of, chunk_rows_of, looped_of, modes
 from dhf.comm import (Communicator, alike_on_every_rank, check_replicas, on_every_rank,
                       on_root)
@@ -153,6 +153,7 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
     the optimiser's ``init`` or the checkpoint's.  The run directory is written only
     once all of it is ready, so a failed start leaves nothing behind."""
     t_start = time.perf_counter()
+    heap.keep_freed_memory()  # before JAX starts its threads (dhf.heap)
     comm, out = rundir.comm, rundir.path
     rundir.prepare(resume, config)
     generated = data is None and not config["data"]["path"] and isinstance(

@@ -10,7 +10,8 @@ DHF = Path(__file__).resolve().parents[1] / "dhf"
 LAYERS = [
     {"errors", "launcher", "activations", "losses", "cg", "damping", "linesearch",
      "reduction", "reduction_jax", "layout", "schema", "data", "dataset", "checkpoint",
-     "comm", "allreduce", "log", "plot", "static_shapes", "device", "preconditioner"},
+     "comm", "allreduce", "log", "plot", "static_shapes", "device", "preconditioner",
+     "heap"},
     {"model"},
     {"curvature"},
     {"nets", "worker"},

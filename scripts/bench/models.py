@@ -26,6 +26,9 @@ import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from dhf.heap import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()  # as dhf-train does, before anything allocates
 
 import numpy as np  # noqa: E402
 
