@@ -32,6 +32,7 @@ import numpy as np
 
 from dhf import config as config_mod
 from dhf.comm import Communicator, get_comm, on_every_rank, on_root
+from dhf.batches import BatchSizes
 from dhf.dataset import ArraySource
 from dhf.errors import DataError, UserError
 from dhf.model import ModelSpec
@@ -178,32 +179,17 @@ def _temporary_directory() -> str:
 
 def _fit_batches(opt: dict, given: dict, n_rows: int, report: bool) -> None:
     """Batch sizes the caller left at their defaults, shrunk to a data set too small for
-    them (the defaults want 6 000 rows): backtracking on a fifth of the rows, the gradient
-    on the rest, the curvature on at most all of it.  Sizes the caller set stay."""
-    if opt["gradient_batch"] == 0:  # every row (Martens 2010)
-        if "curvature_batch" not in given:
-            opt["curvature_batch"] = min(opt["curvature_batch"], n_rows)
-        return
-    held_out = opt["held_out"]
-    needed = opt["gradient_batch"] + (opt["backtrack_batch"] + opt["linesearch_batch"]
-                                      if held_out else 0)
-    if "curvature_batch" not in given:  # a subset of the gradient batch, however set
-        opt["curvature_batch"] = min(opt["curvature_batch"], opt["gradient_batch"])
-    if needed <= n_rows:
-        return
-    if "backtrack_batch" not in given:
-        opt["backtrack_batch"] = max(1, min(opt["backtrack_batch"], n_rows // 5))
-    if "gradient_batch" not in given:
-        rest = n_rows - (opt["backtrack_batch"] + opt["linesearch_batch"]
-                         if held_out else 0)
-        opt["gradient_batch"] = max(1, min(opt["gradient_batch"], rest))
-    if "curvature_batch" not in given:
-        opt["curvature_batch"] = min(opt["curvature_batch"], opt["gradient_batch"])
-    if report:
+    them (the defaults want 6 000 rows; :meth:`dhf.batches.BatchSizes.fitted`).  Sizes the
+    caller set stay."""
+    batches = BatchSizes.hf(opt)
+    fit = batches.fitted(n_rows, given)
+    for key, value in zip(("gradient_batch", "curvature_batch", "backtrack_batch",
+                           "linesearch_batch"), fit.sizes):
+        opt[key] = value
+    if report and batches.rows_needed > n_rows and not batches.full:
         logger.info("%d training rows: gradient_batch %d, curvature_batch %d, "
                     "backtrack_batch %d (the defaults need %d rows)", n_rows,
-                    opt["gradient_batch"], opt["curvature_batch"], opt["backtrack_batch"],
-                    needed)
+                    fit.gradient, fit.curvature, fit.backtrack, batches.rows_needed)
 
 
 def _check_targets(spec: ModelSpec, arrays, names, split: str) -> None:

@@ -222,12 +222,13 @@ def _dry_run(config: dict, comm: Communicator, ranks: list[int] | None = None) -
     :func:`_work_table`); the batches are checked against the rows, as a run would."""
     from dhf import tasks
     from dhf.backends import backend_of, chunk_rows_of, looped_of
-    from dhf.run import check_batches, memory_needs
+    from dhf.batches import BatchSizes
+    from dhf.run import memory_needs
     from dhf.sources import training_rows
     from dhf.worker import chunk_size, rows_per_rank
 
     n_train = training_rows(config)
-    check_batches(config["optimizer"], n_train, n_train is None)
+    BatchSizes.of(config["optimizer"]).check(n_train, n_train is None)
     spec = tasks.get(config["task"]["name"]).build_model(config)
     n_params = sum(p.get_value(borrow=True).size for p in spec.params)
     if comm.rank == 0:

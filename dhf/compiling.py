@@ -33,8 +33,9 @@ def ranks_and_nodes(comm: Communicator) -> str:
 def compile_worker(worker: Worker, comm: Communicator, theta: np.ndarray, config: dict,
                    own_data: bool, batches: dict | None = None) -> bool:
     """Generate the compiled functions' code now (:meth:`Worker.warm_up`, for the chunk
-    shapes of ``batches``, :func:`dhf.run.batch_rows`), so that the start line says what
-    compiling cost and the first update is an update; a first run of a model compiles
+    shapes of ``batches``, :meth:`dhf.batches.BatchSizes.compiled_rows`), so that the
+    start line says what compiling cost and the first update is an update; a first run
+    of a model compiles
     for seconds (JAX) to minutes (Numba), and the user is told so while it waits.  Data
     of the wrong shape fails here, in one line.
 

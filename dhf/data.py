@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dhf.batches import BatchSizes
+
 
 #: Rows per update in the fresh-data row space (:class:`FreshSampler`).
 FRESH_STRIDE = 2 ** 24
@@ -52,9 +54,8 @@ def local(indices: np.ndarray, rank: int, size: int) -> np.ndarray:
 
 
 def _check_sizes(gradient, curvature, backtrack, linesearch, held_out, available):
-    inside = curvature + (0 if held_out else backtrack + linesearch)
-    outside = gradient + (backtrack + linesearch if held_out else 0)
-    if inside > gradient or outside > available:
+    batches = BatchSizes(gradient, curvature, backtrack, linesearch, held_out)
+    if batches.inside_gradient > gradient or batches.rows_needed > available:
         where = "held out" if held_out else "inside the gradient batch"
         raise ValueError(f"cannot draw gradient {gradient}, curvature {curvature}, "
                          f"backtracking {backtrack} and line-search {linesearch} rows "

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dhf import cg, dataset, heap, memory, tasks
+from dhf.batches import FIRST_ORDER_NAMES, BatchSizes
 from dhf.backends import MODES, backend_of, chunk_rows_of, looped_of, modes
 from dhf.comm import (Communicator, alike_on_every_rank, check_replicas, on_every_rank,
                       on_root)
@@ -40,7 +41,7 @@ from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-FIRST_ORDER = {"sgd": SGDOptimizer, "adam": AdamOptimizer}
+FIRST_ORDER = dict(zip(FIRST_ORDER_NAMES, (SGDOptimizer, AdamOptimizer)))
 #: Compiling longer than this (a cold cache) is announced while it runs.
 
 
@@ -179,8 +180,9 @@ def _set_up(config: dict, rundir: RunDir, resume: bool, spec: ModelSpec | None,
         rundir.check_same_data(data_fingerprint)
     with alike_on_every_rank():
         backend, gv_backend = modes(config["run"])
-    batches = batch_rows(config, train_rows.n_rows,
-                         valid_rows.n_rows if valid_rows is not None else 0)
+    batches = BatchSizes.of(config["optimizer"]).compiled_rows(
+        train_rows.n_rows, valid_rows.n_rows if valid_rows is not None else 0,
+        config["run"]["train_error"])
     n_train = train_rows.n_rows
 
     def build(backend: str, gv_backend: str) -> tuple[Worker, Optimizer]:
@@ -347,55 +349,21 @@ def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: in
     on a GPU, HF's CG keeps its vectors there (``cg_on_device``)."""
     opt_cfg, seed = config["optimizer"], config["run"]["seed"]
     fresh = config["data"]["fresh"]
-    if opt_cfg["name"] in FIRST_ORDER:
-        check_batches(opt_cfg, n_train, fresh)
+    batches = BatchSizes.of(opt_cfg)
+    batches.check(n_train, fresh)
+    if batches.first_order:
         return FIRST_ORDER[opt_cfg["name"]](worker, comm, SGDConfig.from_config(opt_cfg),
                                             n_train, seed, should_stop, fresh=fresh)
-    sizes = check_batches(opt_cfg, n_train, fresh)
-    held_out = opt_cfg["held_out"]
-    if sizes[0] == 0:
-        sampler = FullBatchSampler(n_train, sizes[1], seed)
+    if batches.full:
+        sampler = FullBatchSampler(n_train, batches.curvature, seed)
     elif fresh:
-        sampler = FreshSampler(*sizes, held_out=held_out)
+        sampler = FreshSampler(*batches.sizes, held_out=batches.held_out)
     else:
-        sampler = BatchSampler(n_train, sizes[0], sizes[1], sizes[2], seed,
-                               linesearch=sizes[3], held_out=held_out)
+        sampler = BatchSampler(n_train, batches.gradient, batches.curvature,
+                               batches.backtrack, seed, linesearch=batches.linesearch,
+                               held_out=batches.held_out)
     return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop,
                        cg_on_device=config["run"]["device"] == "gpu" and worker.on_device)
-
-
-def check_batches(opt_cfg: dict, n_train: int, fresh: bool) -> list[int]:
-    """The HF batch sizes (gradient, curvature, backtracking, line search), after checking
-    that they fit each other and ``n_train`` training rows (any number when fresh)."""
-    if opt_cfg["name"] in FIRST_ORDER:
-        if not fresh and opt_cfg["sgd_batch"] > n_train:
-            raise ConfigError(f"optimizer.sgd_batch = {opt_cfg['sgd_batch']} exceeds the "
-                              f"{n_train} training rows")
-        return [opt_cfg["sgd_batch"]]
-    sizes = [opt_cfg[f"{name}_batch"] for name in ("gradient", "curvature", "backtrack",
-                                                   "linesearch")]
-    if sizes[0] == 0:  # every row (Martens 2010): only the curvature chunk must fit
-        if n_train is not None and sizes[1] > n_train:
-            raise ConfigError(f"optimizer.curvature_batch = {sizes[1]} exceeds the "
-                              f"{n_train} training rows")
-        return sizes
-    held_out = opt_cfg["held_out"]
-    if not held_out and sizes[1] + sizes[2] + sizes[3] > sizes[0]:
-        raise ConfigError(
-            f"optimizer.curvature_batch + backtrack_batch + linesearch_batch = "
-            f"{sizes[1] + sizes[2] + sizes[3]} exceeds "
-            f"optimizer.gradient_batch = {sizes[0]}"
-            "; with optimizer.held_out = false they are disjoint rows of the gradient "
-            "batch")
-    needed = sizes[0] + (sizes[2] + sizes[3] if held_out else 0)
-    if not fresh and needed > n_train:
-        keys = ("optimizer.gradient_batch + backtrack_batch + linesearch_batch"
-                if held_out else "optimizer.gradient_batch")
-        raise ConfigError(
-            f"{keys} = {needed} exceeds the {n_train} training rows; lower them "
-            "(linesearch_batch = 0 searches on the backtracking batch) or set "
-            "data.fresh = true")
-    return sizes
 
 
 def _close(progress) -> None:
@@ -403,20 +371,6 @@ def _close(progress) -> None:
     close = getattr(progress, "close", None)
     if close is not None:
         close()
-
-
-def batch_rows(config: dict, n_train: int, n_valid: int) -> dict:
-    """The sizes of the batches each compiled function will be given in a run:
-    ``{"loss": [...], "grad": [...], "curvature": [...]}`` (:meth:`Worker.warm_up`)."""
-    opt = config["optimizer"]
-    loss = [n_valid] + ([n_train] if config["run"]["train_error"] else [])
-    if opt["name"] in FIRST_ORDER:
-        return {"loss": loss, "grad": [opt["sgd_batch"]], "curvature": []}
-    full = opt["gradient_batch"] == 0
-    searched = [n_train] if full else [opt["backtrack_batch"], opt["linesearch_batch"]]
-    return {"loss": [b for b in loss + searched if b],
-            "grad": [n_train if full else opt["gradient_batch"]],
-            "curvature": [opt["curvature_batch"]]}
 
 
 def score(row: dict) -> float:

@@ -11,7 +11,7 @@ LAYERS = [
     {"errors", "launcher", "activations", "losses", "cg", "damping", "linesearch",
      "reduction", "reduction_jax", "layout", "schema", "data", "dataset", "checkpoint",
      "comm", "allreduce", "log", "plot", "static_shapes", "device", "preconditioner",
-     "heap"},
+     "heap", "batches"},
     {"model"},
     {"curvature"},
     {"nets", "worker"},
