@@ -74,6 +74,19 @@ class BatchSizes:
         searched batches when they are not held out."""
         return self.curvature + (0 if self.held_out else self.searched)
 
+    def check_consistent(self, fresh: bool) -> None:
+        """Refuse, in one line, batches that contradict each other or ``data.fresh``,
+        before any data is seen (:func:`dhf.config.validate`)."""
+        if self.first_order:
+            return
+        if self.full and fresh:
+            raise ConfigError("optimizer.gradient_batch = 0 trains on every row of a fixed "
+                              "training set; data.fresh = true has none (set a batch size)")
+        if not self.full and self.curvature > self.gradient:
+            raise ConfigError(f"optimizer.curvature_batch = {self.curvature} must be "
+                              f"<= optimizer.gradient_batch = {self.gradient} (it is a "
+                              "subset)")
+
     def check(self, n_train: int | None, fresh: bool) -> None:
         """Refuse, in one line, batches that do not fit each other or ``n_train``
         training rows (any number when ``fresh``: rows are generated when drawn)."""

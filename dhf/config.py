@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from dhf.batches import BatchSizes
 from dhf.errors import ConfigError
 from dhf.schema import CHOICES, RANGES, SCHEMA, check
 
@@ -200,15 +201,7 @@ def validate(config: dict) -> None:
         raise ConfigError(f"data.fresh = true generates the training data; it cannot read "
                           f"data.path = {config['data']['path']!r} (set one of them)")
     opt = config["optimizer"]
-    hf = opt["name"] == "hf"  # the batch sizes below are HF's; SGD and Adam use sgd_batch
-    full_batch = hf and opt["gradient_batch"] == 0
-    if full_batch and config["data"]["fresh"]:
-        raise ConfigError("optimizer.gradient_batch = 0 trains on every row of a fixed "
-                          "training set; data.fresh = true has none (set a batch size)")
-    if hf and opt["curvature_batch"] > opt["gradient_batch"] and not full_batch:
-        raise ConfigError(f"optimizer.curvature_batch = {opt['curvature_batch']} "
-                          f"must be <= optimizer.gradient_batch = {opt['gradient_batch']} "
-                          "(it is a subset)")
+    BatchSizes.of(opt).check_consistent(config["data"]["fresh"])
     if opt["cg_min_iters"] > opt["cg_max_iters"]:
         raise ConfigError(f"optimizer.cg_min_iters = {opt['cg_min_iters']} must be <= "
                           f"optimizer.cg_max_iters = {opt['cg_max_iters']}")

@@ -58,3 +58,20 @@ def test_compiled_rows_name_every_batch_size_a_function_sees():
         "loss": [700, 9000], "grad": [9000], "curvature": [1000]}
     assert BatchSizes.of(hf(name="sgd")).compiled_rows(9000, 700, False) == {
         "loss": [700], "grad": [100], "curvature": []}
+
+
+@pytest.mark.parametrize("keys, fresh, refused", [
+    ({}, False, None),
+    ({"gradient_batch": 0}, True, "gradient_batch = 0 trains on every row"),
+    ({"gradient_batch": 0, "curvature_batch": 9000}, False, None),  # only vs the data
+    ({"gradient_batch": 500, "curvature_batch": 501}, False, "curvature_batch = 501"),
+    ({"name": "sgd", "gradient_batch": 0}, True, None),  # SGD's batch is sgd_batch
+])
+def test_batches_that_contradict_each_other_are_refused_before_any_data(keys, fresh,
+                                                                        refused):
+    batches = BatchSizes.of(hf(**keys))
+    if refused is None:
+        batches.check_consistent(fresh)
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            batches.check_consistent(fresh)
