@@ -21,27 +21,24 @@ from typing import Any, Callable
 import numpy as np
 
 from dhf import cg, dataset, heap, memory, tasks
-from dhf.batches import FIRST_ORDER_NAMES, BatchSizes
+from dhf.batches import BatchSizes
 from dhf.backends import MODES, backend_of, chunk_rows_of, looped_of, modes
 from dhf.comm import (Communicator, alike_on_every_rank, check_replicas, on_every_rank,
                       on_root)
 from dhf.compiling import JaxCannotTrace, compile_worker, ranks_and_nodes
 from dhf.config import to_toml
-from dhf.coordinator import HFConfig, HFOptimizer
-from dhf.data import BatchSampler, FreshSampler, FullBatchSampler
 from dhf.dataset import StackedSource
 from dhf.errors import ConfigError, UserError
 from dhf.log import format_update
 from dhf.model import ModelSpec
 from dhf.optimizer import Optimizer, StopRequested
+from dhf.optimizers import make_optimizer
 from dhf.rundir import Best, RunDir
-from dhf.sgd import AdamOptimizer, SGDConfig, SGDOptimizer
 from dhf.sources import load_data, training_rows
 from dhf.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-FIRST_ORDER = dict(zip(FIRST_ORDER_NAMES, (SGDOptimizer, AdamOptimizer)))
 #: Compiling longer than this (a cold cache) is announced while it runs.
 
 
@@ -341,29 +338,6 @@ def _already_complete(update: int, max_updates: int, best: Best, stop_error: flo
                 f"{best.error:.3g} <= run.stop_valid_error = {stop_error:.3g}); set it "
                 "lower (-1: never stop) to continue")
     return None
-
-
-def make_optimizer(config: dict, worker: Worker, comm: Communicator, n_train: int,
-                   should_stop=None):
-    """The optimiser ``optimizer.name`` names, with its batches checked against the data;
-    on a GPU, HF's CG keeps its vectors there (``cg_on_device``)."""
-    opt_cfg, seed = config["optimizer"], config["run"]["seed"]
-    fresh = config["data"]["fresh"]
-    batches = BatchSizes.of(opt_cfg)
-    batches.check(n_train, fresh)
-    if batches.first_order:
-        return FIRST_ORDER[opt_cfg["name"]](worker, comm, SGDConfig.from_config(opt_cfg),
-                                            n_train, seed, should_stop, fresh=fresh)
-    if batches.full:
-        sampler = FullBatchSampler(n_train, batches.curvature, seed)
-    elif fresh:
-        sampler = FreshSampler(*batches.sizes, held_out=batches.held_out)
-    else:
-        sampler = BatchSampler(n_train, batches.gradient, batches.curvature,
-                               batches.backtrack, seed, linesearch=batches.linesearch,
-                               held_out=batches.held_out)
-    return HFOptimizer(worker, comm, HFConfig.from_config(opt_cfg), sampler, should_stop,
-                       cg_on_device=config["run"]["device"] == "gpu" and worker.on_device)
 
 
 def _close(progress) -> None:

@@ -16,8 +16,8 @@ LAYERS = [
     {"curvature"},
     {"nets", "worker"},
     {"optimizer", "coordinator", "sgd"},
-    {"tasks", "config", "sources", "rundir", "backends", "compiling", "run", "export",
-     "memory"},
+    {"tasks", "config", "sources", "rundir", "backends", "compiling", "optimizers", "run",
+     "export", "memory"},
     {"api", "cli"},
 ]
 LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}

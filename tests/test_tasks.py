@@ -162,7 +162,7 @@ def test_the_optimisers_are_what_run_drives():
     from dhf.comm import SerialComm
     from dhf.nets import mlp
     from dhf.optimizer import Optimizer
-    from dhf.run import make_optimizer
+    from dhf.optimizers import make_optimizer
 
     worker = Worker(mlp([2, 1]), [np.zeros((300, 2)), np.zeros((300, 1))])
     for name in ("hf", "sgd", "adam"):
