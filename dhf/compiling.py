@@ -35,9 +35,8 @@ def compile_worker(worker: Worker, comm: Communicator, theta: np.ndarray, config
     """Generate the compiled functions' code now (:meth:`Worker.warm_up`, for the chunk
     shapes of ``batches``, :meth:`dhf.batches.BatchSizes.compiled_rows`), so that the
     start line says what compiling cost and the first update is an update; a first run
-    of a model compiles
-    for seconds (JAX) to minutes (Numba), and the user is told so while it waits.  Data
-    of the wrong shape fails here, in one line.
+    of a model compiles for seconds (JAX) to minutes (Numba), and the user is told so
+    while it waits.  Data of the wrong shape fails here, in one line.
 
     Where a node has more ranks than cores, its first rank compiles alone while the
     others sleep, and they then load its work from the compile caches: ranks compiling
