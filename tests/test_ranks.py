@@ -144,7 +144,7 @@ def test_cg_on_the_device_keeps_the_host_paths_bits_at_any_rank_count(ranks, mon
     """CG's vector slices kept where JAX computes, their dot products taken there (what
     ``run.device = "gpu"`` does; here on JAX's CPU device): rank 0 alone on the host
     path, then ranks 1 … N-1 and all N with CG on the device, the same metrics."""
-    from dhf import run
+    from dhf import optimizers
     from dhf.coordinator import HFOptimizer
 
     class OnDevice(HFOptimizer):
@@ -153,9 +153,9 @@ def test_cg_on_the_device_keeps_the_host_paths_bits_at_any_rank_count(ranks, mon
 
     items = JOBS["masked_jax"] + ["optimizer.max_updates=3"]
     if not ranks.alone:
-        monkeypatch.setattr(run, "HFOptimizer", OnDevice)
+        monkeypatch.setattr(optimizers, "HFOptimizer", OnDevice)
     one, rest = ranks.in_groups(items)
-    monkeypatch.setattr(run, "HFOptimizer", OnDevice)
+    monkeypatch.setattr(optimizers, "HFOptimizer", OnDevice)
     every = ranks.train(ranks.comm, f"{ranks.comm.size} ranks", items)
     failure = None
     for name, rows in ((ranks.rest, rest), (f"{ranks.comm.size} ranks", every)):
